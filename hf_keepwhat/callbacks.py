@@ -1,0 +1,72 @@
+"""`SparsityCallback`: target schedule, sparsity logging and mask checkpoints for `Trainer`.
+
+Callbacks cannot change the loss; the penalty is added in `MaskModel.forward`. This callback only
+moves the target the penalty pulls towards, reports where the masks are, and saves them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from transformers import TrainerCallback
+
+from .config import MaskConfig
+from .model import MaskModel
+
+
+def _mask_model(model) -> MaskModel:
+    if not isinstance(model, MaskModel):
+        raise TypeError(
+            f"SparsityCallback needs Trainer(model=...) to be a MaskModel, got "
+            f"{type(model).__name__}; wrap the model with get_mask_model(model, config) first."
+        )
+    return model
+
+
+class SparsityCallback(TrainerCallback):
+    """Schedules the sparsity target, logs realised sparsity and saves masks with checkpoints.
+
+    Args:
+        config: The `MaskConfig` the model was wrapped with; its `target_warmup_steps` sets a
+            linear warm-up of the target from 0 to `target_sparsity`.
+    """
+
+    def __init__(self, config: MaskConfig):
+        self.config = config
+
+    def target_at(self, step: int) -> float:
+        """The sparsity target at optimizer step `step`.
+
+        Args:
+            step: The global step.
+        """
+        if self.config.target_warmup_steps <= 0:
+            return self.config.target_sparsity
+        progress = min(1.0, step / self.config.target_warmup_steps)
+        return self.config.target_sparsity * progress
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        _mask_model(model).current_target = self.target_at(state.global_step)
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if logs is None or "loss" not in logs or model is None:
+            return
+        mm = _mask_model(model)
+        total = mm.sparsity_report()["total"]
+        extra = {
+            "sparsity_penalty": float(mm.sparsity_penalty().detach()),
+            "sparsity_target": mm.current_target,
+            "removed_params": total["params_removed_fraction"],
+            "removed_macs": total["macs_removed_fraction"],
+            "removed_units": total["units_removed_fraction"],
+        }
+        logs.update(extra)
+        # Trainer stored a copy of `logs` in the history before calling callbacks.
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(extra)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        _mask_model(model).save_masks(checkpoint)

@@ -1,0 +1,34 @@
+"""Registry of layouts by `config.model_type`: the only place that knows architectures."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import Layout
+from .wav2vec2 import Wav2Vec2Layout
+from .whisper import WhisperLayout
+
+LAYOUTS: dict[str, Layout] = {}
+for _layout in (Wav2Vec2Layout(), WhisperLayout()):
+    for _model_type in _layout.model_types:
+        LAYOUTS[_model_type] = _layout
+
+
+def supported_model_types() -> list[str]:
+    """Returns the `config.model_type` values hf_keepwhat can mask and prune."""
+    return sorted(LAYOUTS)
+
+
+def get_layout(model: nn.Module) -> Layout:
+    """Returns the layout of `model`, chosen by `model.config.model_type`.
+
+    Args:
+        model: A transformers model.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in LAYOUTS:
+        raise ValueError(
+            f"hf_keepwhat does not support model type {model_type!r} "
+            f"({type(model).__name__}). Supported model types: {', '.join(supported_model_types())}."
+        )
+    return LAYOUTS[model_type]

@@ -1,0 +1,165 @@
+"""What every layout shares: the `Layout` interface and builders for the common unit groups.
+
+A layout is the only architecture-specific code: it says where the backbone and its layers are,
+what a reference input looks like, and which `UnitGroup`s the model has.
+"""
+
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+
+from ..config import MaskConfig
+from ..units import UnitGroup
+
+
+
+class Layout:
+    """Architecture knowledge for one family of transformers models.
+
+    Subclasses set `model_types` and implement `backbone_path`, `reference_inputs` and
+    `unit_groups`; everything else reads only what these return.
+    """
+
+    model_types: tuple[str, ...] = ()
+
+    def backbone_path(self, model: nn.Module) -> str:
+        """Path of the backbone (the part whose cost the budget counts) inside `model`."""
+        raise NotImplementedError
+
+    def layers_path(self, model: nn.Module) -> str:
+        """Path of the `nn.ModuleList` of transformer layers inside `model`."""
+        raise NotImplementedError
+
+    def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
+        """Backbone inputs (batch 1) of the length MACs are counted for."""
+        raise NotImplementedError
+
+    def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
+        """Every prunable unit group of `model`, with the frames each of its modules runs on."""
+        raise NotImplementedError
+
+    def drop_layers_above(self, model: nn.Module, last_layer: int) -> None:
+        """Deletes the transformer layers above `last_layer` in place and updates the config.
+
+        Args:
+            model: The transformers model.
+            last_layer: Index of the last layer to keep.
+        """
+        layers = model.get_submodule(self.layers_path(model))
+        num_layers = len(layers)
+        if last_layer >= num_layers:
+            raise ValueError(
+                f"last_layer={last_layer} but the model has {num_layers} layers "
+                f"(indices 0..{num_layers - 1})."
+            )
+        del layers[last_layer + 1 :]
+        model.config.num_hidden_layers = last_layer + 1
+        # Classifiers with `use_weighted_layer_sum` hold one weight per hidden state (layers + 1).
+        weights = getattr(model, "layer_weights", None)
+        if isinstance(weights, nn.Parameter) and weights.numel() == num_layers + 1:
+            model.layer_weights = nn.Parameter(weights.data[: last_layer + 2].clone())
+
+
+def head_group(model: nn.Module, name: str, attention: str, seq_len: int) -> UnitGroup:
+    """The heads of one self-attention block with `q_proj`, `k_proj`, `v_proj`, `out_proj`.
+
+    Args:
+        model: The transformers model.
+        name: The group's name.
+        attention: Path of the attention module (it must have `num_heads` and `head_dim`).
+        seq_len: Number of frames the block attends over for the reference input.
+    """
+    module = model.get_submodule(attention)
+    return UnitGroup(
+        name=name,
+        kind="heads",
+        num_units=module.num_heads,
+        unit_width=module.head_dim,
+        mask_module=f"{attention}.out_proj",
+        mask_dim=-1,
+        producers=[f"{attention}.{p}" for p in ("q_proj", "k_proj", "v_proj")],
+        consumers=[f"{attention}.out_proj"],
+        attributes={attention: {"num_heads": 1}},
+        empty_module=attention,
+        frames={f"{attention}.{p}": seq_len for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
+        # Scores (Q K^T) and the weighted sum (A V): seq_len * seq_len * head_dim MACs each.
+        extra_macs_per_unit=2 * seq_len * seq_len * module.head_dim,
+    )
+
+
+def neuron_group(
+    model: nn.Module, name: str, producer: str, consumer: str, seq_len: int
+) -> UnitGroup:
+    """The hidden neurons of one feed-forward block `consumer(act(producer(x)))`.
+
+    Args:
+        model: The transformers model.
+        name: The group's name.
+        producer: Path of the first projection (`nn.Linear`).
+        consumer: Path of the second projection (`nn.Linear`).
+        seq_len: Number of frames the block runs on for the reference input.
+    """
+    return UnitGroup(
+        name=name,
+        kind="ffn",
+        num_units=model.get_submodule(producer).out_features,
+        unit_width=1,
+        mask_module=consumer,
+        mask_dim=-1,
+        producers=[producer],
+        consumers=[consumer],
+        frames={producer: seq_len, consumer: seq_len},
+    )
+
+
+def channel_group(
+    model: nn.Module,
+    name: str,
+    producer: str,
+    consumer: str,
+    frames: dict[str, int],
+    norms: list[str] | None = None,
+) -> UnitGroup:
+    """The output channels of one `nn.Conv1d` consumed by the next `nn.Conv1d`.
+
+    Args:
+        model: The transformers model.
+        name: The group's name.
+        producer: Path of the convolution whose output channels are the units.
+        consumer: Path of the convolution that reads them.
+        frames: Output frames of `producer` and of `consumer` for the reference input.
+        norms: Per-channel norms between them (GroupNorm with a group per channel, BatchNorm).
+    """
+    conv = model.get_submodule(producer)
+    if model.get_submodule(consumer).groups != 1:
+        raise ValueError(f"{consumer} is a grouped convolution; its channels are not separable.")
+    return UnitGroup(
+        name=name,
+        kind="conv",
+        num_units=conv.out_channels,
+        unit_width=1,
+        mask_module=consumer,
+        mask_dim=1,
+        producers=[producer],
+        consumers=[consumer],
+        norms=list(norms or []),
+        frames=dict(frames),
+    )
+
+
+def is_per_channel_norm(norm: nn.Module | None) -> bool:
+    """True when `norm` normalises each channel on its own, so deleting a channel is exact."""
+    if norm is None:
+        return True
+    if isinstance(norm, nn.GroupNorm):
+        return norm.num_groups == norm.num_channels
+    return isinstance(norm, nn.modules.batchnorm._BatchNorm)
+
+
+def conv_output_length(length: int, conv: nn.Conv1d) -> int:
+    """Output frames of a 1-D convolution for an input of `length` frames."""
+    padding = conv.padding[0] if isinstance(conv.padding, tuple) else 0
+    kernel, stride, dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
+    return (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

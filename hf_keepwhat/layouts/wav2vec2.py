@@ -1,0 +1,99 @@
+"""Wav2Vec2, HuBERT and Data2VecAudio: one module structure, one layout.
+
+Units: attention heads, feed-forward neurons, and feature-encoder conv channels wherever deleting
+a channel is exact: a channel followed by nothing or by a per-channel GroupNorm. A LayerNorm over
+channels couples them (feat_extract_norm="layer", every Data2VecAudio conv layer), and the last
+conv layer feeds the feature projection's LayerNorm, so those channels are never masked.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ..config import MaskConfig
+from ..units import UnitGroup
+from .base import (
+    Layout,
+    channel_group,
+    conv_output_length,
+    head_group,
+    is_per_channel_norm,
+    neuron_group,
+)
+
+logger = logging.getLogger(__name__)
+
+# Every checkpoint of these families is trained on 16 kHz audio.
+SAMPLING_RATE = 16_000
+
+
+class Wav2Vec2Layout(Layout):
+    """Layout of the wav2vec2 family's models (`...ForSequenceClassification`, `...ForCTC`, ...)."""
+
+    model_types = ("wav2vec2", "hubert", "data2vec-audio")
+
+    def backbone_path(self, model: nn.Module) -> str:
+        prefix = getattr(model, "base_model_prefix", "")
+        return prefix if prefix and hasattr(model, prefix) else ""
+
+    def _path(self, model: nn.Module, suffix: str) -> str:
+        return f"{self.backbone_path(model)}.{suffix}".lstrip(".")
+
+    def layers_path(self, model: nn.Module) -> str:
+        return self._path(model, "encoder.layers")
+
+    def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
+        return {"input_values": torch.zeros(1, int(config.macs_input_seconds * SAMPLING_RATE))}
+
+    def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
+        length = self.reference_inputs(model, config)["input_values"].shape[-1]
+        conv_layers = model.get_submodule(self._path(model, "feature_extractor.conv_layers"))
+        frames = {}
+        for i, layer in enumerate(conv_layers):
+            length = conv_output_length(length, layer.conv)
+            frames[self._path(model, f"feature_extractor.conv_layers.{i}.conv")] = length
+        seq_len = length
+
+        groups = []
+        skipped = []
+        for i in range(len(conv_layers) - 1):
+            norm = getattr(conv_layers[i], "layer_norm", None)
+            if not is_per_channel_norm(norm):
+                skipped.append(i)
+                continue
+            layer = self._path(model, f"feature_extractor.conv_layers.{i}")
+            consumer = self._path(model, f"feature_extractor.conv_layers.{i + 1}.conv")
+            groups.append(
+                channel_group(
+                    model,
+                    f"{layer}.channels",
+                    producer=f"{layer}.conv",
+                    consumer=consumer,
+                    frames={f"{layer}.conv": frames[f"{layer}.conv"], consumer: frames[consumer]},
+                    norms=[f"{layer}.layer_norm"] if norm is not None else [],
+                )
+            )
+        if skipped and "conv" in config.unit_kinds:
+            logger.warning(
+                "Conv channels of feature-encoder layers %s are not masked: a LayerNorm over "
+                "channels follows them, so deleting one would change the others.",
+                skipped,
+            )
+
+        layers = model.get_submodule(self.layers_path(model))
+        for i in range(len(layers)):
+            layer = f"{self.layers_path(model)}.{i}"
+            groups.append(head_group(model, f"{layer}.heads", f"{layer}.attention", seq_len))
+            groups.append(
+                neuron_group(
+                    model,
+                    f"{layer}.ffn",
+                    f"{layer}.feed_forward.intermediate_dense",
+                    f"{layer}.feed_forward.output_dense",
+                    seq_len,
+                )
+            )
+        return groups

@@ -1,0 +1,101 @@
+"""Physical removal of masked units, driven only by `UnitGroup`s.
+
+Producers lose output rows (and bias entries), per-channel norms lose their channel parameters,
+consumers lose input columns; an attention block with no head left becomes `EmptyAttention`.
+With the mask placed at the consumer's input, this computes exactly what the masked model did.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .units import UnitGroup
+
+
+class EmptyAttention(nn.Module):
+    """An attention block whose every head was removed: it outputs its output-projection bias.
+
+    Whisper's attention cannot run with zero heads (its K/V reshape cannot infer an empty
+    dimension), so the block is replaced instead of shrunk to width 0.
+
+    Args:
+        hidden_size: Width of the block's output.
+        bias: The output projection's bias, or `None` (then the output is zero).
+    """
+
+    def __init__(self, hidden_size: int, bias: torch.Tensor | None):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        # A fresh tensor, not a view of `bias`: views of a parameter taken under no_grad confuse
+        # autograd-based tools (FlopCounterMode's module tracker).
+        output = hidden_states.new_zeros((*hidden_states.shape[:-1], self.hidden_size))
+        if self.bias is not None:
+            output = output + self.bias.to(hidden_states.dtype)
+        return output, None
+
+
+def _select(param: torch.Tensor | None, dim: int, index: torch.Tensor) -> nn.Parameter | None:
+    if param is None:
+        return None
+    kept = param.detach().index_select(dim, index.to(param.device)).clone()
+    return nn.Parameter(kept, requires_grad=param.requires_grad)
+
+
+def _shrink_producer(module: nn.Module, index: torch.Tensor) -> None:
+    module.weight = _select(module.weight, 0, index)
+    if getattr(module, "bias", None) is not None:
+        module.bias = _select(module.bias, 0, index)
+    if isinstance(module, nn.Linear):
+        module.out_features = len(index)
+    else:
+        module.out_channels = len(index)
+
+
+def _shrink_norm(module: nn.Module, index: torch.Tensor) -> None:
+    module.weight = _select(module.weight, 0, index)
+    module.bias = _select(module.bias, 0, index)
+    if isinstance(module, nn.GroupNorm):
+        module.num_groups = module.num_channels = len(index)
+    else:  # BatchNorm: running statistics are buffers, one entry per channel
+        module.running_mean = module.running_mean[index.to(module.running_mean.device)].clone()
+        module.running_var = module.running_var[index.to(module.running_var.device)].clone()
+        module.num_features = len(index)
+
+
+def _shrink_consumer(module: nn.Module, index: torch.Tensor) -> None:
+    module.weight = _select(module.weight, 1, index)
+    if isinstance(module, nn.Linear):
+        module.in_features = len(index)
+    else:
+        module.in_channels = len(index)
+
+
+def prune_group(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) -> None:
+    """Deletes every unit of `group` not in `kept_units` from `model`, in place.
+
+    Args:
+        model: The model the group's paths are relative to (without mask hooks).
+        group: The unit group.
+        kept_units: Sorted 1-D tensor of the unit indices to keep.
+    """
+    if len(kept_units) == 0 and group.empty_module is not None:
+        consumer = model.get_submodule(group.mask_module)
+        replacement = EmptyAttention(consumer.weight.shape[0], consumer.bias)
+        parent, _, child = group.empty_module.rpartition(".")
+        setattr(model.get_submodule(parent), child, replacement)
+        return
+    index = group.channel_index(kept_units.to(torch.long))
+    for path in group.producers:
+        _shrink_producer(model.get_submodule(path), index)
+    for path in group.norms:
+        _shrink_norm(model.get_submodule(path), index)
+    for path in group.consumers:
+        _shrink_consumer(model.get_submodule(path), index)
+    for path, attributes in group.attributes.items():
+        module = model.get_submodule(path)
+        for attr, per_unit in attributes.items():
+            setattr(module, attr, per_unit * len(kept_units))

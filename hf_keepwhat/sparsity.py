@@ -1,0 +1,195 @@
+"""Sparsity budgets: what units cost, the penalty that pulls towards the target, and reports.
+
+The paper's penalty counts units (`budget="units"`): every mask site weighs the same, so 16 heads
+weigh as much as 4096 neurons. `"params"` and `"macs"` weigh units by what deleting them saves,
+so the target is a fraction of the backbone's parameters or MACs, the numbers a user cares about.
+
+Costs are not additive per unit: a convolution between two masked conv layers loses rows with
+the units of one group and columns with the other, so what remains of it is
+`numel * kept_fraction(a) * kept_fraction(b)`. The cost model therefore keeps one term per
+tensor, with the groups whose kept fractions multiply it; the same formula gives the
+differentiable penalty (keep probabilities) and the exact realised count (hard masks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .units import UnitGroup
+
+
+@dataclass
+class CostTerm:
+    """One tensor's (or one computation's) cost, scaled by the kept fractions of its groups.
+
+    Args:
+        params: Parameters at full width.
+        macs: MACs at full width for the reference input.
+        groups: Indices of the groups whose kept fractions multiply this term (one per masked
+            dimension, so a group can appear twice).
+        owner: Index of the group this term is reported under (its producer, else its consumer).
+    """
+
+    params: int
+    macs: int
+    groups: tuple[int, ...]
+    owner: int
+
+
+def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[CostTerm]:
+    """One `CostTerm` per tensor the groups slice, plus each group's extra MACs.
+
+    Args:
+        model: The model the groups' paths are relative to.
+        groups: The unit groups.
+    """
+    owners: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+    for index, group in enumerate(groups):
+        for path in group.producers + group.norms:
+            owners[(path, "weight")][0] = index
+            owners[(path, "bias")][0] = index
+        for path in group.consumers:
+            owners[(path, "weight")][1] = index
+    frames = {path: n for group in groups for path, n in group.frames.items()}
+
+    terms = []
+    for (path, name), by_dim in owners.items():
+        tensor = getattr(model.get_submodule(path), name, None)
+        if tensor is None:
+            continue
+        # A Linear or Conv1d weight costs one MAC per element per output frame.
+        macs = frames.get(path, 0) * tensor.numel() if name == "weight" and tensor.dim() > 1 else 0
+        owner = by_dim.get(0, by_dim.get(1))
+        terms.append(CostTerm(tensor.numel(), macs, tuple(by_dim[d] for d in sorted(by_dim)), owner))
+    for index, group in enumerate(groups):
+        if group.extra_macs_per_unit:
+            terms.append(CostTerm(0, group.extra_macs_per_unit * group.num_units, (index,), index))
+    return terms
+
+
+def _term_kept(term: CostTerm, fractions: Sequence[torch.Tensor], key: str) -> torch.Tensor:
+    return getattr(term, key) * math.prod((fractions[g] for g in term.groups), start=1.0)
+
+
+class CostModel:
+    """Exact parameter and MAC accounting of a masked backbone.
+
+    Args:
+        model: The model the groups' paths are relative to.
+        groups: The masked unit groups.
+        totals: `{"params", "macs"}` of the original backbone (before layers were dropped).
+        after_drop: `{"params", "macs"}` after dropping layers, before masking.
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[UnitGroup], totals: dict, after_drop: dict):
+        self.groups = list(groups)
+        self.terms = build_cost_terms(model, groups)
+        self.totals = dict(totals)
+        self.after_drop = dict(after_drop)
+        # Everything no mask can touch: embeddings, layer norms, output biases, ...
+        self.unmasked = {
+            key: after_drop[key] - sum(getattr(t, key) for t in self.terms)
+            for key in ("params", "macs")
+        }
+        for index, group in enumerate(self.groups):
+            group.params_per_unit = self._marginal(index, "params")
+            group.macs_per_unit = self._marginal(index, "macs")
+
+    def _marginal(self, index: int, key: str) -> int:
+        """What removing one unit of group `index` from the full model saves."""
+        group = self.groups[index]
+        return sum(getattr(t, key) * t.groups.count(index) for t in self.terms if index in t.groups) // group.num_units
+
+    def remaining(self, fractions: Sequence[torch.Tensor], key: str) -> torch.Tensor:
+        """Backbone parameters (`key="params"`) or MACs left, given each group's kept fraction.
+
+        Args:
+            fractions: Kept fraction of each group, in group order (tensors or floats).
+            key: `"params"` or `"macs"`.
+        """
+        return self.unmasked[key] + sum(_term_kept(t, fractions, key) for t in self.terms)
+
+    def max_removed_fraction(self, key: str) -> float:
+        """The largest fraction of `key` that removing every masked unit can reach."""
+        return 1.0 - self.unmasked[key] / self.totals[key]
+
+    def report(self, kept: Sequence[torch.Tensor]) -> dict:
+        """Realised kept/removed units, parameters and MACs, per group and in total.
+
+        A tensor sliced by two groups (a conv between two masked conv layers) is reported under
+        the group that produces it, so the per-group figures add up to the total.
+
+        Args:
+            kept: One boolean tensor per group: which units the hard mask keeps.
+        """
+        fractions = [k.float().mean() for k in kept]
+        full = [1.0] * len(self.groups)
+        rows = []
+        for index, (group, keep) in enumerate(zip(self.groups, kept)):
+            row = {**group.describe(), "kept_units": int(keep.sum())}
+            row["removed_units"] = group.num_units - row["kept_units"]
+            for key in ("params", "macs"):
+                owned = [t for t in self.terms if t.owner == index]
+                before = sum(_term_kept(t, full, key) for t in owned)
+                after = round(float(sum(_term_kept(t, fractions, key) for t in owned)))
+                row[f"kept_{key}"] = after
+                row[f"removed_{key}"] = int(before) - after
+            rows.append(row)
+        total = {}
+        for key in ("params", "macs"):
+            remaining = round(float(self.remaining(fractions, key)))
+            total[f"{key}_original"] = int(self.totals[key])
+            total[f"{key}_remaining"] = remaining
+            total[f"{key}_removed_fraction"] = 1.0 - remaining / self.totals[key]
+        total["units_kept"] = sum(r["kept_units"] for r in rows)
+        total["units_total"] = sum(r["num_units"] for r in rows)
+        # The paper's measure: mean over mask sites of the fraction of units removed.
+        total["units_removed_fraction"] = 1.0 - float(sum(fractions) / len(fractions))
+        return {"groups": rows, "total": total}
+
+
+class Budget:
+    """The quantity the sparsity target is a fraction of, and the penalty towards it.
+
+    Args:
+        kind: `"units"` (the paper), `"params"` or `"macs"`.
+        costs: The `CostModel` of the masked backbone.
+    """
+
+    def __init__(self, kind: str, costs: CostModel):
+        self.kind = kind
+        self.costs = costs
+
+    def kept_fraction(self, keep: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Fraction of the budget kept, given each group's per-unit keep values.
+
+        Args:
+            keep: One tensor per group: keep probabilities for the penalty, 0/1 for realised.
+        """
+        fractions = [k.mean() for k in keep]
+        if self.kind == "units":
+            # The paper: mean over mask sites of the mean keep probability.
+            return sum(fractions) / len(fractions)
+        return self.costs.remaining(fractions, self.kind) / self.costs.totals[self.kind]
+
+    def max_removed_fraction(self) -> float:
+        """The largest fraction of the budget that removing every masked unit can reach."""
+        if self.kind == "units":
+            return 1.0
+        return self.costs.max_removed_fraction(self.kind)
+
+    def penalty(self, keep: Sequence[torch.Tensor], target: float, weight: float) -> torch.Tensor:
+        """The quadratic penalty `weight * (kept_fraction - (1 - target))**2`.
+
+        Args:
+            keep: One keep-probability tensor per group.
+            target: Fraction of the budget to remove.
+            weight: The penalty weight (`lambda`).
+        """
+        return weight * (self.kept_fraction(keep) - (1.0 - target)) ** 2

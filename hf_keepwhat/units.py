@@ -1,0 +1,81 @@
+"""`UnitGroup`: the single description of a set of units that live and die together.
+
+Masking (where the mask multiplies), cost accounting (parameters, MACs per unit), the sparsity
+budget and physical pruning all read the same `UnitGroup`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class UnitGroup:
+    """A set of prunable units of one kind in one place, e.g. "the 6 heads of encoder layer 3".
+
+    All module names are paths relative to the wrapped transformers model
+    (as in `model.get_submodule(path)`).
+
+    Args:
+        name: Unique, human-readable name, e.g. `"encoder.layers.3.heads"`.
+        kind: `"heads"`, `"ffn"` or `"conv"`.
+        num_units: Number of units in the group.
+        unit_width: Channels one unit spans on the masked dimension (head_dim for heads, 1 for
+            neurons and channels).
+        mask_module: The consumer module whose input is multiplied by the mask (forward pre-hook).
+        mask_dim: Dimension of that input that carries the units (`-1` for `nn.Linear`,
+            `1` for `nn.Conv1d`).
+        producers: Modules whose output rows (weight dim 0, bias entries) belong to the units.
+        norms: Per-channel normalisation modules after the producers (GroupNorm with one group per
+            channel, BatchNorm); their per-channel parameters belong to the units.
+        consumers: Modules whose input columns (weight dim 1) belong to the units.
+        attributes: `{"module.path": {"attr": value_per_unit}}`, module attributes that count
+            kept units (e.g. WhisperAttention's `num_heads`) and must be rewritten on pruning.
+        empty_module: Module replaced by one returning `mask_module`'s bias when no unit is kept
+            (an attention block with zero heads); `None` keeps zero-width layers instead.
+        frames: Output frames of each producer and consumer for the reference input (MACs of a
+            layer = frames * weight elements).
+        extra_macs_per_unit: MACs a unit costs outside its producers and consumers (a head's
+            attention scores and weighted sum).
+        params_per_unit: What deleting one unit of the full model saves in parameters; filled in
+            by the cost model (`sparsity.CostModel`).
+        macs_per_unit: The same in MACs for the reference input.
+    """
+
+    name: str
+    kind: str
+    num_units: int
+    unit_width: int
+    mask_module: str
+    mask_dim: int
+    producers: list[str]
+    consumers: list[str]
+    norms: list[str] = field(default_factory=list)
+    attributes: dict[str, dict[str, int]] = field(default_factory=dict)
+    empty_module: str | None = None
+    frames: dict[str, int] = field(default_factory=dict)
+    extra_macs_per_unit: int = 0
+    params_per_unit: int = 0
+    macs_per_unit: int = 0
+
+    def describe(self) -> dict:
+        """Returns the group's public summary: name, kind, units, width and cost per unit."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "num_units": self.num_units,
+            "unit_width": self.unit_width,
+            "params_per_unit": self.params_per_unit,
+            "macs_per_unit": self.macs_per_unit,
+        }
+
+    def channel_index(self, kept_units: torch.Tensor) -> torch.Tensor:
+        """Expands unit indices to the channel indices they span on the masked dimension.
+
+        Args:
+            kept_units: 1-D tensor of unit indices.
+        """
+        offsets = torch.arange(self.unit_width, device=kept_units.device)
+        return (kept_units[:, None] * self.unit_width + offsets[None, :]).reshape(-1)
