@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 UNIT_KINDS = ("heads", "ffn", "conv")
 BUDGET_KINDS = ("units", "params", "macs")
 MASK_TYPES = ("straight_through",)
+PENALTY_ON = ("auto", "probability", "mask")
 
 
 @dataclass
@@ -27,8 +28,17 @@ class MaskConfig:
             `budget="params"` asks for half of the backbone's parameters to go.
         penalty_weight: `lambda` of the quadratic penalty `lambda * (kept - (1 - target))**2`;
             100 in the paper.
+        penalty_on: What `kept` is computed from. `"probability"`: the keep probabilities
+            `sigmoid(theta)`, as in the paper; the realised (hard-mask) sparsity then lags the
+            target until the logits polarise, which takes long training. `"mask"`: the hard masks
+            themselves, with the straight-through gradient, so the penalty measures the realised
+            sparsity and training settles on the target. `"auto"`: `"probability"` for
+            `budget="units"` (the paper), `"mask"` for `"params"` and `"macs"`.
         mask_init: Initial mask logit of every unit. `1.0` (sigmoid 0.73, every unit on) as in
             the paper.
+        mask_learning_rate: Learning rate of the mask logits when the optimizer is built from
+            `MaskModel.param_groups` (masks usually want a larger rate than the head: a logit
+            must travel from `mask_init` past 0 to switch a unit off). `None`: the head's rate.
         mask_type: The mask parametrisation; `"straight_through"` is the paper's hard
             `round(sigmoid(theta))` with a straight-through gradient.
         modules_to_save: Names of the wrapped model's child modules (or parameters) that are
@@ -36,6 +46,11 @@ class MaskConfig:
             `projector`, `classifier`, `layer_weights`, `lm_head` that the model has.
         last_layer: Index of the last encoder layer to keep. Layers above it are dropped before
             training (their output is never used). `None` keeps them all.
+        max_input_seconds: Whisper only: shorten the encoder's fixed input window (30 s as
+            shipped) to this many seconds by truncating its positional table, so a task with short
+            clips does not pay for 30 s of attention. Feed it features from
+            `WhisperFeatureExtractor.from_pretrained(..., chunk_length=max_input_seconds)`. The
+            shortened model is the dense reference the budget counts from.
         macs_input_seconds: Input length used to count MACs for models whose input length is
             free (wav2vec2 family). Whisper always counts its fixed input window.
         target_warmup_steps: `SparsityCallback` raises the target linearly from 0 to
@@ -46,10 +61,13 @@ class MaskConfig:
     budget: str = "params"
     target_sparsity: float = 0.5
     penalty_weight: float = 100.0
+    penalty_on: str = "auto"
     mask_init: float = 1.0
+    mask_learning_rate: float | None = None
     mask_type: str = "straight_through"
     modules_to_save: list[str] | None = None
     last_layer: int | None = None
+    max_input_seconds: float | None = None
     macs_input_seconds: float = 1.0
     target_warmup_steps: int = 0
 
@@ -70,19 +88,31 @@ class MaskConfig:
             raise ValueError(
                 f"Unknown mask_type {self.mask_type!r}; the supported ones are {MASK_TYPES}."
             )
+        if self.penalty_on not in PENALTY_ON:
+            raise ValueError(f"Unknown penalty_on {self.penalty_on!r}; choose from {PENALTY_ON}.")
         if not 0.0 <= float(self.target_sparsity) < 1.0:
             raise ValueError(
                 f"target_sparsity={self.target_sparsity} is outside [0, 1): it is the fraction of "
                 "the budget to remove, e.g. 0.5 to remove half."
             )
+        if self.mask_learning_rate is not None and self.mask_learning_rate <= 0:
+            raise ValueError(f"mask_learning_rate={self.mask_learning_rate} must be > 0, or None.")
         if self.penalty_weight < 0:
             raise ValueError(f"penalty_weight={self.penalty_weight} must be >= 0.")
         if self.last_layer is not None and self.last_layer < 0:
             raise ValueError(f"last_layer={self.last_layer} must be a layer index >= 0, or None.")
+        if self.max_input_seconds is not None and self.max_input_seconds <= 0:
+            raise ValueError(f"max_input_seconds={self.max_input_seconds} must be > 0, or None.")
         if self.macs_input_seconds <= 0:
             raise ValueError(f"macs_input_seconds={self.macs_input_seconds} must be > 0.")
         if self.target_warmup_steps < 0:
             raise ValueError(f"target_warmup_steps={self.target_warmup_steps} must be >= 0.")
+
+    def resolved_penalty_on(self) -> str:
+        """`penalty_on` with `"auto"` resolved for this budget."""
+        if self.penalty_on != "auto":
+            return self.penalty_on
+        return "probability" if self.budget == "units" else "mask"
 
     def to_dict(self) -> dict:
         """Returns the configuration as a JSON-serialisable dict."""

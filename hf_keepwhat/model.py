@@ -78,13 +78,19 @@ class MaskModel(nn.Module):
         super().__init__()
         self.layout = get_layout(model)
         self.mask_config = config
+        if config.max_input_seconds is not None:
+            # Part of the task's definition: the shortened model is the dense reference.
+            self.layout.set_input_window(model, config.max_input_seconds)
         backbone_path = self.layout.backbone_path(model)
         backbone = model.get_submodule(backbone_path)
         reference = self.layout.reference_inputs(model, config)
         self._totals = {"params": count_params(backbone), "macs": count_macs(backbone, reference)}
         if config.last_layer is not None:
             self.layout.drop_layers_above(model, config.last_layer)
-        self._after_drop = {"params": count_params(backbone), "macs": count_macs(backbone, reference)}
+        self._after_drop = {
+            "params": count_params(backbone),
+            "macs": count_macs(backbone, reference),
+        }
 
         self.model = model
         self.unit_groups: list[UnitGroup] = [
@@ -210,7 +216,11 @@ class MaskModel(nn.Module):
 
     def sparsity_penalty(self) -> torch.Tensor:
         """The differentiable sparsity penalty at the current target (`current_target`)."""
-        keep = [m.keep_probability() for m in self._masks_in_order()]
+        masks = self._masks_in_order()
+        if self.mask_config.resolved_penalty_on() == "mask":
+            keep = [m() for m in masks]
+        else:
+            keep = [m.keep_probability() for m in masks]
         return self.budget.penalty(keep, self.current_target, self.mask_config.penalty_weight)
 
     def realised_sparsity(self) -> float:
@@ -229,6 +239,27 @@ class MaskModel(nn.Module):
         report["total"]["budget"] = self.mask_config.budget
         report["total"]["target_sparsity"] = self.mask_config.target_sparsity
         return report
+
+    def param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
+        """Optimizer parameter groups: the trainable head, and the mask logits at their own rate.
+
+        Pass them to `Trainer` as
+        `optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": mm.param_groups(lr)})`; the
+        Trainer's learning-rate schedule then scales both groups alike.
+
+        Args:
+            learning_rate: Learning rate of the head (`TrainingArguments.learning_rate`).
+            weight_decay: Weight decay of the head. Mask logits get none: decay would pull every
+                logit towards 0, the on/off boundary.
+        """
+        mask_params = list(self.masks.parameters())
+        mask_ids = {id(p) for p in mask_params}
+        head = [p for p in self.parameters() if p.requires_grad and id(p) not in mask_ids]
+        mask_lr = self.mask_config.mask_learning_rate or learning_rate
+        groups = [{"params": mask_params, "lr": mask_lr, "weight_decay": 0.0}]
+        if head:
+            groups.insert(0, {"params": head, "lr": learning_rate, "weight_decay": weight_decay})
+        return groups
 
     # ---- forward -----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import nn
@@ -66,7 +67,9 @@ def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[Cost
         # A Linear or Conv1d weight costs one MAC per element per output frame.
         macs = frames.get(path, 0) * tensor.numel() if name == "weight" and tensor.dim() > 1 else 0
         owner = by_dim.get(0, by_dim.get(1))
-        terms.append(CostTerm(tensor.numel(), macs, tuple(by_dim[d] for d in sorted(by_dim)), owner))
+        terms.append(
+            CostTerm(tensor.numel(), macs, tuple(by_dim[d] for d in sorted(by_dim)), owner)
+        )
     for index, group in enumerate(groups):
         if group.extra_macs_per_unit:
             terms.append(CostTerm(0, group.extra_macs_per_unit * group.num_units, (index,), index))
@@ -74,7 +77,7 @@ def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[Cost
 
 
 def _term_kept(term: CostTerm, fractions: Sequence[torch.Tensor], key: str) -> torch.Tensor:
-    return getattr(term, key) * math.prod((fractions[g] for g in term.groups), start=1.0)
+    return getattr(term, key) * math.prod((fractions[g] for g in term.groups), start=1)
 
 
 class CostModel:
@@ -87,7 +90,9 @@ class CostModel:
         after_drop: `{"params", "macs"}` after dropping layers, before masking.
     """
 
-    def __init__(self, model: nn.Module, groups: Sequence[UnitGroup], totals: dict, after_drop: dict):
+    def __init__(
+        self, model: nn.Module, groups: Sequence[UnitGroup], totals: dict, after_drop: dict
+    ):
         self.groups = list(groups)
         self.terms = build_cost_terms(model, groups)
         self.totals = dict(totals)
@@ -104,7 +109,10 @@ class CostModel:
     def _marginal(self, index: int, key: str) -> int:
         """What removing one unit of group `index` from the full model saves."""
         group = self.groups[index]
-        return sum(getattr(t, key) * t.groups.count(index) for t in self.terms if index in t.groups) // group.num_units
+        return (
+            sum(getattr(t, key) * t.groups.count(index) for t in self.terms if index in t.groups)
+            // group.num_units
+        )
 
     def remaining(self, fractions: Sequence[torch.Tensor], key: str) -> torch.Tensor:
         """Backbone parameters (`key="params"`) or MACs left, given each group's kept fraction.
@@ -128,8 +136,9 @@ class CostModel:
         Args:
             kept: One boolean tensor per group: which units the hard mask keeps.
         """
-        fractions = [k.float().mean() for k in kept]
-        full = [1.0] * len(self.groups)
+        # Exact rational arithmetic: MAC counts exceed float32's integer range.
+        fractions = [Fraction(int(k.sum()), k.numel()) for k in kept]
+        full = [1] * len(self.groups)
         rows = []
         for index, (group, keep) in enumerate(zip(self.groups, kept)):
             row = {**group.describe(), "kept_units": int(keep.sum())}
@@ -137,13 +146,13 @@ class CostModel:
             for key in ("params", "macs"):
                 owned = [t for t in self.terms if t.owner == index]
                 before = sum(_term_kept(t, full, key) for t in owned)
-                after = round(float(sum(_term_kept(t, fractions, key) for t in owned)))
+                after = round(sum(_term_kept(t, fractions, key) for t in owned))
                 row[f"kept_{key}"] = after
                 row[f"removed_{key}"] = int(before) - after
             rows.append(row)
         total = {}
         for key in ("params", "macs"):
-            remaining = round(float(self.remaining(fractions, key)))
+            remaining = round(self.remaining(fractions, key))
             total[f"{key}_original"] = int(self.totals[key])
             total[f"{key}_remaining"] = remaining
             total[f"{key}_removed_fraction"] = 1.0 - remaining / self.totals[key]

@@ -6,13 +6,11 @@ what a reference input looks like, and which `UnitGroup`s the model has.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
 from ..config import MaskConfig
 from ..units import UnitGroup
-
 
 
 class Layout:
@@ -39,6 +37,13 @@ class Layout:
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
         """Every prunable unit group of `model`, with the frames each of its modules runs on."""
         raise NotImplementedError
+
+    def set_input_window(self, model: nn.Module, seconds: float) -> None:
+        """Shortens a fixed input window to `seconds` (only models that have one, like Whisper)."""
+        raise ValueError(
+            f"{type(model).__name__} has no fixed input window; leave MaskConfig.max_input_seconds "
+            "unset (it applies to Whisper only)."
+        )
 
     def drop_layers_above(self, model: nn.Module, last_layer: int) -> None:
         """Deletes the transformer layers above `last_layer` in place and updates the config.

@@ -1,7 +1,8 @@
 """Whisper encoder: attention heads, `fc1`->`fc2` neurons and `conv1` output channels.
 
 Whisper's encoder always sees its full input window (`2 * max_source_positions` mel frames), so
-MACs are counted for that window whatever `MaskConfig.macs_input_seconds` says.
+MACs are counted for that window whatever `MaskConfig.macs_input_seconds` says. The window itself
+can be shortened (`MaskConfig.max_input_seconds`): it is only the length of the positional table.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from torch import nn
 from ..config import MaskConfig
 from ..units import UnitGroup
 from .base import Layout, channel_group, head_group, neuron_group
+
+# 100 log-mel frames per second, halved by conv2's stride: 50 encoder positions per second.
+POSITIONS_PER_SECOND = 50
 
 
 class WhisperLayout(Layout):
@@ -27,6 +31,33 @@ class WhisperLayout(Layout):
 
     def layers_path(self, model: nn.Module) -> str:
         return f"{self.backbone_path(model)}.layers".lstrip(".")
+
+    def set_input_window(self, model: nn.Module, seconds: float) -> None:
+        """Keeps the first `seconds` of the positional table and sets `max_source_positions`.
+
+        A clip keeps the positional embeddings it had in the full window; attention no longer
+        spans the padding up to 30 s, which is what makes the short window cheap.
+
+        Args:
+            model: The transformers model.
+            seconds: The new window, e.g. 3.0; `seconds * 50` must be a whole number.
+        """
+        encoder = model.get_submodule(self.backbone_path(model))
+        positions = seconds * POSITIONS_PER_SECOND
+        if positions != int(positions) or not 0 < positions <= encoder.max_source_positions:
+            longest = encoder.max_source_positions / POSITIONS_PER_SECOND
+            raise ValueError(
+                f"max_input_seconds={seconds} must be a multiple of 0.02 s in (0, {longest:g}] "
+                f"for this Whisper model (50 positions per second)."
+            )
+        positions = int(positions)
+        table = encoder.embed_positions
+        shortened = nn.Embedding(positions, table.embedding_dim, device=table.weight.device)
+        shortened.weight.data.copy_(table.weight.data[:positions])
+        shortened.requires_grad_(table.weight.requires_grad)
+        encoder.embed_positions = shortened
+        encoder.max_source_positions = positions
+        model.config.max_source_positions = positions
 
     def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
         encoder = model.get_submodule(self.backbone_path(model))
@@ -45,7 +76,10 @@ class WhisperLayout(Layout):
                 f"{prefix}.conv1.channels",
                 producer=f"{prefix}.conv1",
                 consumer=f"{prefix}.conv2",
-                frames={f"{prefix}.conv1": mel_frames // encoder.conv1.stride[0], f"{prefix}.conv2": seq_len},
+                frames={
+                    f"{prefix}.conv1": mel_frames // encoder.conv1.stride[0],
+                    f"{prefix}.conv2": seq_len,
+                },
             )
         ]
         for i in range(len(encoder.layers)):

@@ -1,0 +1,116 @@
+"""MaskModel: freezing, penalty, budgets, layer dropping and clear errors."""
+
+import inspect
+
+import pytest
+import torch
+from tiny_models import tiny_wav2vec2, tiny_whisper
+from transformers import BertConfig, BertModel
+
+from hf_keepwhat import MaskConfig, get_mask_model, supported_model_types
+
+
+def test_backbone_frozen_head_and_masks_trainable():
+    mm = get_mask_model(tiny_whisper(), MaskConfig(target_sparsity=0.0))
+    trainable = {n for n, p in mm.named_parameters() if p.requires_grad}
+    assert trainable
+    for name in trainable:
+        assert name.startswith(("masks.", "model.projector.", "model.classifier.")), name
+    assert any(n.startswith("masks.") for n in trainable)
+    assert any(n.startswith("model.classifier.") for n in trainable)
+
+
+def test_forward_adds_penalty_and_reports_it():
+    config = MaskConfig(target_sparsity=0.0, penalty_on="probability")
+    mm = get_mask_model(tiny_whisper(), config)
+    out = mm(input_features=torch.randn(2, 16, 100), labels=torch.tensor([0, 2]))
+    assert torch.allclose(out.loss, out.task_loss + out.sparsity_penalty)
+    assert out.sparsity_penalty > 0  # every unit starts at sigmoid(1) = 0.73 kept, target 1.0
+    assert out.realised_sparsity == pytest.approx(0.0)
+    assert "sparsity_penalty" not in out.keys()  # Trainer would take it for logits
+
+
+def test_units_budget_is_the_papers_penalty():
+    config = MaskConfig(budget="units", target_sparsity=0.5, penalty_weight=100.0)
+    mm = get_mask_model(tiny_whisper(), config)
+    with torch.no_grad():
+        for mask in mm.masks.values():
+            mask.logits.uniform_(-3, 3)
+    means = torch.stack([m.keep_probability().mean() for m in mm.masks.values()])
+    expected = 100.0 * (means.mean() - 0.5) ** 2
+    assert torch.allclose(mm.sparsity_penalty(), expected)
+
+
+def test_mask_penalty_measures_realised_sparsity():
+    config = MaskConfig(budget="params", target_sparsity=0.4, penalty_weight=100.0)
+    mm = get_mask_model(tiny_whisper(), config)
+    assert config.resolved_penalty_on() == "mask"
+    mm.set_kept("encoder.layers.1.ffn", [0, 1, 2])
+    mm.set_kept("encoder.layers.2.heads", [1])
+    expected = 100.0 * (0.4 - mm.realised_sparsity()) ** 2
+    assert mm.sparsity_penalty().item() == pytest.approx(expected, rel=1e-5)
+    mm.sparsity_penalty().backward()
+    assert all(m.logits.grad is not None for m in mm.masks.values())
+
+
+def test_params_budget_weighs_units_by_their_size():
+    mm = get_mask_model(tiny_whisper(), MaskConfig(budget="params", target_sparsity=0.0))
+    mm.set_kept("encoder.layers.0.heads", [])
+    heads = next(g for g in mm.unit_groups if g.name == "encoder.layers.0.heads")
+    total = mm.sparsity_report()["total"]
+    assert (
+        total["params_original"] - total["params_remaining"]
+        == heads.num_units * heads.params_per_unit
+    )
+    assert mm.realised_sparsity() == pytest.approx(total["params_removed_fraction"])
+
+
+def test_forward_signature_is_the_wrapped_models():
+    mm = get_mask_model(tiny_wav2vec2(), MaskConfig(target_sparsity=0.0))
+    parameters = inspect.signature(mm.forward).parameters
+    assert "input_values" in parameters and "labels" in parameters
+
+
+def test_last_layer_drops_layers_above():
+    model = tiny_whisper(use_weighted_layer_sum=True)
+    mm = get_mask_model(model, MaskConfig(last_layer=0, target_sparsity=0.0))
+    assert len(mm.model.encoder.layers) == 1
+    assert mm.model.config.encoder_layers == 1
+    assert mm.model.layer_weights.numel() == 2
+    total = mm.sparsity_report()["total"]
+    assert total["params_removed_fraction"] > 0.3  # two of three layers went before any mask
+    out = mm(input_features=torch.randn(1, 16, 100))
+    assert out.logits.shape == (1, 3)
+
+
+def test_unsupported_model_lists_supported_types():
+    model = BertModel(
+        BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    )
+    with pytest.raises(ValueError, match="does not support model type 'bert'") as info:
+        get_mask_model(model, MaskConfig())
+    for model_type in supported_model_types():
+        assert model_type in str(info.value)
+
+
+def test_unreachable_target():
+    with pytest.raises(ValueError, match="cannot be reached.*at most"):
+        get_mask_model(tiny_whisper(), MaskConfig(unit_kinds=["conv"], target_sparsity=0.9))
+
+
+def test_unknown_group_name_and_bad_indices():
+    mm = get_mask_model(tiny_whisper(), MaskConfig(target_sparsity=0.0))
+    with pytest.raises(KeyError, match="No unit group named 'encoder.layers.9.heads'"):
+        mm.set_kept("encoder.layers.9.heads", [0])
+    with pytest.raises(IndexError, match=r"\[0, 4\)"):
+        mm.set_kept("encoder.layers.0.heads", [7])
+
+
+def test_unknown_module_to_save():
+    with pytest.raises(ValueError, match="modules_to_save names 'head'"):
+        get_mask_model(tiny_whisper(), MaskConfig(modules_to_save=["head"], target_sparsity=0.0))
+
+
+def test_last_layer_out_of_range():
+    with pytest.raises(ValueError, match="last_layer=5 but the model has 3 layers"):
+        get_mask_model(tiny_whisper(), MaskConfig(last_layer=5))

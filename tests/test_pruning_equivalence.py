@@ -1,0 +1,102 @@
+"""Invariants 1 and 3: the pruned model computes what the masked one did, at the predicted cost."""
+
+import pytest
+import torch
+from tiny_models import FAMILIES
+
+from hf_keepwhat import EmptyAttention, MaskConfig, get_mask_model
+from hf_keepwhat.profiling import count_macs, count_params
+
+
+def _random_masks(mm, generator):
+    """Random hard masks, with one layer's heads and another layer's FFN removed entirely."""
+    for group in mm.unit_groups:
+        n = group.num_units
+        keep = torch.randperm(n, generator=generator)[
+            : int(torch.randint(1, n + 1, (1,), generator=generator))
+        ]
+        mm.set_kept(group.name, keep.tolist())
+    heads = [g.name for g in mm.unit_groups if g.kind == "heads"]
+    ffns = [g.name for g in mm.unit_groups if g.kind == "ffn"]
+    mm.set_kept(heads[0], [])
+    mm.set_kept(ffns[1], [])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pruned_equals_masked(family, seed):
+    build, input_name, shape = FAMILIES[family]
+    mm = get_mask_model(build(), MaskConfig(budget="params", target_sparsity=0.0))
+    _random_masks(mm, torch.Generator().manual_seed(seed))
+    mm.eval()
+    inputs = {input_name: torch.randn(*shape)}
+    with torch.no_grad():
+        masked = mm(**inputs).logits
+        pruned_model = mm.prune()
+        pruned = pruned_model(**inputs).logits
+    assert type(pruned_model) is type(mm.model)
+    assert (masked - pruned).abs().max().item() <= 1e-4
+
+    empty = [m for m in pruned_model.modules() if isinstance(m, EmptyAttention)]
+    assert len(empty) == 1, "the layer with every head removed must become an EmptyAttention"
+
+    # Invariant 3: realised parameters and MACs are what the accounting predicted, exactly.
+    report = mm.sparsity_report()["total"]
+    backbone = pruned_model.get_submodule(mm.layout.backbone_path(pruned_model))
+    reference = mm.layout.reference_inputs(pruned_model, mm.mask_config)
+    assert count_params(backbone) == report["params_remaining"]
+    assert count_macs(backbone, reference) == report["macs_remaining"]
+    assert report["params_remaining"] < report["params_original"]
+
+
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
+def test_per_group_report_adds_up(family):
+    build, _, _ = FAMILIES[family]
+    mm = get_mask_model(build(), MaskConfig(target_sparsity=0.0))
+    _random_masks(mm, torch.Generator().manual_seed(3))
+    report = mm.sparsity_report()
+    for key in ("params", "macs"):
+        removed = sum(row[f"removed_{key}"] for row in report["groups"])
+        total = report["total"]
+        assert total[f"{key}_original"] - removed == total[f"{key}_remaining"]
+
+
+def test_conv_groups_only_where_removal_is_exact():
+    build, _, _ = FAMILIES["wav2vec2"]
+    names = [
+        g.name
+        for g in get_mask_model(build(), MaskConfig(target_sparsity=0.0)).unit_groups
+        if g.kind == "conv"
+    ]
+    # Layer 0 (GroupNorm per channel) and layer 1 (no norm); never the last layer, whose channels
+    # feed the feature projection's LayerNorm.
+    assert names == [
+        "wav2vec2.feature_extractor.conv_layers.0.channels",
+        "wav2vec2.feature_extractor.conv_layers.1.channels",
+    ]
+    for family in ("wav2vec2-layer-norm", "data2vec-audio"):
+        groups = get_mask_model(FAMILIES[family][0](), MaskConfig(target_sparsity=0.0)).unit_groups
+        assert not [g for g in groups if g.kind == "conv"]
+
+
+def test_whisper_attention_head_count_is_rewritten():
+    build, input_name, shape = FAMILIES["whisper"]
+    mm = get_mask_model(build(), MaskConfig(target_sparsity=0.0))
+    mm.set_kept("encoder.layers.1.heads", [0, 3])
+    pruned = mm.prune()
+    attention = pruned.encoder.layers[1].self_attn
+    assert attention.num_heads == 2
+    assert attention.q_proj.out_features == 2 * attention.head_dim
+    assert attention.out_proj.in_features == 2 * attention.head_dim
+
+
+def test_prune_leaves_the_mask_model_usable():
+    build, input_name, shape = FAMILIES["whisper"]
+    mm = get_mask_model(build(), MaskConfig(target_sparsity=0.0))
+    mm.set_kept("encoder.layers.0.ffn", [1, 2])
+    inputs = {input_name: torch.randn(*shape)}
+    with torch.no_grad():
+        before = mm(**inputs).logits
+        mm.prune()
+        after = mm(**inputs).logits
+    assert torch.equal(before, after)

@@ -1,0 +1,71 @@
+"""Mask training with transformers.Trainer: masks and head move, the backbone does not."""
+
+import numpy as np
+import torch
+from datasets import Dataset
+from tiny_models import tiny_whisper
+from transformers import Trainer, TrainingArguments, WhisperFeatureExtractor
+
+from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
+from hf_keepwhat.model import MASKS_FILE
+
+
+def _synthetic_dataset(n: int = 16) -> Dataset:
+    """Tones whose pitch depends on the label, through a real Whisper feature extractor."""
+    extractor = WhisperFeatureExtractor(feature_size=16, chunk_length=1)
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000
+    audio, labels = [], []
+    for i in range(n):
+        label = i % 3
+        tone = np.sin(2 * np.pi * (300 + 400 * label) * t) + 0.1 * rng.standard_normal(t.size)
+        audio.append(tone.astype(np.float32))
+        labels.append(label)
+    features = extractor(audio, sampling_rate=16000, return_tensors="np").input_features
+    return Dataset.from_dict(
+        {"input_features": list(features), "labels": labels, "speaker": ["x"] * n}
+    )
+
+
+def test_trainer_moves_masks_and_head_only(tmp_path):
+    config = MaskConfig(target_sparsity=0.5, target_warmup_steps=4)
+    mm = get_mask_model(tiny_whisper(), config)
+    frozen_before = {
+        n: p.detach().clone() for n, p in mm.model.named_parameters() if not p.requires_grad
+    }
+    head_before = mm.model.classifier.weight.detach().clone()
+    masks_before = {n: p.detach().clone() for n, p in mm.masks.named_parameters()}
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=6,
+        learning_rate=0.05,
+        logging_steps=2,
+        save_steps=6,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    callback = SparsityCallback(config)
+    trainer = Trainer(model=mm, args=args, train_dataset=_synthetic_dataset(), callbacks=[callback])
+    trainer.train()
+
+    for name, before in frozen_before.items():
+        assert torch.equal(before, dict(mm.model.named_parameters())[name]), name
+    assert not torch.equal(head_before, mm.model.classifier.weight)
+    for name, before in masks_before.items():
+        assert not torch.equal(before, dict(mm.masks.named_parameters())[name]), name
+
+    train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert train_logs and all("removed_params" in entry for entry in train_logs)
+    assert train_logs[0]["sparsity_target"] < config.target_sparsity  # still warming up
+    assert mm.current_target == config.target_sparsity
+    assert (tmp_path / "checkpoint-6" / MASKS_FILE).exists()
+
+
+def test_warmup_schedule():
+    callback = SparsityCallback(MaskConfig(target_sparsity=0.6, target_warmup_steps=10))
+    assert callback.target_at(0) == 0.0
+    assert abs(callback.target_at(5) - 0.3) < 1e-12
+    assert callback.target_at(50) == 0.6

@@ -1,0 +1,85 @@
+"""Tiny randomly initialised models of every supported family, built in code (no network)."""
+
+from transformers import (
+    Data2VecAudioConfig,
+    Data2VecAudioForSequenceClassification,
+    HubertConfig,
+    HubertForSequenceClassification,
+    Wav2Vec2Config,
+    Wav2Vec2ForCTC,
+    Wav2Vec2ForSequenceClassification,
+    WhisperConfig,
+    WhisperForAudioClassification,
+)
+
+WAV2VEC2_FAMILY = dict(
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=48,
+    conv_dim=(16, 12, 8),
+    conv_stride=(5, 2, 2),
+    conv_kernel=(10, 3, 3),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+    classifier_proj_size=8,
+    num_labels=3,
+    mask_time_prob=0.0,
+    vocab_size=12,
+)
+
+
+def tiny_whisper(**overrides) -> WhisperForAudioClassification:
+    """A 3-layer Whisper encoder classifier with a 1 s input window (50 positions)."""
+    config = dict(
+        d_model=32,
+        encoder_layers=3,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        num_mel_bins=16,
+        max_source_positions=50,
+        classifier_proj_size=8,
+        num_labels=3,
+    )
+    config.update(overrides)
+    return WhisperForAudioClassification(WhisperConfig(**config)).eval()
+
+
+def tiny_wav2vec2(**overrides) -> Wav2Vec2ForSequenceClassification:
+    """A 3-layer Wav2Vec2 classifier (group-norm feature encoder unless overridden)."""
+    return Wav2Vec2ForSequenceClassification(
+        Wav2Vec2Config(**{**WAV2VEC2_FAMILY, **overrides})
+    ).eval()
+
+
+def tiny_wav2vec2_ctc(**overrides) -> Wav2Vec2ForCTC:
+    """A 3-layer Wav2Vec2 CTC model."""
+    return Wav2Vec2ForCTC(Wav2Vec2Config(**{**WAV2VEC2_FAMILY, **overrides})).eval()
+
+
+def tiny_hubert(**overrides) -> HubertForSequenceClassification:
+    """A 3-layer HuBERT classifier."""
+    return HubertForSequenceClassification(HubertConfig(**{**WAV2VEC2_FAMILY, **overrides})).eval()
+
+
+def tiny_data2vec_audio(**overrides) -> Data2VecAudioForSequenceClassification:
+    """A 3-layer Data2VecAudio classifier (its conv layers always have channel LayerNorms)."""
+    config = Data2VecAudioConfig(**{**WAV2VEC2_FAMILY, **overrides})
+    return Data2VecAudioForSequenceClassification(config).eval()
+
+
+# name -> (builder, main input name, input shape for batch 2)
+FAMILIES = {
+    "whisper": (tiny_whisper, "input_features", (2, 16, 100)),
+    "wav2vec2": (tiny_wav2vec2, "input_values", (2, 1600)),
+    "wav2vec2-layer-norm": (
+        lambda: tiny_wav2vec2(feat_extract_norm="layer", do_stable_layer_norm=True),
+        "input_values",
+        (2, 1600),
+    ),
+    "wav2vec2-ctc": (tiny_wav2vec2_ctc, "input_values", (2, 1600)),
+    "hubert": (tiny_hubert, "input_values", (2, 1600)),
+    "data2vec-audio": (tiny_data2vec_audio, "input_values", (2, 1600)),
+}
