@@ -76,7 +76,8 @@ class MaskConfig:
         unknown = sorted(set(self.unit_kinds) - set(UNIT_KINDS))
         if unknown:
             raise ValueError(
-                f"Unknown unit kind(s) {unknown} in MaskConfig.unit_kinds; choose from {UNIT_KINDS}."
+                f"Unknown unit kind(s) {unknown} in MaskConfig.unit_kinds; "
+                f"choose from {UNIT_KINDS}."
             )
         if not self.unit_kinds:
             raise ValueError(f"MaskConfig.unit_kinds is empty; name at least one of {UNIT_KINDS}.")

@@ -140,7 +140,7 @@ class CostModel:
         fractions = [Fraction(int(k.sum()), k.numel()) for k in kept]
         full = [1] * len(self.groups)
         rows = []
-        for index, (group, keep) in enumerate(zip(self.groups, kept)):
+        for index, (group, keep) in enumerate(zip(self.groups, kept, strict=True)):
             row = {**group.describe(), "kept_units": int(keep.sum())}
             row["removed_units"] = group.num_units - row["kept_units"]
             for key in ("params", "macs"):

@@ -28,7 +28,7 @@ def get_layout(model: nn.Module) -> Layout:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in LAYOUTS:
         raise ValueError(
-            f"hf_keepwhat does not support model type {model_type!r} "
-            f"({type(model).__name__}). Supported model types: {', '.join(supported_model_types())}."
+            f"hf_keepwhat does not support model type {model_type!r} ({type(model).__name__}). "
+            f"Supported model types: {', '.join(supported_model_types())}."
         )
     return LAYOUTS[model_type]
