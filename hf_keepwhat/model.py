@@ -243,9 +243,8 @@ class MaskModel(nn.Module):
     def param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
         """Optimizer parameter groups: the trainable head, and the mask logits at their own rate.
 
-        Pass them to `Trainer` as
-        `optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": mm.param_groups(lr)})`; the
-        Trainer's learning-rate schedule then scales both groups alike.
+        `optimizer_cls_and_kwargs` hands them to `Trainer`; the Trainer's learning-rate schedule
+        then scales both groups alike.
 
         Args:
             learning_rate: Learning rate of the head (`TrainingArguments.learning_rate`).
@@ -260,6 +259,21 @@ class MaskModel(nn.Module):
         if head:
             groups.insert(0, {"params": head, "lr": learning_rate, "weight_decay": weight_decay})
         return groups
+
+    def optimizer_cls_and_kwargs(self, args) -> tuple[type, dict]:
+        """`Trainer(optimizer_cls_and_kwargs=...)` for mask training with `param_groups`.
+
+        Uses the optimizer `args.optim` names, with its usual arguments, so only the parameter
+        groups differ from what `Trainer` would build itself.
+
+        Args:
+            args: The `TrainingArguments` (its `learning_rate` and `weight_decay` are the head's).
+        """
+        from transformers import Trainer
+
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, self)
+        groups = self.param_groups(args.learning_rate, args.weight_decay)
+        return optimizer_cls, {**kwargs, "params": groups}
 
     # ---- forward -----------------------------------------------------------------------------
 

@@ -114,3 +114,19 @@ def test_unknown_module_to_save():
 def test_last_layer_out_of_range():
     with pytest.raises(ValueError, match="last_layer=5 but the model has 3 layers"):
         get_mask_model(tiny_whisper(), MaskConfig(last_layer=5))
+
+
+def test_optimizer_groups_give_masks_their_own_rate(tmp_path):
+    from transformers import TrainingArguments
+
+    config = MaskConfig(target_sparsity=0.0, mask_learning_rate=0.05)
+    mm = get_mask_model(tiny_whisper(), config)
+    args = TrainingArguments(str(tmp_path), learning_rate=1e-3, weight_decay=0.01, report_to=[])
+    optimizer_cls, kwargs = mm.optimizer_cls_and_kwargs(args)
+    head, masks = kwargs["params"]
+    assert (head["lr"], head["weight_decay"]) == (1e-3, 0.01)
+    assert (masks["lr"], masks["weight_decay"]) == (0.05, 0.0)
+    mask_ids = {id(p) for p in mm.masks.parameters()}
+    assert {id(p) for p in masks["params"]} == mask_ids
+    assert not mask_ids & {id(p) for p in head["params"]}
+    optimizer_cls(**kwargs)  # builds

@@ -68,7 +68,7 @@ def test_params_budget_is_met_on_real_whisper(whisper_path, tmp_path):
         args=args,
         train_dataset=train,
         callbacks=[SparsityCallback(config)],
-        optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": mm.param_groups(1e-3)}),
+        optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args),
     )
     trainer.train()
 

@@ -1,0 +1,51 @@
+# Every target sets up what it needs, so `make test` and `make demo` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED := $(abspath ../shared)
+
+# Real assets (DESIGN.md, "Assets"): the copies in ../shared unless already set.
+export KEEPWHAT_WHISPER_TINY ?= $(SHARED)/models/whisper-tiny.en
+export KEEPWHAT_FSDD ?= $(SHARED)/data/fsdd/recordings
+
+# FFmpeg's shared libraries, which torchcodec (datasets' audio decoder) loads.
+APT_PACKAGES := libavcodec59 libavformat59 libavutil57 libswresample4 libswscale6 \
+	libavdevice59 libavfilter8
+
+.PHONY: install system-deps test lint format demo bench
+
+install: system-deps $(VENV)/.installed
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null; then \
+			echo "Install FFmpeg's shared libraries (libavcodec and friends): $$missing" >&2; exit 1; \
+		fi; \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: install
+	$(BIN)/python examples/quickstart.py
+
+bench: install
+	$(BIN)/python benchmarks/train_cost.py --out benchmarks/results/train_cost_cpu.json

@@ -1,0 +1,149 @@
+"""Training cost: step time and peak memory of mask training vs full fine-tuning vs linear probe.
+
+Each mode runs in its own process so that its peak memory (max RSS on CPU,
+`torch.cuda.max_memory_allocated` on GPU) is its own. All modes use the same model, batch and
+input; the figures to quote are the ratios within one run of this script.
+
+    python benchmarks/train_cost.py --model $KEEPWHAT_WHISPER_TINY --out benchmarks/results/train_cost_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MODES = ("masked", "full_finetune", "linear_probe")
+
+
+def _build(mode: str, model_path: str, window: float):
+    import torch
+    from transformers import WhisperForAudioClassification
+    from transformers.utils import logging as hf_logging
+
+    from hf_keepwhat import MaskConfig, get_mask_model
+    from hf_keepwhat.layouts import get_layout
+
+    hf_logging.set_verbosity_error()
+    model = WhisperForAudioClassification.from_pretrained(model_path, num_labels=10)
+    if mode == "masked":
+        return get_mask_model(model, MaskConfig(max_input_seconds=window))
+    # The same shortened window as the masked model, so that only the training mode differs.
+    get_layout(model).set_input_window(model, window)
+    if mode == "linear_probe":
+        model.encoder.requires_grad_(False)
+    else:
+        model.requires_grad_(True)
+        model.encoder.embed_positions.requires_grad_(False)  # fixed sinusoids, never trained
+    return model.to(torch.float32)
+
+
+def run_mode(args) -> dict:
+    """Times `args.steps` optimizer steps of one mode after `args.warmup` untimed ones."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = _build(args.mode, args.model, args.window).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    frames = int(args.window * 100)
+    features = torch.randn(args.batch_size, 80, frames, device=device)
+    labels = torch.randint(0, 10, (args.batch_size,), device=device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    wall, cpu = [], []
+    for step in range(args.warmup + args.steps):
+        sync()
+        t_wall, t_cpu = time.perf_counter(), time.process_time()
+        loss = model(input_features=features, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        if step >= args.warmup:
+            wall.append(time.perf_counter() - t_wall)
+            cpu.append(time.process_time() - t_cpu)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:  # ru_maxrss is in KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "mode": args.mode,
+        "trainable_params": sum(p.numel() for p in params),
+        "step_wall_s_median": statistics.median(wall),
+        "step_wall_s_stdev": statistics.stdev(wall) if len(wall) > 1 else 0.0,
+        "step_cpu_s_median": statistics.median(cpu),
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+    }
+
+
+def main() -> None:
+    """Runs every mode in a subprocess and writes one JSON file with the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=os.environ.get("KEEPWHAT_WHISPER_TINY"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--window", type=float, default=3.0, help="Whisper input window (s)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="benchmarks/results/train_cost_cpu.json")
+    args = parser.parse_args()
+    if not args.model:
+        parser.error("--model is required (or set KEEPWHAT_WHISPER_TINY to a Whisper model folder)")
+
+    if args.mode:  # child process: one mode, JSON on stdout
+        print(json.dumps(run_mode(args)))
+        return
+
+    results = {}
+    for mode in MODES:
+        command = [sys.executable, __file__, "--mode", mode] + [
+            f"--{k}={v}" for k, v in vars(args).items() if k not in ("mode", "out")
+        ]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results[mode] = json.loads(output.strip().splitlines()[-1])
+        print(json.dumps(results[mode]))
+    full = results["full_finetune"]
+    report = {
+        "benchmark": "train_cost",
+        "model": os.path.basename(os.path.normpath(args.model)),
+        "device": args.device,
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "input_window_s": args.window,
+        "steps": args.steps,
+        "results": results,
+        "ratios": {
+            f"{mode}_vs_full_finetune": {
+                "step_wall": results[mode]["step_wall_s_median"] / full["step_wall_s_median"],
+                "step_cpu": results[mode]["step_cpu_s_median"] / full["step_cpu_s_median"],
+                "peak_memory": results[mode]["peak_memory_bytes"] / full["peak_memory_bytes"],
+            }
+            for mode in ("masked", "linear_probe")
+        },
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps(report["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
