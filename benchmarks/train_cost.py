@@ -4,7 +4,8 @@ Each mode runs in its own process so that its peak memory (max RSS on CPU,
 `torch.cuda.max_memory_allocated` on GPU) is its own. All modes use the same model, batch and
 input; the figures to quote are the ratios within one run of this script.
 
-    python benchmarks/train_cost.py --model $KEEPWHAT_WHISPER_TINY --out benchmarks/results/train_cost_cpu.json
+    python benchmarks/train_cost.py --model $KEEPWHAT_WHISPER_TINY \
+        --out benchmarks/results/train_cost_cpu.json
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def run_mode(args) -> dict:
 
 def main() -> None:
     """Runs every mode in a subprocess and writes one JSON file with the ratios."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=os.environ.get("KEEPWHAT_WHISPER_TINY"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch_size", type=int, default=8)

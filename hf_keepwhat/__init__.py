@@ -5,19 +5,24 @@ from .config import MaskConfig
 from .layouts import supported_model_types
 from .masks import MaskParametrization, StraightThroughMask
 from .model import MaskModel, get_mask_model
-from .pruning import EmptyAttention
+from .modeling_pruned import EmptyAttention
+from .pruned import PrunedModelMixin, register_auto_classes
 from .units import UnitGroup
+from .version import __version__
 
-__version__ = "0.1.0"
+register_auto_classes()
+
 
 __all__ = [
     "EmptyAttention",
     "MaskConfig",
     "MaskModel",
     "MaskParametrization",
+    "PrunedModelMixin",
     "SparsityCallback",
     "StraightThroughMask",
     "UnitGroup",
+    "__version__",
     "get_mask_model",
     "supported_model_types",
 ]

@@ -68,5 +68,7 @@ class SparsityCallback(TrainerCallback):
     def on_save(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero:
             return
+        # Trainer already wrote the state (masks + head) it resumes from; the adapter files next
+        # to it make every checkpoint loadable with MaskModel.from_pretrained.
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        _mask_model(model).save_masks(checkpoint)
+        _mask_model(model).save_pretrained(checkpoint)

@@ -6,25 +6,26 @@ import copy
 import functools
 import inspect
 import logging
-import os
+from collections import OrderedDict
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
+from torch.nn.modules.module import _IncompatibleKeys
 
+from .cards import base_model_license
 from .config import MaskConfig
 from .layouts import get_layout
 from .masks import MaskParametrization, build_mask
 from .profiling import count_macs, count_params
+from .pruned import build_manifest, to_pruned_model
 from .pruning import prune_group
 from .sparsity import Budget, CostModel
 from .units import UnitGroup
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODULES_TO_SAVE = ("projector", "classifier", "layer_weights", "lm_head")
-MASKS_FILE = "keepwhat_masks.safetensors"
-MASK_CONFIG_FILE = "keepwhat_mask_config.json"
 
 
 def _mask_key(group_name: str) -> str:
@@ -120,14 +121,19 @@ class MaskModel(nn.Module):
         self.current_target = config.target_sparsity
 
         self._original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
-        self._freeze(model, backbone_path, config.modules_to_save)
+        head = self._freeze(model, backbone_path, config.modules_to_save)
+        full_state = nn.Module.state_dict(self)
+        self._adapter_keys = {
+            k for k in full_state if k.startswith("masks.") or k.split(".")[1] in head
+        }
         self._hooks = []
         self._add_hooks()
 
     # ---- setup -------------------------------------------------------------------------------
 
     @staticmethod
-    def _freeze(model: nn.Module, backbone_path: str, modules_to_save: list[str] | None) -> None:
+    def _freeze(model: nn.Module, backbone_path: str, modules_to_save: list[str] | None) -> set:
+        """Freezes the backbone, unfreezes the head; returns the head's top-level names."""
         model.requires_grad_(False)
         freeze_features = getattr(model, "freeze_feature_encoder", None)
         if callable(freeze_features):
@@ -149,6 +155,7 @@ class MaskModel(nn.Module):
             if backbone_path and (name == backbone_path or name.startswith(backbone_path + ".")):
                 logger.warning("%s is part of the backbone; it will train with the masks.", name)
             target.requires_grad_(True)
+        return {name.split(".")[0] for name in names}
 
     def _add_hooks(self) -> None:
         for group in self.unit_groups:
@@ -236,6 +243,7 @@ class MaskModel(nn.Module):
         (`*_remaining`) and the removed fractions. MACs are for `layout.reference_inputs`.
         """
         report = self.costs.report([m.kept() for m in self._masks_in_order()])
+        report["macs_input"] = self.layout.describe_reference_input(self.model, self.mask_config)
         report["total"]["budget"] = self.mask_config.budget
         report["total"]["target_sparsity"] = self.mask_config.target_sparsity
         return report
@@ -302,34 +310,141 @@ class MaskModel(nn.Module):
     # ---- pruning and mask files --------------------------------------------------------------
 
     @torch.no_grad()
-    def prune(self) -> nn.Module:
+    def prune(self, feature_extractor=None) -> nn.Module:
         """Returns a physically smaller copy of the wrapped model, with every masked unit gone.
 
-        The result is an instance of the wrapped model's own class (e.g.
-        `WhisperForAudioClassification`) in eval mode, with no hooks, that computes what this
-        masked model computes. This MaskModel is left unchanged.
+        The result is an instance of a subclass of the wrapped model's class (e.g.
+        `KeepWhatWhisperForAudioClassification`, a `WhisperForAudioClassification`) in eval
+        mode, with no hooks, that computes what this masked model computes. Its config records
+        the new shapes and what was pruned; `save_pretrained` writes it with its feature
+        extractor and a model card. This MaskModel is left unchanged.
+
+        Args:
+            feature_extractor: Saved with the pruned model. Default: the base model's own, read
+                from its folder or the Hub cache when available (adjusted to
+                `max_input_seconds` for Whisper).
         """
         self._remove_hooks()
         try:
             pruned = copy.deepcopy(self.model)
         finally:
             self._add_hooks()
-        for group in self.unit_groups:
-            prune_group(pruned, group, self.masks[_mask_key(group.name)].kept_indices().cpu())
+        kept = [self.masks[_mask_key(g.name)].kept_indices().cpu() for g in self.unit_groups]
+        for group, kept_units in zip(self.unit_groups, kept, strict=True):
+            prune_group(pruned, group, kept_units)
+        manifest = build_manifest(pruned, self.unit_groups, kept)
+        pruned = to_pruned_model(pruned, manifest, self.pruning_record())
         for name, param in pruned.named_parameters():
             param.requires_grad_(self._original_requires_grad.get(name, True))
-        return pruned.eval()
+        pruned.keepwhat_feature_extractor = self._feature_extractor(feature_extractor)
+        return pruned
 
-    def save_masks(self, directory: str | os.PathLike) -> None:
-        """Writes the mask logits (`keepwhat_masks.safetensors`) and the `MaskConfig` JSON.
+    def pruning_record(self) -> dict:
+        """What pruning now would do: base model, MaskConfig and the sparsity report."""
+        config = self.model.config
+        base = getattr(config, "_name_or_path", None) or None
+        return {
+            "library": "hf_keepwhat",
+            "version": __version__,
+            "base_model": base,
+            "base_model_revision": getattr(config, "_commit_hash", None),
+            "license": base_model_license(base),
+            "mask_config": self.mask_config.to_dict(),
+            "report": self.sparsity_report(),
+        }
+
+    def _feature_extractor(self, given):
+        if given is None:
+            base = getattr(self.model.config, "_name_or_path", None)
+            if not base:
+                return None
+            from transformers import AutoFeatureExtractor
+
+            try:
+                given = AutoFeatureExtractor.from_pretrained(base)
+            except (OSError, ValueError) as e:
+                logger.warning(
+                    "No feature extractor saved with the pruned model: none could be read for "
+                    "%s (%s). Pass prune(feature_extractor=...).",
+                    base,
+                    e,
+                )
+                return None
+        return self.layout.adapt_feature_extractor(given, self.mask_config)
+
+    # ---- the mask adapter: masks + trainable head ---------------------------------------------
+
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        """The adapter's state: mask logits and the trainable head, not the frozen backbone.
+
+        `Trainer` checkpoints are made of this state, so they stay small and resume exactly;
+        the backbone comes from the base model's own checkpoint.
+        """
+        full = super().state_dict(prefix=prefix, keep_vars=keep_vars)
+        out = OrderedDict() if destination is None else destination
+        for key, value in full.items():
+            if key[len(prefix) :] in self._adapter_keys:
+                out[key] = value
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Loads an adapter state (masks + head) as written by `state_dict`.
 
         Args:
-            directory: Folder to write into; created if missing.
+            state_dict: The adapter state.
+            strict: Raise when keys are missing or unexpected.
+            assign: Passed to `nn.Module.load_state_dict`.
         """
-        os.makedirs(directory, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.masks.state_dict().items()}
-        save_file(tensors, os.path.join(directory, MASKS_FILE), metadata={"format": "pt"})
-        self.mask_config.to_json_file(os.path.join(directory, MASK_CONFIG_FILE))
+        missing = sorted(self._adapter_keys - set(state_dict))
+        unexpected = sorted(set(state_dict) - self._adapter_keys)
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                f"The adapter state does not fit this MaskModel: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}. Was it saved from a different base model?"
+            )
+        known = {k: v for k, v in state_dict.items() if k in self._adapter_keys}
+        nn.Module.load_state_dict(self, known, strict=False, assign=assign)
+        return _IncompatibleKeys(missing, unexpected)
+
+    def save_pretrained(self, save_directory, repo_id: str | None = None) -> None:
+        """Writes the mask adapter: its config, masks + head (safetensors) and a model card.
+
+        Args:
+            save_directory: The folder; an earlier adapter there is replaced all at once.
+            repo_id: Hub id the card's loading snippet names (else a placeholder).
+        """
+        from .adapter import save_adapter
+
+        save_adapter(self, save_directory, repo_id)
+
+    @classmethod
+    def from_pretrained(cls, model: nn.Module, adapter_path) -> MaskModel:
+        """Wraps `model` and restores a saved mask adapter exactly.
+
+        Args:
+            model: The base model the adapter was trained on, freshly loaded.
+            adapter_path: A folder written by `save_pretrained`.
+        """
+        from .adapter import load_adapter
+
+        return load_adapter(model, adapter_path)
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool = False, token: str | None = None, **kwargs
+    ):
+        """Saves the mask adapter with its card and uploads it to the Hub.
+
+        Args:
+            repo_id: The Hub repository.
+            private: Create the repository as private.
+            token: Hub token; default: the one `hf auth login` stored.
+            **kwargs: Passed to `HfApi.upload_folder`.
+        """
+        from .hub import push_folder
+
+        return push_folder(
+            lambda folder: self.save_pretrained(folder, repo_id), repo_id, private, token, **kwargs
+        )
 
 
 def get_mask_model(model: nn.Module, config: MaskConfig | None = None) -> MaskModel:

@@ -10,32 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .modeling_pruned import EmptyAttention
 from .units import UnitGroup
-
-
-class EmptyAttention(nn.Module):
-    """An attention block whose every head was removed: it outputs its output-projection bias.
-
-    Whisper's attention cannot run with zero heads (its K/V reshape cannot infer an empty
-    dimension), so the block is replaced instead of shrunk to width 0.
-
-    Args:
-        hidden_size: Width of the block's output.
-        bias: The output projection's bias, or `None` (then the output is zero).
-    """
-
-    def __init__(self, hidden_size: int, bias: torch.Tensor | None):
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        # A fresh tensor, not a view of `bias`: views of a parameter taken under no_grad confuse
-        # autograd-based tools (FlopCounterMode's module tracker).
-        output = hidden_states.new_zeros((*hidden_states.shape[:-1], self.hidden_size))
-        if self.bias is not None:
-            output = output + self.bias.to(hidden_states.dtype)
-        return output, None
 
 
 def _select(param: torch.Tensor | None, dim: int, index: torch.Tensor) -> nn.Parameter | None:
@@ -84,7 +60,9 @@ def prune_group(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) ->
     """
     if len(kept_units) == 0 and group.empty_module is not None:
         consumer = model.get_submodule(group.mask_module)
-        replacement = EmptyAttention(consumer.weight.shape[0], consumer.bias)
+        replacement = EmptyAttention(consumer.weight.shape[0], bias=consumer.bias is not None)
+        if consumer.bias is not None:
+            replacement.bias.data.copy_(consumer.bias.detach())
         parent, _, child = group.empty_module.rpartition(".")
         setattr(model.get_submodule(parent), child, replacement)
         return

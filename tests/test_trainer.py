@@ -7,7 +7,7 @@ from tiny_models import tiny_whisper
 from transformers import Trainer, TrainingArguments, WhisperFeatureExtractor
 
 from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
-from hf_keepwhat.model import MASKS_FILE
+from hf_keepwhat.adapter import ADAPTER_WEIGHTS_FILE
 
 
 def _synthetic_dataset(n: int = 16) -> Dataset:
@@ -61,7 +61,7 @@ def test_trainer_moves_masks_and_head_only(tmp_path):
     assert train_logs and all("removed_params" in entry for entry in train_logs)
     assert train_logs[0]["sparsity_target"] < config.target_sparsity  # still warming up
     assert mm.current_target == config.target_sparsity
-    assert (tmp_path / "checkpoint-6" / MASKS_FILE).exists()
+    assert (tmp_path / "checkpoint-6" / ADAPTER_WEIGHTS_FILE).exists()
 
 
 def test_warmup_schedule():
@@ -69,3 +69,45 @@ def test_warmup_schedule():
     assert callback.target_at(0) == 0.0
     assert abs(callback.target_at(5) - 0.3) < 1e-12
     assert callback.target_at(50) == 0.6
+
+
+def _train(output_dir, dataset, resume=None):
+    torch.manual_seed(7)  # the same "pretrained" backbone in every run
+    config = MaskConfig(target_sparsity=0.5, target_warmup_steps=4, mask_learning_rate=0.05)
+    mm = get_mask_model(tiny_whisper(), config)
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        max_steps=8,
+        save_steps=4,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = Trainer(
+        model=mm,
+        args=args,
+        train_dataset=dataset,
+        callbacks=[SparsityCallback(config)],
+        optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return mm
+
+
+def test_checkpoints_hold_masks_and_head_and_resume_exactly(tmp_path):
+    from safetensors import safe_open
+
+    dataset = _synthetic_dataset()
+    uninterrupted = _train(tmp_path / "a", dataset)
+    checkpoint = tmp_path / "a" / "checkpoint-4"
+    with safe_open(str(checkpoint / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert keys == set(uninterrupted.state_dict())
+    assert all(k.startswith(("masks.", "model.projector.", "model.classifier.")) for k in keys)
+
+    resumed = _train(tmp_path / "b", dataset, resume=str(checkpoint))
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key

@@ -1,5 +1,6 @@
-"""Mask training on the real Whisper tiny.en with real speech (FSDD): the budget is met."""
+"""The real Whisper tiny.en on real speech (FSDD): budget met, exact pruning, small artifacts."""
 
+import os
 import random
 
 import pytest
@@ -8,6 +9,7 @@ from conftest import real_asset
 from datasets import Dataset
 from fsdd import fsdd_split, load_16k
 from transformers import (
+    AutoModelForAudioClassification,
     Trainer,
     TrainingArguments,
     WhisperFeatureExtractor,
@@ -16,14 +18,10 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
+from hf_keepwhat.adapter import ADAPTER_WEIGHTS_FILE
 from hf_keepwhat.profiling import count_params
 
 STEPS = 120
-
-
-@pytest.fixture(scope="module")
-def whisper_path():
-    return real_asset("KEEPWHAT_WHISPER_TINY")
 
 
 def _features(extractor, items):
@@ -32,16 +30,19 @@ def _features(extractor, items):
     return Dataset.from_dict({"input_features": list(features), "labels": [d for _, d in items]})
 
 
-def test_params_budget_is_met_on_real_whisper(whisper_path, tmp_path):
-    fsdd = real_asset("KEEPWHAT_FSDD")
+def _whisper(path):
     hf_logging.set_verbosity_error()  # the classifier head is new: the load report says so
-    model = WhisperForAudioClassification.from_pretrained(whisper_path, num_labels=10)
-    full_encoder_params = count_params(model.encoder)
+    return WhisperForAudioClassification.from_pretrained(path, num_labels=10)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Masks trained for STEPS steps on FSDD's train split with a 50% parameter budget."""
+    whisper_path = real_asset("KEEPWHAT_WHISPER_TINY")
+    fsdd = real_asset("KEEPWHAT_FSDD")
     extractor = WhisperFeatureExtractor.from_pretrained(whisper_path, chunk_length=3)
     train_items = fsdd_split(fsdd, "train")
     random.Random(0).shuffle(train_items)
-    train = _features(extractor, train_items[: STEPS * 8])
-
     config = MaskConfig(
         budget="params",
         target_sparsity=0.5,
@@ -49,10 +50,10 @@ def test_params_budget_is_met_on_real_whisper(whisper_path, tmp_path):
         mask_learning_rate=0.03,
         target_warmup_steps=40,
     )
-    mm = get_mask_model(model, config)
+    mm = get_mask_model(_whisper(whisper_path), config)
     backbone_before = {n: p.detach().clone() for n, p in mm.model.encoder.named_parameters()}
     args = TrainingArguments(
-        output_dir=str(tmp_path),
+        output_dir=str(tmp_path_factory.mktemp("train")),
         per_device_train_batch_size=8,
         max_steps=STEPS,
         learning_rate=1e-3,
@@ -63,32 +64,70 @@ def test_params_budget_is_met_on_real_whisper(whisper_path, tmp_path):
         disable_tqdm=True,
         seed=0,
     )
-    trainer = Trainer(
+    Trainer(
         model=mm,
         args=args,
-        train_dataset=train,
+        train_dataset=_features(extractor, train_items[: STEPS * 8]),
         callbacks=[SparsityCallback(config)],
         optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args),
-    )
-    trainer.train()
+    ).train()
+    test = _features(extractor, fsdd_split(fsdd, "test")[:4])
+    return {
+        "mm": mm.eval(),
+        "path": whisper_path,
+        "backbone_before": backbone_before,
+        "inputs": torch.tensor(test["input_features"]),
+    }
 
+
+def test_params_budget_is_met(trained):
+    mm = trained["mm"]
     total = mm.sparsity_report()["total"]
+    full_encoder = count_params(_whisper(trained["path"]).encoder)
     print(
-        f"realised removed fraction of encoder params after {STEPS} steps: "
-        f"{total['params_removed_fraction']:.4f} (3 s encoder, {total['params_original']} params); "
-        f"vs the 30 s encoder ({full_encoder_params} params): "
-        f"{1 - total['params_remaining'] / full_encoder_params:.4f}"
+        f"\nremoved fraction of encoder params after {STEPS} steps: "
+        f"{total['params_removed_fraction']:.4f} of the 3 s encoder ({total['params_original']}); "
+        f"{1 - total['params_remaining'] / full_encoder:.4f} of the 30 s encoder ({full_encoder})"
     )
     assert abs(total["params_removed_fraction"] - 0.5) <= 0.05
-    for name, before in backbone_before.items():
+    for name, before in trained["backbone_before"].items():
         assert torch.equal(before, dict(mm.model.encoder.named_parameters())[name]), name
 
-    # The pruned real model computes what the masked one does, at the predicted size.
-    mm.eval()
-    test = _features(extractor, fsdd_split(fsdd, "test")[:4])
-    inputs = torch.tensor(test["input_features"])
+
+def test_pruned_real_model_is_exact_and_small_on_disk(trained, tmp_path):
+    mm, inputs = trained["mm"], trained["inputs"]
     pruned = mm.prune()
     with torch.no_grad():
         diff = (mm(input_features=inputs).logits - pruned(input_features=inputs).logits).abs().max()
     assert diff.item() <= 1e-4
-    assert count_params(pruned.encoder) == total["params_remaining"]
+    assert count_params(pruned.encoder) == mm.sparsity_report()["total"]["params_remaining"]
+
+    pruned.save_pretrained(tmp_path / "pruned")
+    _whisper(trained["path"]).save_pretrained(tmp_path / "dense")  # encoder + head, same dtype
+    pruned_size = os.path.getsize(tmp_path / "pruned" / "model.safetensors")
+    dense_size = os.path.getsize(tmp_path / "dense" / "model.safetensors")
+    print(
+        f"\ndisk: dense encoder+head {dense_size} B, pruned {pruned_size} B, "
+        f"ratio {pruned_size / dense_size:.3f}"
+    )
+    assert pruned_size <= 0.6 * dense_size
+
+    card = (tmp_path / "pruned" / "README.md").read_text()
+    assert "### Per layer" in card and "| `encoder.layers.3` |" in card
+    reloaded = AutoModelForAudioClassification.from_pretrained(tmp_path / "pruned")
+    with torch.no_grad():
+        again = reloaded(input_features=inputs).logits - pruned(input_features=inputs).logits
+    assert again.abs().max().item() <= 1e-6
+    extractor = WhisperFeatureExtractor.from_pretrained(tmp_path / "pruned")
+    assert extractor.chunk_length == 3
+
+
+def test_adapter_is_tiny(trained, tmp_path):
+    trained["mm"].save_pretrained(tmp_path)
+    adapter = os.path.getsize(tmp_path / ADAPTER_WEIGHTS_FILE)
+    base = os.path.getsize(os.path.join(trained["path"], "model.safetensors"))
+    print(
+        f"\nadapter {adapter} B (masks + head) vs base model.safetensors {base} B: "
+        f"{adapter / base:.4%}"
+    )
+    assert adapter < 0.01 * base

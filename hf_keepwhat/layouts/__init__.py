@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..modeling_pruned import MODEL_TYPE_PREFIX
 from .base import Layout
 from .wav2vec2 import Wav2Vec2Layout
 from .whisper import WhisperLayout
@@ -26,6 +27,9 @@ def get_layout(model: nn.Module) -> Layout:
         model: A transformers model.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if isinstance(model_type, str):
+        # A pruned model ("keepwhat-whisper") has its stock family's layout.
+        model_type = model_type.removeprefix(MODEL_TYPE_PREFIX)
     if model_type not in LAYOUTS:
         raise ValueError(
             f"hf_keepwhat does not support model type {model_type!r} ({type(model).__name__}). "

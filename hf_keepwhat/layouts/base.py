@@ -34,6 +34,18 @@ class Layout:
         """Backbone inputs (batch 1) of the length MACs are counted for."""
         raise NotImplementedError
 
+    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
+        """Says in words what input MACs are counted for, e.g. "3 s input window"."""
+        raise NotImplementedError
+
+    def stock_config_updates(self, model: nn.Module) -> dict:
+        """Stock config fields that would describe `model`'s current (pruned) shapes.
+
+        Used to save a pruned model with a stock config when one can describe it; whether it
+        really does is checked by comparing every tensor shape, so proposing is enough.
+        """
+        return {}
+
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
         """Every prunable unit group of `model`, with the frames each of its modules runs on."""
         raise NotImplementedError
@@ -44,6 +56,10 @@ class Layout:
             f"{type(model).__name__} has no fixed input window; leave MaskConfig.max_input_seconds "
             "unset (it applies to Whisper only)."
         )
+
+    def adapt_feature_extractor(self, feature_extractor, config: MaskConfig):
+        """The feature extractor that fits the masked model (only Whisper's window changes it)."""
+        return feature_extractor
 
     def drop_layers_above(self, model: nn.Module, last_layer: int) -> None:
         """Deletes the transformer layers above `last_layer` in place and updates the config.

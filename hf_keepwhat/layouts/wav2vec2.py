@@ -48,6 +48,18 @@ class Wav2Vec2Layout(Layout):
     def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
         return {"input_values": torch.zeros(1, int(config.macs_input_seconds * SAMPLING_RATE))}
 
+    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
+        return f"{config.macs_input_seconds:g} s of 16 kHz audio"
+
+    def stock_config_updates(self, model: nn.Module) -> dict:
+        conv_layers = model.get_submodule(self._path(model, "feature_extractor.conv_layers"))
+        updates = {"conv_dim": [layer.conv.out_channels for layer in conv_layers]}
+        layers = model.get_submodule(self.layers_path(model))
+        widths = {layer.feed_forward.intermediate_dense.out_features for layer in layers}
+        if len(widths) == 1:
+            updates["intermediate_size"] = widths.pop()
+        return updates
+
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
         length = self.reference_inputs(model, config)["input_values"].shape[-1]
         conv_layers = model.get_submodule(self._path(model, "feature_extractor.conv_layers"))

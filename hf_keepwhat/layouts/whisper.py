@@ -59,11 +59,31 @@ class WhisperLayout(Layout):
         encoder.max_source_positions = positions
         model.config.max_source_positions = positions
 
+    def adapt_feature_extractor(self, feature_extractor, config: MaskConfig):
+        """Sets `chunk_length` to the shortened window, so saved models pad clips to it."""
+        seconds = config.max_input_seconds
+        if seconds is None or getattr(feature_extractor, "chunk_length", seconds) == seconds:
+            return feature_extractor
+        data = feature_extractor.to_dict()
+        for derived in ("n_samples", "nb_max_frames"):  # recomputed from chunk_length
+            data.pop(derived, None)
+        data["chunk_length"] = seconds
+        return type(feature_extractor).from_dict(data)
+
     def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
         encoder = model.get_submodule(self.backbone_path(model))
         mel_frames = encoder.config.max_source_positions * encoder.conv1.stride[0]
         mel_frames *= encoder.conv2.stride[0]
         return {"input_features": torch.zeros(1, encoder.config.num_mel_bins, mel_frames)}
+
+    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
+        encoder = model.get_submodule(self.backbone_path(model))
+        return f"{encoder.config.max_source_positions / POSITIONS_PER_SECOND:g} s input window"
+
+    def stock_config_updates(self, model: nn.Module) -> dict:
+        encoder = model.get_submodule(self.backbone_path(model))
+        widths = {layer.fc1.out_features for layer in encoder.layers if hasattr(layer, "fc1")}
+        return {"encoder_ffn_dim": widths.pop()} if len(widths) == 1 else {}
 
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
         prefix = self.backbone_path(model)

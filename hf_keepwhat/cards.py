@@ -1,0 +1,161 @@
+"""Model cards for both artifact kinds, rendered with huggingface_hub from `model_cards/`.
+
+Everything a card states comes from the artifact's own record (`config.keepwhat` for a pruned
+model, the adapter config for a mask adapter): nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "model_cards")
+
+# Auto class -> (pipeline tag, what the task is called in prose).
+TASKS = {
+    "AutoModelForAudioClassification": ("audio-classification", "audio classification"),
+    "AutoModelForCTC": ("automatic-speech-recognition", "speech recognition (CTC)"),
+    "AutoModel": ("feature-extraction", "feature extraction"),
+}
+
+
+def base_model_license(base_model: str | None) -> str | None:
+    """The `license` of the base model's card, when its card can be read (local or cached).
+
+    Args:
+        base_model: The base model's Hub id or local folder.
+    """
+    if not base_model:
+        return None
+    try:
+        if os.path.isdir(base_model):
+            readme = os.path.join(base_model, "README.md")
+            if not os.path.isfile(readme):
+                return None
+            card = ModelCard.load(readme)
+        else:
+            card = ModelCard.load(base_model)
+    except Exception:  # offline, gated, no card: the card then says nothing about the license
+        return None
+    return getattr(card.data, "license", None)
+
+
+def _count(value: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return str(int(value))
+
+
+def layer_table(groups: list[dict]) -> str:
+    """A Markdown table with one row per layer: kept/total units of each kind, params, MACs.
+
+    Args:
+        groups: The `groups` rows of a sparsity report.
+    """
+    layers: OrderedDict[str, dict] = OrderedDict()
+    kinds = []
+    for row in groups:
+        layer = row["name"].rpartition(".")[0]
+        entry = layers.setdefault(
+            layer, {"kept_params": 0, "removed_params": 0, "kept_macs": 0, "removed_macs": 0}
+        )
+        entry[row["kind"]] = f"{row['kept_units']}/{row['num_units']}"
+        for key in ("kept_params", "removed_params", "kept_macs", "removed_macs"):
+            entry[key] += row[key]
+        if row["kind"] not in kinds:
+            kinds.append(row["kind"])
+    header = ["layer", *[f"{k} kept" for k in kinds], "params kept", "params removed", "MACs kept"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for layer, entry in layers.items():
+        cells = [f"`{layer}`", *[entry.get(k, "-") for k in kinds]]
+        cells += [
+            _count(entry["kept_params"]),
+            _count(entry["removed_params"]),
+            _count(entry["kept_macs"]),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def render_card(
+    template: str,
+    record: dict,
+    *,
+    auto_class: str,
+    repo_id: str | None = None,
+    load_instructions: str = "",
+    base_load_kwargs: str = "",
+) -> ModelCard:
+    """Renders a card from an artifact's record.
+
+    Args:
+        template: `"pruned_model.md"` or `"mask_adapter.md"`.
+        record: The artifact's record: `base_model`, `mask_config`, `report` (a sparsity report
+            with `macs_input`), and optionally `card` (`dataset`, `metrics`, `license`,
+            `task_description`).
+        auto_class: The Auto class that loads the artifact (or its base model).
+        repo_id: Where the artifact is (to be) published, for the loading snippet.
+        load_instructions: Markdown telling how to load a pruned model.
+        base_load_kwargs: Extra arguments in the adapter card's base-model loading line.
+    """
+    card_info = record.get("card", {})
+    base_model = record.get("base_model")
+    on_hub = bool(base_model) and not os.path.exists(base_model)
+    if on_hub:
+        base_model_link = f"[{base_model}](https://huggingface.co/{base_model})"
+    else:
+        base_model_link = f"`{base_model}`" if base_model else "a model of unrecorded origin"
+    pipeline_tag, task_prose = TASKS.get(auto_class, (None, "its task"))
+    total = record["report"]["total"]
+    metrics = card_info.get("metrics") or {}
+    dataset = card_info.get("dataset")
+    stem = os.path.basename(os.path.normpath(base_model)) if base_model else "model"
+    model_name = repo_id.split("/")[-1] if repo_id else f"{stem}-keepwhat"
+    eval_results = None
+    if metrics and dataset and pipeline_tag:
+        eval_results = [
+            EvalResult(
+                task_type=pipeline_tag,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                metric_type=name,
+                metric_value=value,
+            )
+            for name, value in metrics.items()
+        ]
+    data = ModelCardData(
+        base_model=base_model if on_hub else None,
+        library_name="transformers",
+        license=card_info.get("license") or record.get("license"),
+        pipeline_tag=pipeline_tag,
+        tags=["hf_keepwhat", "pruned" if template == "pruned_model.md" else "mask-adapter"],
+        datasets=[dataset] if dataset else None,
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+    return ModelCard.from_template(
+        data,
+        template_path=os.path.join(TEMPLATES, template),
+        model_name=model_name,
+        base_model=base_model or "BASE_MODEL",
+        base_model_link=base_model_link,
+        task_description=card_info.get("task_description") or task_prose,
+        params_original=_count(total["params_original"]),
+        params_remaining=_count(total["params_remaining"]),
+        params_removed=f"{total['params_removed_fraction']:.1%}",
+        macs_original=_count(total["macs_original"]),
+        macs_remaining=_count(total["macs_remaining"]),
+        macs_removed=f"{total['macs_removed_fraction']:.1%}",
+        macs_input=record["report"].get("macs_input", "reference input"),
+        metrics_table="\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items()),
+        layer_table=layer_table(record["report"]["groups"]),
+        load_instructions=load_instructions,
+        auto_class=auto_class,
+        repo_id=repo_id or "path/to/this/folder",
+        base_load_kwargs=base_load_kwargs,
+        mask_config=json.dumps(record["mask_config"], indent=2, sort_keys=True),
+    )

@@ -1,0 +1,230 @@
+"""Pruned audio models: stock transformers classes rebuilt at the shapes a manifest records.
+
+A pruned model's config carries `keepwhat_manifest`: for every module pruning changed, how to
+build it at its new shape (and module attributes such as `num_heads`). The model classes here
+subclass the stock ones and apply the manifest in `__init__`, before any weight is loaded, as
+timm's `_prune.py` does.
+
+This file must stay self-contained (torch and transformers only): saving a pruned model copies it
+next to the weights and names it in `auto_map`, so that
+`AutoModelFor...from_pretrained(path, trust_remote_code=True)` loads the model on a machine where
+hf_keepwhat is not installed.
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers
+from torch import nn
+
+MANIFEST_KEY = "keepwhat_manifest"
+MODEL_TYPE_PREFIX = "keepwhat-"
+
+
+class EmptyAttention(nn.Module):
+    """An attention block whose every head was removed: it outputs its output-projection bias.
+
+    Whisper's attention cannot run with zero heads (its K/V reshape cannot infer an empty
+    dimension), so the block is replaced instead of shrunk to width 0.
+
+    Args:
+        hidden_size: Width of the block's output.
+        bias: Whether the block has an output bias (else its output is zero).
+    """
+
+    def __init__(self, hidden_size: int, bias: bool = True):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.bias = nn.Parameter(torch.zeros(hidden_size)) if bias else None
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        # A fresh tensor, not a view of `bias`: views of a parameter taken under no_grad confuse
+        # autograd-based tools (FlopCounterMode's module tracker).
+        output = hidden_states.new_zeros((*hidden_states.shape[:-1], self.hidden_size))
+        if self.bias is not None:
+            output = output + self.bias.to(hidden_states.dtype)
+        return output, None
+
+
+def describe_module(module: nn.Module) -> dict:
+    """The manifest entry that rebuilds `module` at its current shape.
+
+    Args:
+        module: An `nn.Linear`, `nn.Conv1d`, `nn.GroupNorm`, `nn.BatchNorm1d` or `EmptyAttention`.
+    """
+    if isinstance(module, nn.Linear):
+        return {
+            "type": "Linear",
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "bias": module.bias is not None,
+        }
+    if isinstance(module, nn.Conv1d):
+        return {
+            "type": "Conv1d",
+            "in_channels": module.in_channels,
+            "out_channels": module.out_channels,
+            "kernel_size": module.kernel_size[0],
+            "stride": module.stride[0],
+            "padding": module.padding if isinstance(module.padding, str) else module.padding[0],
+            "dilation": module.dilation[0],
+            "groups": module.groups,
+            "bias": module.bias is not None,
+        }
+    if isinstance(module, nn.GroupNorm):
+        return {
+            "type": "GroupNorm",
+            "num_groups": module.num_groups,
+            "num_channels": module.num_channels,
+            "eps": module.eps,
+            "affine": module.affine,
+        }
+    if isinstance(module, nn.BatchNorm1d):
+        return {
+            "type": "BatchNorm1d",
+            "num_features": module.num_features,
+            "eps": module.eps,
+            "momentum": module.momentum,
+            "affine": module.affine,
+        }
+    if isinstance(module, EmptyAttention):
+        return {
+            "type": "EmptyAttention",
+            "hidden_size": module.hidden_size,
+            "bias": module.bias is not None,
+        }
+    raise TypeError(f"Cannot describe a {type(module).__name__} in a pruning manifest.")
+
+
+def build_module(spec: dict) -> nn.Module:
+    """Builds an (uninitialised) module from a manifest entry written by `describe_module`.
+
+    Args:
+        spec: The manifest entry.
+    """
+    kind = spec.get("type")
+    if kind == "Linear":
+        return nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"])
+    if kind == "Conv1d":
+        return nn.Conv1d(
+            spec["in_channels"],
+            spec["out_channels"],
+            spec["kernel_size"],
+            stride=spec["stride"],
+            padding=spec["padding"],
+            dilation=spec["dilation"],
+            groups=spec["groups"],
+            bias=spec["bias"],
+        )
+    if kind == "GroupNorm":
+        return nn.GroupNorm(spec["num_groups"], spec["num_channels"], spec["eps"], spec["affine"])
+    if kind == "BatchNorm1d":
+        return nn.BatchNorm1d(spec["num_features"], spec["eps"], spec["momentum"], spec["affine"])
+    if kind == "EmptyAttention":
+        return EmptyAttention(spec["hidden_size"], spec["bias"])
+    raise ValueError(f"Unknown module type {kind!r} in the pruning manifest.")
+
+
+def _local_path(model: nn.Module, path: str) -> str | None:
+    """`path` relative to `model`: a base model loaded from a task model's checkpoint (e.g.
+    `Wav2Vec2Model` from a classifier) lacks the `base_model_prefix.` the manifest paths carry."""
+    prefix = getattr(model, "base_model_prefix", "")
+    if prefix and path.startswith(prefix + ".") and not hasattr(model, prefix):
+        return path[len(prefix) + 1 :]
+    try:
+        model.get_submodule(path.rpartition(".")[0])
+    except AttributeError:
+        return None  # a module of the task head, absent from a base model
+    return path
+
+
+def apply_manifest(model: nn.Module, manifest: dict | None) -> None:
+    """Rebuilds the modules a manifest lists at their recorded shapes, and sets attributes.
+
+    Args:
+        model: A freshly constructed stock model.
+        manifest: `{"modules": {path: spec}, "attributes": {path: {name: value}}}`, or None.
+    """
+    if not manifest:
+        return
+    for path, spec in manifest.get("modules", {}).items():
+        local = _local_path(model, path)
+        if local is None:
+            continue
+        parent, _, child = local.rpartition(".")
+        setattr(model.get_submodule(parent), child, build_module(spec))
+    for path, attributes in manifest.get("attributes", {}).items():
+        local = _local_path(model, path)
+        if local is None:
+            continue
+        module = model.get_submodule(local)
+        for name, value in attributes.items():
+            setattr(module, name, value)
+
+
+def _pruned_init(stock: type):
+    def __init__(self, config, *args, **kwargs):
+        stock.__init__(self, config, *args, **kwargs)
+        apply_manifest(self, getattr(config, MANIFEST_KEY, None))
+
+    return __init__
+
+
+# Stock model type -> (config class, [(model class, Auto class name)]).
+FAMILIES = {
+    "whisper": (
+        "WhisperConfig",
+        [("WhisperForAudioClassification", "AutoModelForAudioClassification")],
+    ),
+    "wav2vec2": (
+        "Wav2Vec2Config",
+        [
+            ("Wav2Vec2Model", "AutoModel"),
+            ("Wav2Vec2ForSequenceClassification", "AutoModelForAudioClassification"),
+            ("Wav2Vec2ForCTC", "AutoModelForCTC"),
+        ],
+    ),
+    "hubert": (
+        "HubertConfig",
+        [
+            ("HubertModel", "AutoModel"),
+            ("HubertForSequenceClassification", "AutoModelForAudioClassification"),
+            ("HubertForCTC", "AutoModelForCTC"),
+        ],
+    ),
+    "data2vec-audio": (
+        "Data2VecAudioConfig",
+        [
+            ("Data2VecAudioModel", "AutoModel"),
+            ("Data2VecAudioForSequenceClassification", "AutoModelForAudioClassification"),
+            ("Data2VecAudioForCTC", "AutoModelForCTC"),
+        ],
+    ),
+}
+
+
+def _class_name(stock_name: str) -> str:
+    return "KeepWhat" + stock_name
+
+
+# Pruned config and model classes, one per stock class, defined at module level so that
+# `auto_map` can name them ("modeling_pruned.KeepWhatWhisperForAudioClassification").
+PRUNED_CONFIGS: dict[str, type] = {}
+PRUNED_MODELS: dict[str, type] = {}
+AUTO_CLASS_OF: dict[str, str] = {}
+for _model_type, (_config_name, _models) in FAMILIES.items():
+    _config_cls = type(
+        _class_name(_config_name),
+        (getattr(transformers, _config_name),),
+        {"model_type": MODEL_TYPE_PREFIX + _model_type, "__module__": __name__},
+    )
+    globals()[_config_cls.__name__] = PRUNED_CONFIGS[_model_type] = _config_cls
+    for _model_name, _auto in _models:
+        _stock = getattr(transformers, _model_name)
+        _model_cls = type(
+            _class_name(_model_name),
+            (_stock,),
+            {"config_class": _config_cls, "__init__": _pruned_init(_stock), "__module__": __name__},
+        )
+        globals()[_model_cls.__name__] = PRUNED_MODELS[_model_name] = _model_cls
+        AUTO_CLASS_OF[_model_name] = _auto
