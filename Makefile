@@ -45,7 +45,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 demo: install
-	$(BIN)/python examples/quickstart.py
+	recipes/fsdd_demo.sh
 
 bench: install
 	$(BIN)/python benchmarks/train_cost.py --out benchmarks/results/train_cost_cpu.json

@@ -14,20 +14,20 @@ from torch import nn
 from .cards import render_card
 from .config import MaskConfig
 from .files import atomic_directory, check_shapes, load_safetensors, read_json, require_file
-from .version import __version__
+from .modeling_pruned import AUTO_CLASS_OF
 
 ADAPTER_CONFIG_FILE = "keepwhat_adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "keepwhat_adapter.safetensors"
 OWNED_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, "README.md")
-
-
-def _auto_class_name(model: nn.Module) -> str:
-    name = type(model).__name__
-    if name.endswith("ForCTC"):
-        return "AutoModelForCTC"
-    if name.endswith(("ForAudioClassification", "ForSequenceClassification")):
-        return "AutoModelForAudioClassification"
-    return "AutoModel"
+# Config fields that shape the task head: loading the base model again needs them.
+HEAD_CONFIG_KEYS = (
+    "num_labels",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "vocab_size",
+    "pad_token_id",
+)
 
 
 def adapter_config(mm) -> dict:
@@ -37,20 +37,37 @@ def adapter_config(mm) -> dict:
         mm: The `MaskModel`.
     """
     config = mm.model.config
+    record = mm.pruning_record()
     return {
-        "library": "hf_keepwhat",
-        "version": __version__,
-        "base_model": getattr(config, "_name_or_path", None) or None,
-        "base_model_revision": getattr(config, "_commit_hash", None),
+        **{
+            k: record[k]
+            for k in ("library", "version", "base_model", "base_model_revision", "license")
+        },
         "model_class": type(mm.model).__name__,
         "model_type": config.model_type,
-        "num_labels": getattr(config, "num_labels", None),
+        "head_config": {k: getattr(config, k) for k in HEAD_CONFIG_KEYS if hasattr(config, k)},
         "mask_config": mm.mask_config.to_dict(),
+        "report": mm.sparsity_report(),
         "unit_groups": [
             {"name": g.name, "kind": g.kind, "num_units": g.num_units, "unit_width": g.unit_width}
             for g in mm.unit_groups
         ],
     }
+
+
+def adapter_card(config: dict, repo_id: str | None = None):
+    """The adapter's model card, rendered from its config (`adapter_config`).
+
+    Args:
+        config: The adapter config.
+        repo_id: Hub id the card's loading snippet names.
+    """
+    auto = AUTO_CLASS_OF.get(config["model_class"], "AutoModel")
+    num_labels = config.get("head_config", {}).get("num_labels")
+    extra = f", num_labels={num_labels}" if auto == "AutoModelForAudioClassification" else ""
+    return render_card(
+        "mask_adapter.md", config, auto_class=auto, repo_id=repo_id, base_load_kwargs=extra
+    )
 
 
 def save_adapter(mm, directory, repo_id: str | None = None) -> None:
@@ -63,14 +80,7 @@ def save_adapter(mm, directory, repo_id: str | None = None) -> None:
     """
     config = adapter_config(mm)
     tensors = {k: v.detach().cpu().contiguous() for k, v in mm.state_dict().items()}
-    record = mm.pruning_record()
-    auto = _auto_class_name(mm.model)
-    extra = (
-        f", num_labels={config['num_labels']}" if auto == "AutoModelForAudioClassification" else ""
-    )
-    card = render_card(
-        "mask_adapter.md", record, auto_class=auto, repo_id=repo_id, base_load_kwargs=extra
-    )
+    card = adapter_card(config, repo_id)
     with atomic_directory(directory, OWNED_FILES) as staging:
         with open(os.path.join(staging, ADAPTER_CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, sort_keys=True)

@@ -159,3 +159,34 @@ def render_card(
         base_load_kwargs=base_load_kwargs,
         mask_config=json.dumps(record["mask_config"], indent=2, sort_keys=True),
     )
+
+
+def pruned_model_card(
+    record: dict, auto_class: str, stock: bool, repo_id: str | None = None
+) -> ModelCard:
+    """The card of a pruned model.
+
+    Args:
+        record: The model's pruning record (`config.keepwhat`).
+        auto_class: The Auto class that loads it.
+        stock: Whether it was saved with a stock config (then no custom code is needed).
+        repo_id: Where it is (to be) published, for the loading snippet.
+    """
+    name = repo_id or "path/to/this/folder"
+    if stock:
+        how = (
+            "The pruned shapes fit the stock config, so plain transformers loads it, no custom "
+            f"code:\n\n```python\nfrom transformers import {auto_class}\n\n"
+            f'model = {auto_class}.from_pretrained("{name}")\n```'
+        )
+    else:
+        how = (
+            "With hf_keepwhat installed (it registers the pruned classes):\n\n"
+            f"```python\nimport hf_keepwhat\nfrom transformers import {auto_class}\n\n"
+            f'model = {auto_class}.from_pretrained("{name}")\n```\n\n'
+            "With plain transformers, using the modeling file shipped next to the weights:\n\n"
+            f'```python\nmodel = {auto_class}.from_pretrained("{name}", trust_remote_code=True)\n```'
+        )
+    return render_card(
+        "pruned_model.md", record, auto_class=auto_class, repo_id=repo_id, load_instructions=how
+    )

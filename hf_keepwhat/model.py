@@ -57,7 +57,8 @@ class MaskModel(nn.Module):
     `config.modules_to_save` (the task head) train. `forward` returns the wrapped model's output
     with `loss = task_loss + sparsity penalty`; the output also carries the attributes
     `task_loss`, `sparsity_penalty` and `realised_sparsity` (hard-mask removed fraction of the
-    budget).
+    budget). When the model computes no loss (no labels), add `outputs.sparsity_penalty` to the
+    loss you compute yourself.
 
     Args:
         model: A transformers model of a supported type (see `supported_model_types()`). It is
@@ -301,9 +302,11 @@ class MaskModel(nn.Module):
         task_loss = outputs.get("loss")
         if task_loss is not None:
             outputs["loss"] = task_loss + penalty
-        # Attributes, not keys: Trainer treats every key but `loss` as logits.
+        # Attributes, not keys: Trainer treats every key but `loss` as logits. The penalty keeps
+        # its graph so that a loss computed outside the model (Trainer's `compute_loss_func`,
+        # e.g. BCE for tagging) can add it.
         object.__setattr__(outputs, "task_loss", task_loss)
-        object.__setattr__(outputs, "sparsity_penalty", penalty.detach())
+        object.__setattr__(outputs, "sparsity_penalty", penalty)
         object.__setattr__(outputs, "realised_sparsity", self.realised_sparsity())
         return outputs
 

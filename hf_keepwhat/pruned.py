@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from . import modeling_pruned
-from .cards import render_card
+from .cards import pruned_model_card
 from .files import atomic_directory, check_shapes, read_json, require_file, safetensors_shapes
 from .hub import push_folder
 from .layouts import get_layout
@@ -110,29 +110,8 @@ class PrunedModelMixin:
         Args:
             repo_id: Where the model is (to be) published, for the loading snippet.
         """
-        name = repo_id or "path/to/this/folder"
-        auto = self.auto_class_name
-        if self.stock_config() is not None:
-            how = (
-                "The pruned shapes fit the stock config, so plain transformers loads it, no "
-                f"custom code:\n\n```python\nfrom transformers import {auto}\n\n"
-                f'model = {auto}.from_pretrained("{name}")\n```'
-            )
-        else:
-            how = (
-                "With hf_keepwhat installed (it registers the pruned classes):\n\n"
-                f"```python\nimport hf_keepwhat\nfrom transformers import {auto}\n\n"
-                f'model = {auto}.from_pretrained("{name}")\n```\n\n'
-                "With plain transformers, using the modeling file shipped next to the weights:\n\n"
-                f'```python\nmodel = {auto}.from_pretrained("{name}", trust_remote_code=True)\n```'
-            )
-        return render_card(
-            "pruned_model.md",
-            self.keepwhat_record,
-            auto_class=auto,
-            repo_id=repo_id,
-            load_instructions=how,
-        )
+        stock = self.stock_config() is not None
+        return pruned_model_card(self.keepwhat_record, self.auto_class_name, stock, repo_id)
 
     def save_pretrained(self, save_directory, *args, repo_id: str | None = None, **kwargs):
         """Saves config, weights, feature extractor and model card, all or nothing.

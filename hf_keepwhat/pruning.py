@@ -66,13 +66,18 @@ def prune_group(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) ->
         parent, _, child = group.empty_module.rpartition(".")
         setattr(model.get_submodule(parent), child, replacement)
         return
+    silenced = torch.arange(max(0, group.min_kept - len(kept_units)))
+    kept_units = torch.cat([silenced, kept_units.to(torch.long)]) if len(silenced) else kept_units
     index = group.channel_index(kept_units.to(torch.long))
     for path in group.producers:
         _shrink_producer(model.get_submodule(path), index)
     for path in group.norms:
         _shrink_norm(model.get_submodule(path), index)
     for path in group.consumers:
-        _shrink_consumer(model.get_submodule(path), index)
+        consumer = model.get_submodule(path)
+        _shrink_consumer(consumer, index)
+        if len(silenced):  # kept only because a layer cannot be empty: contributes nothing
+            consumer.weight.data[:, group.channel_index(torch.arange(len(silenced)))] = 0
     for path, attributes in group.attributes.items():
         module = model.get_submodule(path)
         for attr, per_unit in attributes.items():

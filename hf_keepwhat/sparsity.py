@@ -136,8 +136,12 @@ class CostModel:
         Args:
             kept: One boolean tensor per group: which units the hard mask keeps.
         """
-        # Exact rational arithmetic: MAC counts exceed float32's integer range.
-        fractions = [Fraction(int(k.sum()), k.numel()) for k in kept]
+        # Exact rational arithmetic: MAC counts exceed float32's integer range. Pruning keeps at
+        # least `min_kept` units of a group physically, so that is what remains.
+        fractions = [
+            Fraction(max(int(k.sum()), g.min_kept), k.numel())
+            for g, k in zip(self.groups, kept, strict=True)
+        ]
         full = [1] * len(self.groups)
         rows = []
         for index, (group, keep) in enumerate(zip(self.groups, kept, strict=True)):
@@ -159,7 +163,8 @@ class CostModel:
         total["units_kept"] = sum(r["kept_units"] for r in rows)
         total["units_total"] = sum(r["num_units"] for r in rows)
         # The paper's measure: mean over mask sites of the fraction of units removed.
-        total["units_removed_fraction"] = 1.0 - float(sum(fractions) / len(fractions))
+        masked = [float(k.float().mean()) for k in kept]
+        total["units_removed_fraction"] = 1.0 - sum(masked) / len(masked)
         return {"groups": rows, "total": total}
 
 

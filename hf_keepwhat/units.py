@@ -35,6 +35,9 @@ class UnitGroup:
             kept units (e.g. WhisperAttention's `num_heads`) and must be rewritten on pruning.
         empty_module: Module replaced by one returning `mask_module`'s bias when no unit is kept
             (an attention block with zero heads); `None` keeps zero-width layers instead.
+        min_kept: Units pruning keeps physically even when the mask removes them all (torch has
+            no zero-channel convolution); they are silenced by zeroing their consumer columns,
+            so the output is still the masked model's.
         frames: Output frames of each producer and consumer for the reference input (MACs of a
             layer = frames * weight elements).
         extra_macs_per_unit: MACs a unit costs outside its producers and consumers (a head's
@@ -55,6 +58,7 @@ class UnitGroup:
     norms: list[str] = field(default_factory=list)
     attributes: dict[str, dict[str, int]] = field(default_factory=dict)
     empty_module: str | None = None
+    min_kept: int = 0
     frames: dict[str, int] = field(default_factory=dict)
     extra_macs_per_unit: int = 0
     params_per_unit: int = 0

@@ -37,10 +37,11 @@ def _nonuniform(build, input_name, shape, **config):
 def _stock_whisper():
     """Only whole layers dropped and a shorter window: a stock config describes it."""
     mm = get_mask_model(
-        tiny_whisper(), MaskConfig(target_sparsity=0.0, last_layer=1, max_input_seconds=0.5)
+        tiny_whisper(max_source_positions=150),  # a 3 s window, cut to 1 s
+        MaskConfig(target_sparsity=0.0, last_layer=1, max_input_seconds=1),
     )
-    extractor = WhisperFeatureExtractor(feature_size=16, chunk_length=30)
-    return mm.prune(feature_extractor=extractor), {"input_features": torch.randn(1, 16, 50)}
+    extractor = WhisperFeatureExtractor(feature_size=16, chunk_length=3)
+    return mm.prune(feature_extractor=extractor), {"input_features": torch.randn(1, 16, 100)}
 
 
 def _stock_wav2vec2():
@@ -136,10 +137,10 @@ def test_stock_expressible_pruning_loads_without_custom_code(tmp_path):
         assert (result["output"] - reference).abs().max().item() <= 1e-6
 
     whisper_config = json.loads((tmp_path / "whisper" / "config.json").read_text())
-    assert (whisper_config["max_source_positions"], whisper_config["encoder_layers"]) == (25, 2)
+    assert (whisper_config["max_source_positions"], whisper_config["encoder_layers"]) == (50, 2)
     # The saved feature extractor pads to the shortened window, not to 30 s.
     extractor = WhisperFeatureExtractor.from_pretrained(tmp_path / "whisper")
-    assert (extractor.chunk_length, extractor.nb_max_frames) == (0.5, 50)
+    assert (extractor.chunk_length, extractor.nb_max_frames) == (1, 100)
 
 
 def test_stock_class_refuses_a_nonuniform_checkpoint(tmp_path):

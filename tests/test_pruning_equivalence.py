@@ -100,3 +100,20 @@ def test_prune_leaves_the_mask_model_usable():
         mm.prune()
         after = mm(**inputs).logits
     assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
+def test_conv_layer_with_every_channel_masked(family):
+    """torch has no zero-channel convolution: one channel stays, silenced, and it is counted."""
+    build, input_name, shape = FAMILIES[family]
+    mm = get_mask_model(build(), MaskConfig(target_sparsity=0.0))
+    for group in mm.unit_groups:
+        if group.kind == "conv":
+            mm.set_kept(group.name, [])
+    mm.eval()
+    inputs = {input_name: torch.randn(*shape)}
+    with torch.no_grad():
+        pruned = mm.prune()
+        assert (mm(**inputs).logits - pruned(**inputs).logits).abs().max().item() <= 1e-4
+    backbone = pruned.get_submodule(mm.layout.backbone_path(pruned))
+    assert count_params(backbone) == mm.sparsity_report()["total"]["params_remaining"]

@@ -20,19 +20,29 @@ def supported_model_types() -> list[str]:
     return sorted(LAYOUTS)
 
 
+def layout_for_config(config, what: str = "this model") -> Layout:
+    """Returns the layout for a model config, chosen by `config.model_type`.
+
+    Args:
+        config: A transformers config.
+        what: How to name the model in the error message.
+    """
+    model_type = getattr(config, "model_type", None)
+    if isinstance(model_type, str):
+        # A pruned model ("keepwhat-whisper") has its stock family's layout.
+        model_type = model_type.removeprefix(MODEL_TYPE_PREFIX)
+    if model_type not in LAYOUTS:
+        raise ValueError(
+            f"hf_keepwhat does not support model type {model_type!r} ({what}). "
+            f"Supported model types: {', '.join(supported_model_types())}."
+        )
+    return LAYOUTS[model_type]
+
+
 def get_layout(model: nn.Module) -> Layout:
     """Returns the layout of `model`, chosen by `model.config.model_type`.
 
     Args:
         model: A transformers model.
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if isinstance(model_type, str):
-        # A pruned model ("keepwhat-whisper") has its stock family's layout.
-        model_type = model_type.removeprefix(MODEL_TYPE_PREFIX)
-    if model_type not in LAYOUTS:
-        raise ValueError(
-            f"hf_keepwhat does not support model type {model_type!r} ({type(model).__name__}). "
-            f"Supported model types: {', '.join(supported_model_types())}."
-        )
-    return LAYOUTS[model_type]
+    return layout_for_config(getattr(model, "config", None), type(model).__name__)

@@ -167,6 +167,7 @@ def channel_group(
         consumers=[consumer],
         norms=list(norms or []),
         frames=dict(frames),
+        min_kept=1,
     )
 
 

@@ -40,15 +40,16 @@ class WhisperLayout(Layout):
 
         Args:
             model: The transformers model.
-            seconds: The new window, e.g. 3.0; `seconds * 50` must be a whole number.
+            seconds: The new window in whole seconds (the feature extractor's `chunk_length` is
+                an integer), e.g. 3.
         """
         encoder = model.get_submodule(self.backbone_path(model))
         positions = seconds * POSITIONS_PER_SECOND
-        if positions != int(positions) or not 0 < positions <= encoder.max_source_positions:
+        if seconds != int(seconds) or not 0 < positions <= encoder.max_source_positions:
             longest = encoder.max_source_positions / POSITIONS_PER_SECOND
             raise ValueError(
-                f"max_input_seconds={seconds} must be a multiple of 0.02 s in (0, {longest:g}] "
-                f"for this Whisper model (50 positions per second)."
+                f"max_input_seconds={seconds} must be a whole number of seconds in "
+                f"(0, {longest:g}] for this Whisper model."
             )
         positions = int(positions)
         table = encoder.embed_positions
@@ -62,12 +63,12 @@ class WhisperLayout(Layout):
     def adapt_feature_extractor(self, feature_extractor, config: MaskConfig):
         """Sets `chunk_length` to the shortened window, so saved models pad clips to it."""
         seconds = config.max_input_seconds
-        if seconds is None or getattr(feature_extractor, "chunk_length", seconds) == seconds:
+        if seconds is None or getattr(feature_extractor, "chunk_length", None) == seconds:
             return feature_extractor
         data = feature_extractor.to_dict()
         for derived in ("n_samples", "nb_max_frames"):  # recomputed from chunk_length
             data.pop(derived, None)
-        data["chunk_length"] = seconds
+        data["chunk_length"] = int(seconds)  # its sample counts are derived from it as integers
         return type(feature_extractor).from_dict(data)
 
     def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:

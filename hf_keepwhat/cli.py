@@ -1,0 +1,194 @@
+"""The `keepwhat` command: prune an adapter, report what an artifact keeps, regenerate its card,
+push it to the Hub.
+
+    keepwhat prune out/target0.50/adapter out/pruned
+    keepwhat report out/pruned
+    keepwhat card out/pruned --dataset fsdd --metric accuracy=0.98
+    keepwhat push out/pruned me/whisper-tiny-digits-keep50
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from .adapter import ADAPTER_CONFIG_FILE, adapter_card
+from .cards import layer_table, pruned_model_card
+from .files import read_json
+from .modeling_pruned import AUTO_CLASS_OF, MODEL_TYPE_PREFIX
+from .pruned import RECORD_KEY
+
+
+def _kind(path: str) -> str:
+    if os.path.isfile(os.path.join(path, ADAPTER_CONFIG_FILE)):
+        return "adapter"
+    config = os.path.join(path, "config.json")
+    if os.path.isfile(config) and RECORD_KEY in read_json(config):
+        return "pruned"
+    raise SystemExit(
+        f"error: {path} holds neither a mask adapter ({ADAPTER_CONFIG_FILE}) nor a pruned model "
+        "(config.json with a keepwhat record)."
+    )
+
+
+def _record(path: str) -> tuple[dict, str, bool]:
+    """The artifact's record, its Auto class, and whether it loads with stock classes."""
+    if _kind(path) == "adapter":
+        saved = read_json(os.path.join(path, ADAPTER_CONFIG_FILE))
+        return saved, AUTO_CLASS_OF.get(saved["model_class"], "AutoModel"), False
+    config = read_json(os.path.join(path, "config.json"))
+    stock_name = config["architectures"][0].removeprefix("KeepWhat")
+    stock = not config["model_type"].startswith(MODEL_TYPE_PREFIX)
+    return config[RECORD_KEY], AUTO_CLASS_OF.get(stock_name, "AutoModel"), stock
+
+
+def _card(path: str, repo_id: str | None):
+    record, auto, stock = _record(path)
+    if _kind(path) == "pruned":
+        return pruned_model_card(record, auto, stock, repo_id)
+    return adapter_card(record, repo_id)
+
+
+def cmd_prune(args) -> None:
+    """Applies a saved adapter to its base model, prunes, saves the standalone model."""
+    import transformers
+
+    from .model import MaskModel
+
+    saved = read_json(os.path.join(args.adapter, ADAPTER_CONFIG_FILE))
+    base = args.base or saved.get("base_model")
+    if not base:
+        raise SystemExit("error: the adapter does not record its base model; pass --base.")
+    model_class = getattr(transformers, saved["model_class"])
+    model = model_class.from_pretrained(
+        base, revision=saved.get("base_model_revision"), **saved["head_config"]
+    )
+    pruned = MaskModel.from_pretrained(model, args.adapter).prune()
+    pruned.save_pretrained(args.output)
+    print(f"pruned model saved to {args.output}")
+    _print_report(pruned.keepwhat_record["report"])
+
+
+def _print_report(report: dict) -> None:
+    total = report["total"]
+    print(
+        f"backbone parameters: {total['params_original']:,} -> {total['params_remaining']:,} "
+        f"({total['params_removed_fraction']:.1%} removed)"
+    )
+    print(
+        f"backbone MACs ({report.get('macs_input', 'reference input')}): {total['macs_original']:,} "
+        f"-> {total['macs_remaining']:,} ({total['macs_removed_fraction']:.1%} removed)"
+    )
+    print(f"units kept: {total['units_kept']} of {total['units_total']}\n")
+    print(layer_table(report["groups"]))
+
+
+def cmd_report(args) -> None:
+    """Prints what a pruned model or adapter keeps, per layer."""
+    record, _, _ = _record(args.path)
+    print(f"{_kind(args.path)} of {record.get('base_model')}")
+    _print_report(record["report"])
+
+
+def cmd_card(args) -> None:
+    """Regenerates README.md from the artifact's record (optionally adding dataset/metrics)."""
+    path = args.path
+    if _kind(path) == "pruned" and (args.dataset or args.metric or args.license):
+        config_file = os.path.join(path, "config.json")
+        config = read_json(config_file)
+        card = dict(config[RECORD_KEY].get("card", {}))
+        if args.dataset:
+            card["dataset"] = args.dataset
+        if args.license:
+            card["license"] = args.license
+        if args.metric:
+            card["metrics"] = {**card.get("metrics", {}), **dict(_metric(m) for m in args.metric)}
+        config[RECORD_KEY]["card"] = card
+        import json
+
+        with open(config_file + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(config_file + ".tmp", config_file)
+    card = _card(path, args.repo_id)
+    card.save(os.path.join(path, "README.md"))
+    print(f"wrote {os.path.join(path, 'README.md')}")
+
+
+def _metric(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise SystemExit(
+            f"error: --metric takes NAME=VALUE, e.g. accuracy=0.98; got {text!r}"
+        ) from None
+
+
+def cmd_push(args) -> None:
+    """Uploads a saved artifact folder, with its card naming the repository."""
+    from .hub import push_folder
+
+    def save(folder):
+        for name in os.listdir(args.path):
+            source = os.path.join(args.path, name)
+            if os.path.isfile(source):
+                shutil.copy2(source, os.path.join(folder, name))
+        _card(args.path, args.repo_id).save(os.path.join(folder, "README.md"))
+
+    url = push_folder(save, args.repo_id, args.private, args.token)
+    print(f"pushed {args.path} to {url}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `keepwhat` command."""
+    parser = argparse.ArgumentParser(prog="keepwhat", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prune", help="adapter -> pruned standalone model")
+    p.add_argument("adapter", help="folder written by MaskModel.save_pretrained")
+    p.add_argument("output", help="folder for the pruned model")
+    p.add_argument("--base", help="base model (default: the one the adapter records)")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("report", help="what a pruned model or adapter keeps, per layer")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("card", help="regenerate the model card (README.md)")
+    p.add_argument("path")
+    p.add_argument("--repo_id", help="Hub id the loading snippet names")
+    p.add_argument("--dataset", help="dataset id to record (pruned models)")
+    p.add_argument(
+        "--metric", action="append", help="NAME=VALUE to record (pruned models), repeatable"
+    )
+    p.add_argument("--license", help="license to record (pruned models)")
+    p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("push", help="upload a saved artifact to the Hub")
+    p.add_argument("path")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--token", help="Hub token (default: the stored login)")
+    p.set_defaults(func=cmd_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the `keepwhat` command.
+
+    Args:
+        argv: Arguments (default: `sys.argv[1:]`).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

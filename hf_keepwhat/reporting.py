@@ -1,0 +1,180 @@
+"""Run reports: `report.json`, `report.md` and plots, written from measured figures only."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+import torch
+import transformers
+
+from .cards import layer_table
+
+
+def environment() -> dict:
+    """Where the figures were measured: library versions, processor, threads."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _ratio(dense, pruned):
+    return None if dense is None or not pruned else dense / pruned
+
+
+def compare(dense: dict, pruned: dict) -> dict:
+    """Dense / pruned ratios of parameters, MACs, median latency and disk size.
+
+    Args:
+        dense: The dense model's `params`, `macs`, `latency`, `disk_bytes`.
+        pruned: The same figures of the pruned model.
+    """
+    return {
+        "params": _ratio(dense["params"], pruned["params"]),
+        "backbone_params": _ratio(dense["backbone_params"], pruned["backbone_params"]),
+        "macs": _ratio(dense["macs"], pruned["macs"]),
+        "latency": _ratio(dense["latency"]["median_s"], pruned["latency"]["median_s"]),
+        "disk": _ratio(dense["disk_bytes"], pruned["disk_bytes"]),
+    }
+
+
+def _fmt(value, pattern="{:.4g}"):
+    return "-" if value is None else pattern.format(value)
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: one row for the dense model, one per target sparsity.
+
+    Args:
+        report: The report dict written to `report.json`.
+    """
+    metric = report["metric"]
+    dense = report["dense"]
+    lines = [
+        f"# hf_keepwhat report: {report['task']} with `{report['model']}`",
+        "",
+        f"Dataset: {report['dataset']}. Test examples: {report['test_examples']}. Figures measured "
+        f"on {report['environment']['machine']} with {report['environment']['torch_threads']} "
+        f"threads; latency is batch 1 on {report['latency_input']}, median of "
+        f"{dense['latency']['repeats']} runs after warm-up.",
+        "",
+        f"| model | target | {metric} | backbone params removed | MACs removed | params | MACs "
+        "| latency (ms) | disk (MB) | speedup |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| dense ({report['dense_kind']}) | - | {_fmt(dense['metrics'].get(metric))} | 0 | 0 "
+        f"| {dense['params']:,} | {dense['macs']:,} | {dense['latency']['median_s'] * 1e3:.2f} "
+        f"| {dense['disk_bytes'] / 1e6:.2f} | 1.00 |",
+    ]
+    for run in report["runs"]:
+        lines.append(
+            f"| pruned | {run['target_sparsity']:.2f} | {_fmt(run['metrics'].get(metric))} "
+            f"| {run['removed']['params_removed_fraction']:.1%} "
+            f"| {run['removed']['macs_removed_fraction']:.1%} | {run['params']:,} | {run['macs']:,} "
+            f"| {run['latency']['median_s'] * 1e3:.2f} | {run['disk_bytes'] / 1e6:.2f} "
+            f"| {_fmt(run['ratios']['latency'], '{:.2f}')} |"
+        )
+    for run in report["runs"]:
+        lines += ["", f"## Kept units at target {run['target_sparsity']:.2f}", ""]
+        lines.append(layer_table(run["groups"]))
+    return "\n".join(lines) + "\n"
+
+
+def plot_kept_units(groups: list[dict], path: str, title: str) -> None:
+    """Heatmap of the fraction of units kept, one row per kind and one column per layer.
+
+    Args:
+        groups: The `groups` rows of a sparsity report.
+        path: The PNG file to write.
+        title: The plot's title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers, kinds = [], []
+    for row in groups:
+        layer = row["name"].rpartition(".")[0]
+        if layer not in layers:
+            layers.append(layer)
+        if row["kind"] not in kinds:
+            kinds.append(row["kind"])
+    grid = [[float("nan")] * len(layers) for _ in kinds]
+    for row in groups:
+        layer = layers.index(row["name"].rpartition(".")[0])
+        grid[kinds.index(row["kind"])][layer] = row["kept_units"] / row["num_units"]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(layers) + 2), 1.0 + 0.6 * len(kinds)))
+    image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(layers)), [layer.rsplit(".", 1)[-1] for layer in layers], fontsize=8)
+    ax.set_yticks(range(len(kinds)), kinds)
+    ax.set_xlabel("layer")
+    ax.set_title(title, fontsize=9)
+    for k, kind_row in enumerate(grid):
+        for j, value in enumerate(kind_row):
+            if value == value:  # not NaN
+                ax.text(j, k, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
+    fig.colorbar(image, ax=ax, label="fraction kept")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_metric_vs_sparsity(report: dict, path: str) -> None:
+    """The task metric against the realised removed fraction of backbone parameters.
+
+    Args:
+        report: The report dict.
+        path: The PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = report["metric"]
+    runs = sorted(report["runs"], key=lambda r: r["removed"]["params_removed_fraction"])
+    xs = [r["removed"]["params_removed_fraction"] for r in runs]
+    ys = [r["metrics"].get(metric) for r in runs]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(xs, ys, "o-", label="masked + pruned")
+    dense_metric = report["dense"]["metrics"].get(metric)
+    if dense_metric is not None:
+        ax.axhline(
+            dense_metric, color="gray", linestyle="--", label=f"dense ({report['dense_kind']})"
+        )
+    ax.set_xlabel("removed fraction of backbone parameters")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{report['task']}: {report['model']}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, output_dir: str) -> None:
+    """Writes `report.json`, `report.md` and the plots into `output_dir`.
+
+    Args:
+        report: The report dict.
+        output_dir: The run's output folder.
+    """
+    os.makedirs(os.path.join(output_dir, "plots"), exist_ok=True)
+    with open(os.path.join(output_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(output_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(report))
+    for run in report["runs"]:
+        name = f"kept_units_target{run['target_sparsity']:.2f}.png"
+        title = f"kept units, target {run['target_sparsity']:.2f}"
+        plot_kept_units(run["groups"], os.path.join(output_dir, "plots", name), title)
+    if len(report["runs"]) > 1:
+        plot_metric_vs_sparsity(report, os.path.join(output_dir, "plots", "metric_vs_sparsity.png"))

@@ -1,0 +1,55 @@
+"""Single-label audio classification: keyword spotting, spoken digits, genre, instrument,
+environmental sound, intent.
+
+    python recipes/classify.py --model_name_or_path openai/whisper-tiny.en --preset speech_commands \
+        --max_input_seconds 1 --target_sparsity 0.5 --output_dir out/kws --max_steps 2000
+    accelerate launch recipes/classify.py ...   # same arguments, several processes
+"""
+
+import numpy as np
+from common import Task, adapted_feature_extractor, main
+from transformers import AutoModelForAudioClassification
+
+from hf_keepwhat.audio import AudioCollator, featurize, label_names
+from hf_keepwhat.metrics import load_metric
+
+ACCURACY = load_metric("accuracy")
+F1 = load_metric("f1")
+
+
+def prepare(train, test, feature_extractor, model_path, data_args, config):
+    """Featurizes both splits and names the labels from the train split."""
+    feature_extractor = adapted_feature_extractor(feature_extractor, model_path, config)
+    names = label_names(train, data_args.label_column)
+    args = (feature_extractor, data_args.audio_column, data_args.label_column, names)
+    train = featurize(train, *args, split="train")
+    test = featurize(test, *args, split="test")
+    model_kwargs = {
+        "num_labels": len(names),
+        "label2id": {name: i for i, name in enumerate(names)},
+        "id2label": dict(enumerate(names)),
+    }
+    return train, test, model_kwargs, AudioCollator(feature_extractor)
+
+
+def compute_metrics(prediction):
+    """Accuracy and macro-F1 of the arg-max class."""
+    predicted = np.argmax(prediction.predictions, axis=-1)
+    labels = prediction.label_ids
+    return {
+        **ACCURACY.compute(predictions=predicted, references=labels),
+        **F1.compute(predictions=predicted, references=labels, average="macro"),
+    }
+
+
+TASK = Task(
+    name="audio classification",
+    auto_class=AutoModelForAudioClassification,
+    metric="accuracy",
+    prepare=prepare,
+    compute_metrics=compute_metrics,
+    card_task="single-label audio classification",
+)
+
+if __name__ == "__main__":
+    main(TASK)

@@ -1,0 +1,63 @@
+"""Multi-label audio tagging (e.g. MagnaTagATune): BCE loss, mAP and ROC-AUC.
+
+    python recipes/tag.py --model_name_or_path facebook/wav2vec2-base --preset magnatagatune \
+        --target_sparsity 0.5 --output_dir out/tags --max_steps 5000
+"""
+
+import numpy as np
+import torch
+from common import Task, adapted_feature_extractor, main
+from transformers import AutoModelForAudioClassification
+
+from hf_keepwhat.audio import AudioCollator, featurize, label_names
+from hf_keepwhat.metrics import load_metric
+
+MAP = load_metric("mean_average_precision")
+ROC_AUC = load_metric("roc_auc")
+
+
+def prepare(train, test, feature_extractor, model_path, data_args, config):
+    """Featurizes both splits with multi-hot labels over the train split's tags."""
+    feature_extractor = adapted_feature_extractor(feature_extractor, model_path, config)
+    names = label_names(train, data_args.label_column)
+    args = (feature_extractor, data_args.audio_column, data_args.label_column, names)
+    train = featurize(train, *args, multi_label=True, split="train")
+    test = featurize(test, *args, multi_label=True, split="test")
+    model_kwargs = {
+        "num_labels": len(names),
+        "label2id": {name: i for i, name in enumerate(names)},
+        "id2label": dict(enumerate(names)),
+        "problem_type": "multi_label_classification",
+    }
+    return train, test, model_kwargs, AudioCollator(feature_extractor)
+
+
+def bce_with_penalty(outputs, labels, num_items_in_batch=None):
+    """The audio classifiers' own loss is single-label cross-entropy; tagging needs BCE. The
+    sparsity penalty of a MaskModel is added here because the model computes no loss itself."""
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(outputs.logits, labels.float())
+    return loss + getattr(outputs, "sparsity_penalty", 0.0)
+
+
+def compute_metrics(prediction):
+    """mAP and macro ROC-AUC of the sigmoid scores."""
+    scores = 1.0 / (1.0 + np.exp(-prediction.predictions))
+    labels = prediction.label_ids.astype(np.int32)
+    return {
+        **MAP.compute(prediction_scores=scores, references=labels),
+        **ROC_AUC.compute(prediction_scores=scores, references=labels),
+    }
+
+
+TASK = Task(
+    name="audio tagging",
+    auto_class=AutoModelForAudioClassification,
+    metric="mean_average_precision",
+    prepare=prepare,
+    compute_metrics=compute_metrics,
+    compute_loss_func=bce_with_penalty,
+    card_task="multi-label audio tagging",
+)
+
+if __name__ == "__main__":
+    main(TASK)

@@ -1,0 +1,50 @@
+"""The `keepwhat` command on real artifacts written by the library."""
+
+import pytest
+from tiny_models import tiny_whisper
+
+from hf_keepwhat import MaskConfig, get_mask_model
+from hf_keepwhat.cli import main
+
+
+@pytest.fixture
+def adapter(tmp_path):
+    mm = get_mask_model(tiny_whisper(), MaskConfig(target_sparsity=0.0))
+    mm.set_kept("encoder.layers.0.heads", [1])
+    mm.set_kept("encoder.layers.2.ffn", range(10))
+    mm.model.save_pretrained(tmp_path / "base")  # what the adapter was trained on
+    mm.model.config._name_or_path = str(tmp_path / "base")
+    mm.save_pretrained(tmp_path / "adapter")
+    return mm, tmp_path
+
+
+def test_prune_report_card(adapter, capsys):
+    mm, tmp_path = adapter
+    main(["prune", str(tmp_path / "adapter"), str(tmp_path / "pruned")])
+    expected = mm.sparsity_report()["total"]["params_remaining"]
+    assert f"-> {expected:,}" in capsys.readouterr().out
+
+    main(["report", str(tmp_path / "pruned")])
+    printed = capsys.readouterr().out
+    assert "| `encoder.layers.0` | - | 1/4 | 48/48 |" in printed
+
+    main(["card", str(tmp_path / "pruned"), "--dataset", "fsdd", "--metric", "accuracy=0.97"])
+    card = (tmp_path / "pruned" / "README.md").read_text()
+    assert "| accuracy | 0.97 |" in card and "- fsdd" in card
+
+
+def test_report_of_an_adapter(adapter, capsys):
+    _, tmp_path = adapter
+    main(["report", str(tmp_path / "adapter")])
+    assert "| `encoder.layers.2` | - | 4/4 | 10/48 |" in capsys.readouterr().out
+
+
+def test_errors_are_one_line(adapter, capsys):
+    _, tmp_path = adapter
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(tmp_path)])
+    assert "holds neither a mask adapter" in str(exit_info.value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["push", str(tmp_path / "adapter"), "me/x"])
+    assert exit_info.value.code == 2
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""Every recipe runs end to end on tiny models and synthetic audio; accelerate's 2-process run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from recipe_fixtures import save_tiny_ctc_model, save_tiny_model, tone, write_digit_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGIT_REGEX = r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav"
+COMMON = [
+    "--max_steps", "6", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
+    "--mask_learning_rate", "0.3", "--report_to", "none", "--save_strategy", "no",
+    "--latency_repeats", "3", "--use_cpu", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+def _recipe(name, args, tmp_path, launcher=None):
+    command = (launcher or [sys.executable]) + [os.path.join(ROOT, "recipes", f"{name}.py"), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    return result
+
+
+def _check_outputs(out, targets):
+    report = json.loads((out / "report.json").read_text())
+    assert [run["target_sparsity"] for run in report["runs"]] == targets
+    for run in report["runs"]:
+        folder = out / f"target{run['target_sparsity']:.2f}"
+        for name in ("adapter/keepwhat_adapter.safetensors", "adapter/README.md", "pruned/config.json",
+                     "pruned/model.safetensors", "pruned/README.md"):  # fmt: skip
+            assert (folder / name).exists(), name
+        assert run["latency"]["median_s"] > 0 and run["disk_bytes"] > 0
+        assert set(run["ratios"]) == {"params", "backbone_params", "macs", "latency", "disk"}
+        assert (out / "plots" / f"kept_units_target{run['target_sparsity']:.2f}.png").exists()
+    assert (out / "report.md").read_text().startswith("# hf_keepwhat report")
+    return report
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_digit_folder(str(tmp_path_factory.mktemp("digits")))
+
+
+def test_classify_whisper_with_baseline_and_sweep(tmp_path, digits):
+    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
+            "--test_group", "index", "--test_values", "0", "1", "--target_sparsity", "0.3", "0.6",
+            "--max_input_seconds", "1", "--train_baseline", "--output_dir", str(out), *COMMON]  # fmt: skip
+    result = _recipe("classify", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _check_outputs(out, [0.3, 0.6])
+    assert report["dense"]["metrics"]["accuracy"] is not None and report["test_examples"] == 12
+    assert (out / "plots" / "metric_vs_sparsity.png").exists()
+    assert (
+        json.loads((out / "target0.30" / "pruned" / "preprocessor_config.json").read_text())[
+            "chunk_length"
+        ]
+        == 1
+    )
+    assert report["runs"][1]["removed"]["params_removed_fraction"] > 0
+
+
+def test_classify_wav2vec2(tmp_path, digits):
+    model = save_tiny_model("wav2vec2", str(tmp_path / "model"))
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
+            "--test_group", "index", "--test_values", "0", "--output_dir", str(out), *COMMON]  # fmt: skip
+    result = _recipe("classify", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_outputs(out, [0.5])
+
+
+def _audiofolder(root, rows_by_split, rate=16000):
+    rng = np.random.default_rng(0)
+    for split, rows in rows_by_split.items():
+        os.makedirs(root / split, exist_ok=True)
+        with open(root / split / "metadata.jsonl", "w") as f:
+            for i, row in enumerate(rows):
+                name = f"{i}.wav"
+                sf.write(root / split / name, tone(i % 3, 0.5, rate, rng), rate)
+                f.write(json.dumps({"file_name": name, **row}) + "\n")
+    return str(root)
+
+
+def test_tag_multilabel(tmp_path):
+    tags = [["rock"], ["jazz", "vocal"], ["rock", "vocal"], ["jazz"]]
+    data = _audiofolder(tmp_path / "tags", {"train": [{"tags": t} for t in tags * 3],
+                                            "test": [{"tags": t} for t in tags]})  # fmt: skip
+    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", model, "--data_dir", data, "--label_column", "tags",
+            "--output_dir", str(out), *COMMON]  # fmt: skip
+    result = _recipe("tag", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _check_outputs(out, [0.5])
+    metrics = report["runs"][0]["metrics"]
+    assert 0 <= metrics["mean_average_precision"] <= 1 and 0 <= metrics["roc_auc"] <= 1
+
+
+def test_ctc(tmp_path):
+    words = ["ab", "ba", "cab", "abc"]
+    data = _audiofolder(tmp_path / "asr", {"train": [{"text": w} for w in words * 3],
+                                           "test": [{"text": w} for w in words]})  # fmt: skip
+    model = save_tiny_ctc_model(str(tmp_path / "model"), list("abc"))
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", model, "--data_dir", data, "--output_dir", str(out), *COMMON]
+    result = _recipe("ctc", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _check_outputs(out, [0.5])
+    assert {"wer", "cer"} <= set(report["runs"][0]["metrics"])
+
+
+def test_missing_label_column_is_one_clear_line(tmp_path, digits):
+    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
+            "--label_column", "digit", "--output_dir", str(tmp_path / "out"), *COMMON]  # fmt: skip
+    result = _recipe("classify", args, tmp_path)
+    assert result.returncode == 2
+    assert "error: The dataset has no label column 'digit'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_accelerate_two_processes_end_with_identical_masks(tmp_path, digits):
+    """accelerate's `--cpu` alone runs one process (its multi-CPU path is mpirun); its torchrun
+    launcher (`--multi_gpu`) with the script's `--use_cpu` runs two gloo processes on the CPU."""
+    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    out = tmp_path / "out"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
+            "--test_group", "index", "--test_values", "0", "1", "--output_dir", str(out), *COMMON]  # fmt: skip
+    result = _recipe("classify", args, tmp_path, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((out / "report.json").read_text())["runs"][0]
+    assert run["processes"] == 2
+    assert run["mask_checksums_agree"]
