@@ -122,10 +122,13 @@ class MaskModel(nn.Module):
         self.current_target = config.target_sparsity
 
         self._original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
-        head = self._freeze(model, backbone_path, config.modules_to_save)
-        full_state = nn.Module.state_dict(self)
+        head = tuple(
+            f"model.{name}" for name in self._freeze(model, backbone_path, config.modules_to_save)
+        )
         self._adapter_keys = {
-            k for k in full_state if k.startswith("masks.") or k.split(".")[1] in head
+            k
+            for k in nn.Module.state_dict(self)
+            if k.startswith("masks.") or k in head or k.startswith(tuple(h + "." for h in head))
         }
         self._hooks = []
         self._add_hooks()
@@ -133,8 +136,8 @@ class MaskModel(nn.Module):
     # ---- setup -------------------------------------------------------------------------------
 
     @staticmethod
-    def _freeze(model: nn.Module, backbone_path: str, modules_to_save: list[str] | None) -> set:
-        """Freezes the backbone, unfreezes the head; returns the head's top-level names."""
+    def _freeze(model: nn.Module, backbone_path: str, modules_to_save: list[str] | None) -> list:
+        """Freezes the backbone, unfreezes the head; returns the head's module names."""
         model.requires_grad_(False)
         freeze_features = getattr(model, "freeze_feature_encoder", None)
         if callable(freeze_features):
@@ -156,7 +159,7 @@ class MaskModel(nn.Module):
             if backbone_path and (name == backbone_path or name.startswith(backbone_path + ".")):
                 logger.warning("%s is part of the backbone; it will train with the masks.", name)
             target.requires_grad_(True)
-        return {name.split(".")[0] for name in names}
+        return names
 
     def _add_hooks(self) -> None:
         for group in self.unit_groups:

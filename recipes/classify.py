@@ -7,29 +7,13 @@ environmental sound, intent.
 """
 
 import numpy as np
-from common import Task, adapted_feature_extractor, main
+from common import Task, main, prepare_labelled_audio
 from transformers import AutoModelForAudioClassification
 
-from hf_keepwhat.audio import AudioCollator, featurize, label_names
 from hf_keepwhat.metrics import load_metric
 
 ACCURACY = load_metric("accuracy")
 F1 = load_metric("f1")
-
-
-def prepare(train, test, feature_extractor, model_path, data_args, config):
-    """Featurizes both splits and names the labels from the train split."""
-    feature_extractor = adapted_feature_extractor(feature_extractor, model_path, config)
-    names = label_names(train, data_args.label_column)
-    args = (feature_extractor, data_args.audio_column, data_args.label_column, names)
-    train = featurize(train, *args, split="train")
-    test = featurize(test, *args, split="test")
-    model_kwargs = {
-        "num_labels": len(names),
-        "label2id": {name: i for i, name in enumerate(names)},
-        "id2label": dict(enumerate(names)),
-    }
-    return train, test, model_kwargs, AudioCollator(feature_extractor)
 
 
 def compute_metrics(prediction):
@@ -46,7 +30,7 @@ TASK = Task(
     name="audio classification",
     auto_class=AutoModelForAudioClassification,
     metric="accuracy",
-    prepare=prepare,
+    prepare=prepare_labelled_audio(multi_label=False),
     compute_metrics=compute_metrics,
     card_task="single-label audio classification",
 )

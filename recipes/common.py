@@ -27,7 +27,14 @@ from transformers import (
 )
 
 from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
-from hf_keepwhat.audio import AudioDataError, cast_audio, load_audio_dataset
+from hf_keepwhat.audio import (
+    AudioCollator,
+    AudioDataError,
+    cast_audio,
+    featurize,
+    label_names,
+    load_audio_dataset,
+)
 from hf_keepwhat.layouts import get_layout, layout_for_config
 from hf_keepwhat.profiling import count_macs, count_params, disk_size, measure_latency
 from hf_keepwhat.reporting import compare, environment, write_report
@@ -450,6 +457,28 @@ def run(task: Task) -> dict | None:
     write_report(report, output_dir)
     print(open(os.path.join(output_dir, "report.md"), encoding="utf-8").read())
     return report
+
+
+def prepare_labelled_audio(multi_label: bool) -> Callable:
+    """`Task.prepare` for classification and tagging: features, labels named from the train
+    split (multi-hot when `multi_label`), the matching head size, `AudioCollator`."""
+
+    def prepare(train, test, feature_extractor, model_path, data_args, config):
+        feature_extractor = adapted_feature_extractor(feature_extractor, model_path, config)
+        names = label_names(train, data_args.label_column)
+        args = (feature_extractor, data_args.audio_column, data_args.label_column, names)
+        train = featurize(train, *args, multi_label=multi_label, split="train")
+        test = featurize(test, *args, multi_label=multi_label, split="test")
+        model_kwargs = {
+            "num_labels": len(names),
+            "label2id": {name: i for i, name in enumerate(names)},
+            "id2label": dict(enumerate(names)),
+        }
+        if multi_label:
+            model_kwargs["problem_type"] = "multi_label_classification"
+        return train, test, model_kwargs, AudioCollator(feature_extractor)
+
+    return prepare
 
 
 def adapted_feature_extractor(feature_extractor, model_path: str, config: MaskConfig):

@@ -6,30 +6,13 @@
 
 import numpy as np
 import torch
-from common import Task, adapted_feature_extractor, main
+from common import Task, main, prepare_labelled_audio
 from transformers import AutoModelForAudioClassification
 
-from hf_keepwhat.audio import AudioCollator, featurize, label_names
 from hf_keepwhat.metrics import load_metric
 
 MAP = load_metric("mean_average_precision")
 ROC_AUC = load_metric("roc_auc")
-
-
-def prepare(train, test, feature_extractor, model_path, data_args, config):
-    """Featurizes both splits with multi-hot labels over the train split's tags."""
-    feature_extractor = adapted_feature_extractor(feature_extractor, model_path, config)
-    names = label_names(train, data_args.label_column)
-    args = (feature_extractor, data_args.audio_column, data_args.label_column, names)
-    train = featurize(train, *args, multi_label=True, split="train")
-    test = featurize(test, *args, multi_label=True, split="test")
-    model_kwargs = {
-        "num_labels": len(names),
-        "label2id": {name: i for i, name in enumerate(names)},
-        "id2label": dict(enumerate(names)),
-        "problem_type": "multi_label_classification",
-    }
-    return train, test, model_kwargs, AudioCollator(feature_extractor)
 
 
 def bce_with_penalty(outputs, labels, num_items_in_batch=None):
@@ -53,7 +36,7 @@ TASK = Task(
     name="audio tagging",
     auto_class=AutoModelForAudioClassification,
     metric="mean_average_precision",
-    prepare=prepare,
+    prepare=prepare_labelled_audio(multi_label=True),
     compute_metrics=compute_metrics,
     compute_loss_func=bce_with_penalty,
     card_task="multi-label audio tagging",

@@ -270,3 +270,15 @@ def test_adapter_state_is_masks_and_head_only():
     )
     with pytest.raises(RuntimeError, match="missing"):
         mm.load_state_dict({})
+
+
+def test_card_inherits_the_base_models_license(tmp_path):
+    base = tiny_whisper()
+    base.save_pretrained(tmp_path / "base")
+    (tmp_path / "base" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# base\n")
+    model = WhisperForAudioClassification.from_pretrained(tmp_path / "base")
+    mm = get_mask_model(model, MaskConfig(target_sparsity=0.0))
+    mm.set_kept("encoder.layers.0.ffn", [0, 1])
+    mm.prune().save_pretrained(tmp_path / "pruned")
+    card = (tmp_path / "pruned" / "README.md").read_text()
+    assert "license: apache-2.0" in card
