@@ -45,6 +45,19 @@ class SparsityCallback(TrainerCallback):
         progress = min(1.0, step / self.config.target_warmup_steps)
         return self.config.target_sparsity * progress
 
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        mm = _mask_model(model)
+        if mm.lagrange is None or optimizer is None:
+            return
+        groups = getattr(optimizer, "optimizer", optimizer).param_groups  # accelerate wraps it
+        for group in groups:
+            if any(p is mm.lagrange for p in group["params"]) and not group.get("maximize"):
+                raise ValueError(
+                    "budget_mode='lagrangian' needs its multipliers maximised, but the optimizer "
+                    "minimises them. Pass optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args) "
+                    "to Trainer."
+                )
+
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         _mask_model(model).current_target = self.target_at(state.global_step)
 

@@ -11,6 +11,7 @@ UNIT_KINDS = ("heads", "ffn", "conv")
 BUDGET_KINDS = ("units", "params", "macs")
 MASK_TYPES = ("straight_through",)
 PENALTY_ON = ("auto", "probability", "mask")
+BUDGET_MODES = ("penalty", "lagrangian")
 
 
 @dataclass
@@ -28,6 +29,11 @@ class MaskConfig:
             `budget="params"` asks for half of the backbone's parameters to go.
         penalty_weight: `lambda` of the quadratic penalty `lambda * (kept - (1 - target))**2`;
             100 in the paper.
+        budget_mode: `"penalty"`: the paper's quadratic penalty with the fixed `penalty_weight`.
+            `"lagrangian"`: `l1 * d + l2 * d**2` with `d = kept - (1 - target)` and multipliers
+            `l1, l2` trained by gradient ascent (CoFi / DPHuBERT), which drives the realised
+            sparsity onto the target; needs the optimizer of `MaskModel.optimizer_cls_and_kwargs`
+            (its multiplier group has `maximize=True`).
         penalty_on: What `kept` is computed from. `"probability"`: the keep probabilities
             `sigmoid(theta)`, as in the paper; the realised (hard-mask) sparsity then lags the
             target until the logits polarise, which takes long training. `"mask"`: the hard masks
@@ -61,6 +67,7 @@ class MaskConfig:
     budget: str = "params"
     target_sparsity: float = 0.5
     penalty_weight: float = 100.0
+    budget_mode: str = "penalty"
     penalty_on: str = "auto"
     mask_init: float = 1.0
     mask_learning_rate: float | None = None
@@ -88,6 +95,10 @@ class MaskConfig:
         if self.mask_type not in MASK_TYPES:
             raise ValueError(
                 f"Unknown mask_type {self.mask_type!r}; the supported ones are {MASK_TYPES}."
+            )
+        if self.budget_mode not in BUDGET_MODES:
+            raise ValueError(
+                f"Unknown budget_mode {self.budget_mode!r}; choose from {BUDGET_MODES}."
             )
         if self.penalty_on not in PENALTY_ON:
             raise ValueError(f"Unknown penalty_on {self.penalty_on!r}; choose from {PENALTY_ON}.")

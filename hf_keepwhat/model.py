@@ -6,6 +6,7 @@ import copy
 import functools
 import inspect
 import logging
+import math
 from collections import OrderedDict
 
 import torch
@@ -120,6 +121,8 @@ class MaskModel(nn.Module):
                 f"{config.budget} can be removed. Lower the target or mask more unit kinds."
             )
         self.current_target = config.target_sparsity
+        # Lagrange multipliers (l1, l2) of the exact budget, maximised by the optimizer.
+        self.lagrange = nn.Parameter(torch.zeros(2)) if config.budget_mode == "lagrangian" else None
 
         self._original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         head = tuple(
@@ -128,7 +131,10 @@ class MaskModel(nn.Module):
         self._adapter_keys = {
             k
             for k in nn.Module.state_dict(self)
-            if k.startswith("masks.") or k in head or k.startswith(tuple(h + "." for h in head))
+            if k.startswith("masks.")
+            or k == "lagrange"
+            or k in head
+            or k.startswith(tuple(h + "." for h in head))
         }
         self._hooks = []
         self._add_hooks()
@@ -232,7 +238,9 @@ class MaskModel(nn.Module):
             keep = [m() for m in masks]
         else:
             keep = [m.keep_probability() for m in masks]
-        return self.budget.penalty(keep, self.current_target, self.mask_config.penalty_weight)
+        return self.budget.penalty(
+            keep, self.current_target, self.mask_config.penalty_weight, self.lagrange
+        )
 
     def realised_sparsity(self) -> float:
         """Fraction of the budget (units, params or MACs) the hard masks remove now."""
@@ -240,13 +248,22 @@ class MaskModel(nn.Module):
             keep = [m.kept().float() for m in self._masks_in_order()]
             return float(1.0 - self.budget.kept_fraction(keep))
 
-    def sparsity_report(self) -> dict:
+    def sparsity_report(self, kept_units: dict[str, torch.Tensor] | None = None) -> dict:
         """Realised kept/removed units, parameters and MACs per group and in total.
 
         `total` holds the original backbone's parameters and MACs, what pruning now would leave
         (`*_remaining`) and the removed fractions. MACs are for `layout.reference_inputs`.
+
+        Args:
+            kept_units: Kept unit indices per group name to report on instead of the masks'.
         """
-        report = self.costs.report([m.kept() for m in self._masks_in_order()])
+        kept_units = kept_units or self.kept_units()
+        kept = []
+        for group in self.unit_groups:
+            keep = torch.zeros(group.num_units, dtype=torch.bool)
+            keep[kept_units[group.name].cpu()] = True
+            kept.append(keep)
+        report = self.costs.report(kept)
         report["macs_input"] = self.layout.describe_reference_input(self.model, self.mask_config)
         report["total"]["budget"] = self.mask_config.budget
         report["total"]["target_sparsity"] = self.mask_config.target_sparsity
@@ -264,12 +281,17 @@ class MaskModel(nn.Module):
                 logit towards 0, the on/off boundary.
         """
         mask_params = list(self.masks.parameters())
-        mask_ids = {id(p) for p in mask_params}
-        head = [p for p in self.parameters() if p.requires_grad and id(p) not in mask_ids]
+        special = {id(p) for p in mask_params} | {id(self.lagrange)}
+        head = [p for p in self.parameters() if p.requires_grad and id(p) not in special]
         mask_lr = self.mask_config.mask_learning_rate or learning_rate
         groups = [{"params": mask_params, "lr": mask_lr, "weight_decay": 0.0}]
         if head:
             groups.insert(0, {"params": head, "lr": learning_rate, "weight_decay": weight_decay})
+        if self.lagrange is not None:
+            # Gradient ascent: the multipliers grow while the budget is missed.
+            groups.append(
+                {"params": [self.lagrange], "lr": mask_lr, "weight_decay": 0.0, "maximize": True}
+            )
         return groups
 
     def optimizer_cls_and_kwargs(self, args) -> tuple[type, dict]:
@@ -315,8 +337,29 @@ class MaskModel(nn.Module):
 
     # ---- pruning and mask files --------------------------------------------------------------
 
+    def rounded_kept_units(self, multiple: int) -> dict[str, torch.Tensor]:
+        """Kept units per group, raised to a multiple of `multiple` with the best-ranked removed
+        units (by mask logit); a group with no unit kept stays empty.
+
+        Args:
+            multiple: E.g. 8 or 64, so that pruned widths suit GPU kernels.
+        """
+        if multiple < 1:
+            raise ValueError(f"round_to={multiple} must be a positive number of units.")
+        rounded = {}
+        for group in self.unit_groups:
+            mask = self.masks[_mask_key(group.name)]
+            kept = mask.kept()
+            count = int(kept.sum())
+            wanted = min(group.num_units, math.ceil(count / multiple) * multiple)
+            scores = mask.keep_probability().detach().clone()
+            scores[kept] = float("inf")  # the kept units stay
+            chosen = torch.argsort(scores, descending=True)[:wanted]
+            rounded[group.name] = torch.sort(chosen).values.cpu()
+        return rounded
+
     @torch.no_grad()
-    def prune(self, feature_extractor=None) -> nn.Module:
+    def prune(self, feature_extractor=None, round_to: int | None = None) -> nn.Module:
         """Returns a physically smaller copy of the wrapped model, with every masked unit gone.
 
         The result is an instance of a subclass of the wrapped model's class (e.g.
@@ -329,24 +372,32 @@ class MaskModel(nn.Module):
             feature_extractor: Saved with the pruned model. Default: the base model's own, read
                 from its folder or the Hub cache when available (adjusted to
                 `max_input_seconds` for Whisper).
+            round_to: Keep a multiple of this many units per group (`rounded_kept_units`). The
+                extra units were masked, so the result then computes what this model computes
+                with those units switched back on, not with the masks as trained.
         """
         self._remove_hooks()
         try:
             pruned = copy.deepcopy(self.model)
         finally:
             self._add_hooks()
-        kept = [self.masks[_mask_key(g.name)].kept_indices().cpu() for g in self.unit_groups]
+        by_name = self.rounded_kept_units(round_to) if round_to else self.kept_units()
+        kept = [by_name[g.name].cpu() for g in self.unit_groups]
         for group, kept_units in zip(self.unit_groups, kept, strict=True):
             prune_group(pruned, group, kept_units)
         manifest = build_manifest(pruned, self.unit_groups, kept)
-        pruned = to_pruned_model(pruned, manifest, self.pruning_record())
+        pruned = to_pruned_model(pruned, manifest, self.pruning_record(by_name))
         for name, param in pruned.named_parameters():
             param.requires_grad_(self._original_requires_grad.get(name, True))
         pruned.keepwhat_feature_extractor = self._feature_extractor(feature_extractor)
         return pruned
 
-    def pruning_record(self) -> dict:
-        """What pruning now would do: base model, MaskConfig and the sparsity report."""
+    def pruning_record(self, kept_units: dict[str, torch.Tensor] | None = None) -> dict:
+        """What pruning now would do: base model, MaskConfig and the sparsity report.
+
+        Args:
+            kept_units: Kept unit indices per group, when not the masks' own (`round_to`).
+        """
         config = self.model.config
         base = getattr(config, "_name_or_path", None) or None
         return {
@@ -356,7 +407,7 @@ class MaskModel(nn.Module):
             "base_model_revision": getattr(config, "_commit_hash", None),
             "license": base_model_license(base),
             "mask_config": self.mask_config.to_dict(),
-            "report": self.sparsity_report(),
+            "report": self.sparsity_report(kept_units),
         }
 
     def _feature_extractor(self, given):

@@ -198,12 +198,23 @@ class Budget:
             return 1.0
         return self.costs.max_removed_fraction(self.kind)
 
-    def penalty(self, keep: Sequence[torch.Tensor], target: float, weight: float) -> torch.Tensor:
-        """The quadratic penalty `weight * (kept_fraction - (1 - target))**2`.
+    def penalty(
+        self,
+        keep: Sequence[torch.Tensor],
+        target: float,
+        weight: float,
+        multipliers: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The paper's `weight * d**2`, or the Lagrangian `l1 * d + l2 * d**2` when
+        `multipliers` are given, with `d = kept_fraction - (1 - target)`.
 
         Args:
-            keep: One keep-probability tensor per group.
+            keep: One keep-value tensor per group (probabilities, or straight-through masks).
             target: Fraction of the budget to remove.
-            weight: The penalty weight (`lambda`).
+            weight: The penalty weight (`lambda`) of the quadratic penalty.
+            multipliers: `(l1, l2)`, trained by gradient ascent, for the Lagrangian.
         """
-        return weight * (self.kept_fraction(keep) - (1.0 - target)) ** 2
+        gap = self.kept_fraction(keep) - (1.0 - target)
+        if multipliers is None:
+            return weight * gap**2
+        return multipliers[0] * gap + multipliers[1] * gap**2

@@ -130,3 +130,40 @@ def test_optimizer_groups_give_masks_their_own_rate(tmp_path):
     assert {id(p) for p in masks["params"]} == mask_ids
     assert not mask_ids & {id(p) for p in head["params"]}
     optimizer_cls(**kwargs)  # builds
+
+
+def test_lagrangian_multipliers_are_maximised(tmp_path):
+    from transformers import TrainingArguments
+
+    config = MaskConfig(target_sparsity=0.5, budget_mode="lagrangian", mask_learning_rate=0.1)
+    mm = get_mask_model(tiny_whisper(), config)
+    assert "lagrange" in mm.state_dict()  # checkpoints and adapters carry the multipliers
+    args = TrainingArguments(str(tmp_path), learning_rate=1e-3, report_to=[])
+    optimizer_cls, kwargs = mm.optimizer_cls_and_kwargs(args)
+    assert kwargs["params"][-1]["maximize"] and kwargs["params"][-1]["params"] == [mm.lagrange]
+    optimizer = optimizer_cls(**kwargs)
+    for _ in range(3):  # every unit kept, target half: the gap is positive
+        optimizer.zero_grad()
+        mm.sparsity_penalty().backward()
+        optimizer.step()
+    assert mm.lagrange[0] > 0 and mm.lagrange[1] > 0  # ascent: the pull towards the target grows
+    gap = 1.0 - 0.5  # nothing removed yet
+    expected = mm.lagrange[0] * gap + mm.lagrange[1] * gap**2
+    assert torch.allclose(mm.sparsity_penalty(), expected)
+
+
+def test_lagrangian_refuses_an_optimizer_that_minimises_the_multipliers(tmp_path):
+    from tiny_models import tiny_whisper as build
+    from transformers import Trainer, TrainingArguments
+
+    from hf_keepwhat import SparsityCallback
+
+    config = MaskConfig(target_sparsity=0.5, budget_mode="lagrangian")
+    mm = get_mask_model(build(), config)
+    args = TrainingArguments(str(tmp_path), max_steps=1, report_to=[], use_cpu=True)
+    dataset = [{"input_features": torch.randn(16, 100), "labels": 0}] * 2
+    trainer = Trainer(
+        model=mm, args=args, train_dataset=dataset, callbacks=[SparsityCallback(config)]
+    )
+    with pytest.raises(ValueError, match="multipliers maximised"):
+        trainer.train()

@@ -117,3 +117,34 @@ def test_conv_layer_with_every_channel_masked(family):
         assert (mm(**inputs).logits - pruned(**inputs).logits).abs().max().item() <= 1e-4
     backbone = pruned.get_submodule(mm.layout.backbone_path(pruned))
     assert count_params(backbone) == mm.sparsity_report()["total"]["params_remaining"]
+
+
+def test_round_to_keeps_multiples_chosen_by_logit():
+    build, input_name, shape = FAMILIES["whisper"]
+    mm = get_mask_model(build(), MaskConfig(target_sparsity=0.0))
+    with torch.no_grad():
+        for mask in mm.masks.values():
+            mask.logits.copy_(torch.linspace(-1, 1, mask.num_units)[torch.randperm(mask.num_units)])
+    mm.set_kept("encoder.layers.1.heads", [])
+    rounded = mm.rounded_kept_units(8)
+    for group in mm.unit_groups:
+        count = len(rounded[group.name])
+        kept = mm.kept_units()[group.name]
+        assert count == 0 if len(kept) == 0 else count % 8 == 0 or count == group.num_units
+        assert set(kept.tolist()) <= set(rounded[group.name].tolist())
+        logits = mm.get_mask(group.name).logits
+        extra = sorted(set(rounded[group.name].tolist()) - set(kept.tolist()))
+        left = sorted(set(range(group.num_units)) - set(rounded[group.name].tolist()))
+        if extra and left:
+            assert logits[extra].min() >= logits[left].max()
+
+    pruned = mm.prune(round_to=8)
+    for name, units in rounded.items():  # the reference: the masks switched to the rounded sets
+        mm.set_kept(name, units.tolist())
+    mm.eval()
+    inputs = {input_name: torch.randn(*shape)}
+    with torch.no_grad():
+        assert (mm(**inputs).logits - pruned(**inputs).logits).abs().max().item() <= 1e-4
+    backbone = pruned.get_submodule(mm.layout.backbone_path(pruned))
+    assert count_params(backbone) == pruned.keepwhat_record["report"]["total"]["params_remaining"]
+    assert pruned.encoder.layers[0].fc1.out_features % 8 == 0
