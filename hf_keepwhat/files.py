@@ -136,3 +136,27 @@ def check_shapes(
             f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
         )
         raise ValueError(f"{path} does not match {source}: {listed}.")
+
+
+def check_shape_counts(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], path: str, source: str
+) -> None:
+    """Like `check_shapes` for weights saved under other names: the multisets of shapes must
+    agree; the message lists the shapes that differ.
+
+    Args:
+        expected: Shapes the config or model describes.
+        found: Shapes the weights file holds.
+        path: The weights file, for the message.
+        source: Where `expected` comes from, for the message.
+    """
+    from collections import Counter
+
+    wanted, held = Counter(map(tuple, expected.values())), Counter(map(tuple, found.values()))
+    if wanted != held:
+        missing = sorted((wanted - held).elements())[:6]
+        extra = sorted((held - wanted).elements())[:6]
+        raise ValueError(
+            f"{path} does not match {source}: {source} describes tensors of shapes {missing} that "
+            f"the weights lack, and the weights hold shapes {extra} it does not describe."
+        )

@@ -192,6 +192,37 @@ FAMILIES = {
             ("HubertForCTC", "AutoModelForCTC"),
         ],
     ),
+    "unispeech": (
+        "UniSpeechConfig",
+        [
+            ("UniSpeechModel", "AutoModel"),
+            ("UniSpeechForSequenceClassification", "AutoModelForAudioClassification"),
+            ("UniSpeechForCTC", "AutoModelForCTC"),
+        ],
+    ),
+    "unispeech-sat": (
+        "UniSpeechSatConfig",
+        [
+            ("UniSpeechSatModel", "AutoModel"),
+            ("UniSpeechSatForSequenceClassification", "AutoModelForAudioClassification"),
+            ("UniSpeechSatForCTC", "AutoModelForCTC"),
+        ],
+    ),
+    "sew": (
+        "SEWConfig",
+        [
+            ("SEWModel", "AutoModel"),
+            ("SEWForSequenceClassification", "AutoModelForAudioClassification"),
+            ("SEWForCTC", "AutoModelForCTC"),
+        ],
+    ),
+    "audio-spectrogram-transformer": (
+        "ASTConfig",
+        [
+            ("ASTModel", "AutoModel"),
+            ("ASTForAudioClassification", "AutoModelForAudioClassification"),
+        ],
+    ),
     "data2vec-audio": (
         "Data2VecAudioConfig",
         [

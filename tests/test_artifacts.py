@@ -282,3 +282,16 @@ def test_card_inherits_the_base_models_license(tmp_path):
     mm.prune().save_pretrained(tmp_path / "pruned")
     card = (tmp_path / "pruned" / "README.md").read_text()
     assert "license: apache-2.0" in card
+
+
+@pytest.mark.parametrize("family", ["unispeech", "unispeech-sat", "sew", "data2vec-audio", "ast"])
+def test_other_wav2vec2_family_models_round_trip(family, tmp_path):
+    from tiny_models import FAMILIES
+
+    build, input_name, shape = FAMILIES[family]
+    model, inputs = _nonuniform(build, input_name, (1, *shape[1:]))
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForAudioClassification.from_pretrained(tmp_path)
+    assert type(loaded) is type(model)
+    with torch.no_grad():
+        assert (loaded(**inputs).logits - model(**inputs).logits).abs().max().item() <= 1e-6

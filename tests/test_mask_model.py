@@ -167,3 +167,14 @@ def test_lagrangian_refuses_an_optimizer_that_minimises_the_multipliers(tmp_path
     )
     with pytest.raises(ValueError, match="multipliers maximised"):
         trainer.train()
+
+
+def test_conv_units_on_ast_are_ignored_with_a_warning(caplog):
+    from tiny_models import tiny_ast
+
+    with caplog.at_level("WARNING"):
+        mm = get_mask_model(tiny_ast(), MaskConfig(target_sparsity=0.0))
+    assert "AST has no prunable conv channels" in caplog.text
+    assert {g.kind for g in mm.unit_groups} == {"heads", "ffn"}
+    with pytest.raises(ValueError, match="no prunable units of kinds \\['conv'\\]"):
+        get_mask_model(tiny_ast(), MaskConfig(unit_kinds=["conv"], target_sparsity=0.0))

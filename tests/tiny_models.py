@@ -1,10 +1,18 @@
 """Tiny randomly initialised models of every supported family, built in code (no network)."""
 
 from transformers import (
+    ASTConfig,
+    ASTForAudioClassification,
     Data2VecAudioConfig,
     Data2VecAudioForSequenceClassification,
     HubertConfig,
     HubertForSequenceClassification,
+    SEWConfig,
+    SEWForSequenceClassification,
+    UniSpeechConfig,
+    UniSpeechForSequenceClassification,
+    UniSpeechSatConfig,
+    UniSpeechSatForSequenceClassification,
     Wav2Vec2Config,
     Wav2Vec2ForCTC,
     Wav2Vec2ForSequenceClassification,
@@ -70,6 +78,41 @@ def tiny_data2vec_audio(**overrides) -> Data2VecAudioForSequenceClassification:
     return Data2VecAudioForSequenceClassification(config).eval()
 
 
+def tiny_unispeech(**overrides) -> UniSpeechForSequenceClassification:
+    """A 3-layer UniSpeech classifier."""
+    config = UniSpeechConfig(**{**WAV2VEC2_FAMILY, "num_ctc_classes": 12, **overrides})
+    return UniSpeechForSequenceClassification(config).eval()
+
+
+def tiny_unispeech_sat(**overrides) -> UniSpeechSatForSequenceClassification:
+    """A 3-layer UniSpeech-SAT classifier."""
+    config = UniSpeechSatConfig(**{**WAV2VEC2_FAMILY, **overrides})
+    return UniSpeechSatForSequenceClassification(config).eval()
+
+
+def tiny_sew(**overrides) -> SEWForSequenceClassification:
+    """A 3-layer SEW classifier (its transformer runs on a sequence squeezed by 2)."""
+    config = SEWConfig(**{**WAV2VEC2_FAMILY, "squeeze_factor": 2, **overrides})
+    return SEWForSequenceClassification(config).eval()
+
+
+def tiny_ast(**overrides) -> ASTForAudioClassification:
+    """A 3-layer AST classifier on 64 frames x 16 mel bins."""
+    config = dict(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=48,
+        patch_size=8,
+        frequency_stride=8,
+        time_stride=8,
+        max_length=64,
+        num_mel_bins=16,
+        num_labels=3,
+    )
+    return ASTForAudioClassification(ASTConfig(**{**config, **overrides})).eval()
+
+
 # name -> (builder, main input name, input shape for batch 2)
 FAMILIES = {
     "whisper": (tiny_whisper, "input_features", (2, 16, 100)),
@@ -82,4 +125,8 @@ FAMILIES = {
     "wav2vec2-ctc": (tiny_wav2vec2_ctc, "input_values", (2, 1600)),
     "hubert": (tiny_hubert, "input_values", (2, 1600)),
     "data2vec-audio": (tiny_data2vec_audio, "input_values", (2, 1600)),
+    "unispeech": (tiny_unispeech, "input_values", (2, 1600)),
+    "unispeech-sat": (tiny_unispeech_sat, "input_values", (2, 1600)),
+    "sew": (tiny_sew, "input_values", (2, 1600)),
+    "ast": (tiny_ast, "input_values", (2, 64, 16)),
 }

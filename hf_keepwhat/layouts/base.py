@@ -83,28 +83,39 @@ class Layout:
             model.layer_weights = nn.Parameter(weights.data[: last_layer + 2].clone())
 
 
-def head_group(model: nn.Module, name: str, attention: str, seq_len: int) -> UnitGroup:
-    """The heads of one self-attention block with `q_proj`, `k_proj`, `v_proj`, `out_proj`.
+def head_group(
+    model: nn.Module,
+    name: str,
+    attention: str,
+    seq_len: int,
+    out: str = "out_proj",
+    num_heads_attr: str = "num_heads",
+) -> UnitGroup:
+    """The heads of one self-attention block with `q_proj`, `k_proj`, `v_proj` and an output
+    projection.
 
     Args:
         model: The transformers model.
         name: The group's name.
-        attention: Path of the attention module (it must have `num_heads` and `head_dim`).
+        attention: Path of the attention module (it must have `head_dim` and `num_heads_attr`).
         seq_len: Number of frames the block attends over for the reference input.
+        out: Name of the output projection inside the attention module.
+        num_heads_attr: The attention module's attribute that counts heads.
     """
     module = model.get_submodule(attention)
+    projections = ("q_proj", "k_proj", "v_proj", out)
     return UnitGroup(
         name=name,
         kind="heads",
-        num_units=module.num_heads,
+        num_units=getattr(module, num_heads_attr),
         unit_width=module.head_dim,
-        mask_module=f"{attention}.out_proj",
+        mask_module=f"{attention}.{out}",
         mask_dim=-1,
-        producers=[f"{attention}.{p}" for p in ("q_proj", "k_proj", "v_proj")],
-        consumers=[f"{attention}.out_proj"],
-        attributes={attention: {"num_heads": 1}},
+        producers=[f"{attention}.{p}" for p in projections[:3]],
+        consumers=[f"{attention}.{out}"],
+        attributes={attention: {num_heads_attr: 1}},
         empty_module=attention,
-        frames={f"{attention}.{p}": seq_len for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
+        frames={f"{attention}.{p}": seq_len for p in projections},
         # Scores (Q K^T) and the weighted sum (A V): seq_len * seq_len * head_dim MACs each.
         extra_macs_per_unit=2 * seq_len * seq_len * module.head_dim,
     )

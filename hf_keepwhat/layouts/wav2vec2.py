@@ -1,4 +1,4 @@
-"""Wav2Vec2, HuBERT and Data2VecAudio: one module structure, one layout.
+"""Wav2Vec2, HuBERT, Data2VecAudio, UniSpeech(-SAT) and SEW: one module structure, one layout.
 
 Units: attention heads, feed-forward neurons, and feature-encoder conv channels wherever deleting
 a channel is exact: a channel followed by nothing or by a per-channel GroupNorm. A LayerNorm over
@@ -33,7 +33,7 @@ SAMPLING_RATE = 16_000
 class Wav2Vec2Layout(Layout):
     """Layout of the wav2vec2 family's models (`...ForSequenceClassification`, `...ForCTC`, ...)."""
 
-    model_types = ("wav2vec2", "hubert", "data2vec-audio")
+    model_types = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "sew")
 
     def backbone_path(self, model: nn.Module) -> str:
         prefix = getattr(model, "base_model_prefix", "")
@@ -67,7 +67,8 @@ class Wav2Vec2Layout(Layout):
         for i, layer in enumerate(conv_layers):
             length = conv_output_length(length, layer.conv)
             frames[self._path(model, f"feature_extractor.conv_layers.{i}.conv")] = length
-        seq_len = length
+        # SEW squeezes the sequence (average pooling) before its transformer layers.
+        seq_len = length // getattr(model.config, "squeeze_factor", 1)
 
         groups = []
         skipped = []
