@@ -187,18 +187,26 @@ def main() -> None:
     data = load_fsdd(args.fsdd, extractor)
 
     runs = []
-    for method in args.methods:
-        if method in ("linear_probe", "full_finetune"):
-            targets = [0.0]
-        elif method == "drop_layers":
-            targets = [1.0, 2.0, 3.0]  # layers dropped from the top
-        else:
-            targets = args.targets
-        for target in targets:
-            for seed in args.seeds:
-                result = run_one(method, target, seed, args, data)
-                print(json.dumps(result), flush=True)
-                runs.append(result)
+    plan = [(m, 0.0) for m in args.methods if m in ("linear_probe", "full_finetune")]
+    for target in args.targets:  # target-major, so an interrupted run still covers whole budgets
+        for method in args.methods:
+            if method == "drop_layers":
+                # Whole layers: 1, 2, 3 of Whisper tiny's 4 for targets near 25, 50, 75%.
+                layers = round(target * 4)
+                if 1 <= layers <= 3:
+                    plan.append((method, float(layers)))
+            elif method not in ("linear_probe", "full_finetune"):
+                plan.append((method, target))
+    for method, target in plan:
+        for seed in args.seeds:
+            result = run_one(method, target, seed, args, data)
+            print(json.dumps(result), flush=True)
+            runs.append(result)
+            write(runs, args)  # after every run: an interrupted benchmark keeps what it measured
+
+
+def write(runs, args) -> None:
+    """Writes the JSON report and the plot of the runs so far."""
     report = {
         "benchmark": "accuracy",
         "model": os.path.basename(os.path.normpath(args.model)),

@@ -143,7 +143,8 @@ def apply_manifest(model: nn.Module, manifest: dict | None) -> None:
 
     Args:
         model: A freshly constructed stock model.
-        manifest: `{"modules": {path: spec}, "attributes": {path: {name: value}}}`, or None.
+        manifest: `{"modules": {path: spec}, "attributes": {path: {name: value}},
+            "parameters": {path: shape}}`, or None.
     """
     if not manifest:
         return
@@ -153,6 +154,12 @@ def apply_manifest(model: nn.Module, manifest: dict | None) -> None:
             continue
         parent, _, child = local.rpartition(".")
         setattr(model.get_submodule(parent), child, build_module(spec))
+    for path, shape in manifest.get("parameters", {}).items():
+        local = _local_path(model, path)
+        if local is None:
+            continue
+        module_path, _, name = local.rpartition(".")
+        setattr(model.get_submodule(module_path), name, nn.Parameter(torch.zeros(shape)))
     for path, attributes in manifest.get("attributes", {}).items():
         local = _local_path(model, path)
         if local is None:
@@ -214,6 +221,14 @@ FAMILIES = {
             ("SEWModel", "AutoModel"),
             ("SEWForSequenceClassification", "AutoModelForAudioClassification"),
             ("SEWForCTC", "AutoModelForCTC"),
+        ],
+    ),
+    "wav2vec2-conformer": (
+        "Wav2Vec2ConformerConfig",
+        [
+            ("Wav2Vec2ConformerModel", "AutoModel"),
+            ("Wav2Vec2ConformerForSequenceClassification", "AutoModelForAudioClassification"),
+            ("Wav2Vec2ConformerForCTC", "AutoModelForCTC"),
         ],
     ),
     "audio-spectrogram-transformer": (

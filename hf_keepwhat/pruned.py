@@ -259,14 +259,17 @@ def build_manifest(model: torch.nn.Module, groups, kept_units) -> dict:
         groups: The unit groups that were pruned.
         kept_units: Kept unit indices of each group, in order.
     """
-    modules, attributes, emptied = {}, {}, []
+    modules, attributes, parameters, emptied = {}, {}, {}, []
     for group, kept in zip(groups, kept_units, strict=True):
         if len(kept) == 0 and group.empty_module is not None:
             emptied.append(group.empty_module)
             modules[group.empty_module] = describe_module(model.get_submodule(group.empty_module))
             continue
-        for path in group.producers + group.norms + group.consumers:
+        paths = group.producers + group.norms + group.consumers + group.glu_producers
+        for path in paths + group.depthwise:
             modules[path] = describe_module(model.get_submodule(path))
+        for path in group.per_unit_params:
+            parameters[path] = list(model.get_parameter(path).shape)
         for path, per_unit in group.attributes.items():
             attributes[path] = {name: value * len(kept) for name, value in per_unit.items()}
     # Modules inside a replaced block no longer exist.
@@ -275,7 +278,8 @@ def build_manifest(model: torch.nn.Module, groups, kept_units) -> dict:
     attributes = {
         p: a for p, a in attributes.items() if p not in emptied and not p.startswith(inside)
     }
-    return {"modules": modules, "attributes": attributes}
+    parameters = {p: shape for p, shape in parameters.items() if not p.startswith(inside)}
+    return {"modules": modules, "attributes": attributes, "parameters": parameters}
 
 
 def to_pruned_model(model: PreTrainedModel, manifest: dict, record: dict) -> PreTrainedModel:

@@ -42,6 +42,13 @@ def _shrink_norm(module: nn.Module, index: torch.Tensor) -> None:
         module.num_features = len(index)
 
 
+def _shrink_depthwise(module: nn.Module, index: torch.Tensor) -> None:
+    module.weight = _select(module.weight, 0, index)
+    if module.bias is not None:
+        module.bias = _select(module.bias, 0, index)
+    module.in_channels = module.out_channels = module.groups = len(index)
+
+
 def _shrink_consumer(module: nn.Module, index: torch.Tensor) -> None:
     module.weight = _select(module.weight, 1, index)
     if isinstance(module, nn.Linear):
@@ -71,6 +78,14 @@ def prune_group(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) ->
     index = group.channel_index(kept_units.to(torch.long))
     for path in group.producers:
         _shrink_producer(model.get_submodule(path), index)
+    for path in group.glu_producers:  # both GLU halves of every kept unit
+        _shrink_producer(model.get_submodule(path), torch.cat([index, index + group.num_units]))
+    for path in group.depthwise:
+        _shrink_depthwise(model.get_submodule(path), index)
+    for path in group.per_unit_params:
+        module_path, _, name = path.rpartition(".")
+        module = model.get_submodule(module_path)
+        setattr(module, name, _select(getattr(module, name), 0, kept_units.to(torch.long)))
     for path in group.norms:
         _shrink_norm(model.get_submodule(path), index)
     for path in group.consumers:

@@ -52,11 +52,14 @@ def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[Cost
     """
     owners: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
     for index, group in enumerate(groups):
-        for path in group.producers + group.norms:
+        for path in group.producers + group.norms + group.glu_producers + group.depthwise:
             owners[(path, "weight")][0] = index
             owners[(path, "bias")][0] = index
         for path in group.consumers:
             owners[(path, "weight")][1] = index
+        for path in group.per_unit_params:
+            module, _, name = path.rpartition(".")
+            owners[(module, name)][0] = index
     frames = {path: n for group in groups for path, n in group.frames.items()}
 
     terms = []

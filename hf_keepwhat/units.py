@@ -31,6 +31,12 @@ class UnitGroup:
         norms: Per-channel normalisation modules after the producers (GroupNorm with one group per
             channel, BatchNorm); their per-channel parameters belong to the units.
         consumers: Modules whose input columns (weight dim 1) belong to the units.
+        glu_producers: Producers followed by a GLU over channels: unit `u` owns output rows `u`
+            and `u + num_units` (the two halves the GLU multiplies).
+        depthwise: Depthwise convolutions (one group per channel) between producer and
+            consumer: their channel `u` belongs to unit `u`.
+        per_unit_params: Parameters (`"module.path.name"`) shaped `(num_units, ...)`, e.g. a
+            conformer's per-head `pos_bias_u`.
         attributes: `{"module.path": {"attr": value_per_unit}}`, module attributes that count
             kept units (e.g. WhisperAttention's `num_heads`) and must be rewritten on pruning.
         empty_module: Module replaced by one returning `mask_module`'s bias when no unit is kept
@@ -56,6 +62,9 @@ class UnitGroup:
     producers: list[str]
     consumers: list[str]
     norms: list[str] = field(default_factory=list)
+    glu_producers: list[str] = field(default_factory=list)
+    depthwise: list[str] = field(default_factory=list)
+    per_unit_params: list[str] = field(default_factory=list)
     attributes: dict[str, dict[str, int]] = field(default_factory=dict)
     empty_module: str | None = None
     min_kept: int = 0

@@ -284,7 +284,18 @@ def test_card_inherits_the_base_models_license(tmp_path):
     assert "license: apache-2.0" in card
 
 
-@pytest.mark.parametrize("family", ["unispeech", "unispeech-sat", "sew", "data2vec-audio", "ast"])
+@pytest.mark.parametrize(
+    "family",
+    [
+        "unispeech",
+        "unispeech-sat",
+        "sew",
+        "data2vec-audio",
+        "ast",
+        "conformer-relative",
+        "conformer-rotary",
+    ],
+)
 def test_other_wav2vec2_family_models_round_trip(family, tmp_path):
     from tiny_models import FAMILIES
 

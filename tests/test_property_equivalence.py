@@ -61,3 +61,21 @@ def test_wav2vec2(shape):
     )
     mm = get_mask_model(model, MaskConfig(target_sparsity=0.0))
     _check(mm, {"input_values": torch.randn(2, 1600)}, shape["seed"])
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SHAPES, st.sampled_from(["relative", "rotary"]))
+def test_conformer(shape, positions):
+    from tiny_models import tiny_conformer
+
+    torch.manual_seed(shape["seed"])
+    hidden = shape["heads"] * shape["head_dim"] * 2
+    model = tiny_conformer(
+        hidden_size=hidden,
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=shape["ffn"],
+        position_embeddings_type=positions,
+    )
+    mm = get_mask_model(model, MaskConfig(target_sparsity=0.0))
+    _check(mm, {"input_values": torch.randn(2, 1600)}, shape["seed"])

@@ -14,6 +14,8 @@ from transformers import (
     UniSpeechSatConfig,
     UniSpeechSatForSequenceClassification,
     Wav2Vec2Config,
+    Wav2Vec2ConformerConfig,
+    Wav2Vec2ConformerForSequenceClassification,
     Wav2Vec2ForCTC,
     Wav2Vec2ForSequenceClassification,
     WhisperConfig,
@@ -113,6 +115,17 @@ def tiny_ast(**overrides) -> ASTForAudioClassification:
     return ASTForAudioClassification(ASTConfig(**{**config, **overrides})).eval()
 
 
+def tiny_conformer(**overrides) -> Wav2Vec2ConformerForSequenceClassification:
+    """A 3-layer Wav2Vec2-Conformer classifier (relative positions unless overridden)."""
+    config = {
+        **WAV2VEC2_FAMILY,
+        "position_embeddings_type": "relative",
+        "conv_depthwise_kernel_size": 5,
+    }
+    config = Wav2Vec2ConformerConfig(**{**config, **overrides})
+    return Wav2Vec2ConformerForSequenceClassification(config).eval()
+
+
 # name -> (builder, main input name, input shape for batch 2)
 FAMILIES = {
     "whisper": (tiny_whisper, "input_features", (2, 16, 100)),
@@ -129,4 +142,10 @@ FAMILIES = {
     "unispeech-sat": (tiny_unispeech_sat, "input_values", (2, 1600)),
     "sew": (tiny_sew, "input_values", (2, 1600)),
     "ast": (tiny_ast, "input_values", (2, 64, 16)),
+    "conformer-relative": (tiny_conformer, "input_values", (2, 1600)),
+    "conformer-rotary": (
+        lambda: tiny_conformer(position_embeddings_type="rotary"),
+        "input_values",
+        (2, 1600),
+    ),
 }

@@ -7,11 +7,12 @@ from torch import nn
 from ..modeling_pruned import MODEL_TYPE_PREFIX
 from .ast import ASTLayout
 from .base import Layout
+from .conformer import ConformerLayout
 from .wav2vec2 import Wav2Vec2Layout
 from .whisper import WhisperLayout
 
 LAYOUTS: dict[str, Layout] = {}
-for _layout in (Wav2Vec2Layout(), WhisperLayout(), ASTLayout()):
+for _layout in (Wav2Vec2Layout(), ConformerLayout(), WhisperLayout(), ASTLayout()):
     for _model_type in _layout.model_types:
         LAYOUTS[_model_type] = _layout
 

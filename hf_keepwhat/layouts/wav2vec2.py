@@ -55,10 +55,14 @@ class Wav2Vec2Layout(Layout):
         conv_layers = model.get_submodule(self._path(model, "feature_extractor.conv_layers"))
         updates = {"conv_dim": [layer.conv.out_channels for layer in conv_layers]}
         layers = model.get_submodule(self.layers_path(model))
-        widths = {layer.feed_forward.intermediate_dense.out_features for layer in layers}
+        widths = {width for layer in layers for width in self.ffn_widths(layer)}
         if len(widths) == 1:
             updates["intermediate_size"] = widths.pop()
         return updates
+
+    def ffn_widths(self, layer: nn.Module) -> list[int]:
+        """Hidden widths of a layer's feed-forward module(s)."""
+        return [layer.feed_forward.intermediate_dense.out_features]
 
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
         length = self.reference_inputs(model, config)["input_values"].shape[-1]
@@ -98,15 +102,24 @@ class Wav2Vec2Layout(Layout):
 
         layers = model.get_submodule(self.layers_path(model))
         for i in range(len(layers)):
-            layer = f"{self.layers_path(model)}.{i}"
-            groups.append(head_group(model, f"{layer}.heads", f"{layer}.attention", seq_len))
-            groups.append(
-                neuron_group(
-                    model,
-                    f"{layer}.ffn",
-                    f"{layer}.feed_forward.intermediate_dense",
-                    f"{layer}.feed_forward.output_dense",
-                    seq_len,
-                )
-            )
+            groups += self.layer_groups(model, f"{self.layers_path(model)}.{i}", seq_len)
         return groups
+
+    def layer_groups(self, model: nn.Module, layer: str, seq_len: int) -> list[UnitGroup]:
+        """The unit groups of one transformer layer (heads, then FFN neurons).
+
+        Args:
+            model: The transformers model.
+            layer: Path of the layer.
+            seq_len: Frames the layer runs on for the reference input.
+        """
+        return [
+            head_group(model, f"{layer}.heads", f"{layer}.attention", seq_len),
+            neuron_group(
+                model,
+                f"{layer}.ffn",
+                f"{layer}.feed_forward.intermediate_dense",
+                f"{layer}.feed_forward.output_dense",
+                seq_len,
+            ),
+        ]
