@@ -119,11 +119,18 @@ def main() -> None:
         ("demo_fsdd_report.json", demo_section),
         ("speed_cpu.json", speed_section),
         ("train_cost_cpu.json", cost_section),
-        ("accuracy_fsdd.json", accuracy_section),
     ):
         result = _load(name)
         if result is not None:
             lines += section(result)
+    accuracy = [
+        _load(n)
+        for n in sorted(os.listdir(RESULTS))
+        if n.startswith("accuracy_fsdd") and n.endswith(".json")
+    ]
+    if accuracy:
+        merged = {**accuracy[0], "runs": [r for a in accuracy for r in a["runs"]]}
+        lines += accuracy_section(merged)
     lines.append(END)
     readme = os.path.join(ROOT, "README.md")
     with open(readme) as f:

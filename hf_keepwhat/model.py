@@ -122,7 +122,11 @@ class MaskModel(nn.Module):
             )
         self.current_target = config.target_sparsity
         # Lagrange multipliers (l1, l2) of the exact budget, maximised by the optimizer.
-        self.lagrange = nn.Parameter(torch.zeros(2)) if config.budget_mode == "lagrangian" else None
+        self.lagrange = None
+        if config.budget_mode == "lagrangian":
+            # The quadratic multiplier starts as the paper's penalty weight; the linear one starts
+            # at 0 and integrates the gap, so training only settles where the gap is 0.
+            self.lagrange = nn.Parameter(torch.tensor([0.0, config.penalty_weight]))
 
         self._original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         head = tuple(
