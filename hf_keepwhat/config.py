@@ -33,7 +33,8 @@ class MaskConfig:
             `"lagrangian"`: `l1 * d + l2 * d**2` with `d = kept - (1 - target)` and multipliers
             `l1, l2` trained by gradient ascent (CoFi / DPHuBERT), which drives the realised
             sparsity onto the target; needs the optimizer of `MaskModel.optimizer_cls_and_kwargs`
-            (its multiplier group has `maximize=True`).
+            (its multiplier group has `maximize=True`). Experimental: in short runs it does not
+            yet land within 1 point of the target.
         penalty_on: What `kept` is computed from. `"probability"`: the keep probabilities
             `sigmoid(theta)`, as in the paper; the realised (hard-mask) sparsity then lags the
             target until the logits polarise, which takes long training. `"mask"`: the hard masks
