@@ -343,11 +343,9 @@ def run(task: Task) -> dict | None:
             data_args, feature_extractor.sampling_rate, training_args.seed
         )
 
-    def fresh_model():
-        return task.auto_class.from_pretrained(model_args.model_name_or_path, **model_kwargs)
-
-    # The feature extractor must match the masked model (Whisper: the shortened window).
-    probe_config = dataclasses.replace(configs[0], target_sparsity=0.0)
+    # Every unit kept: the dense reference (the baseline trains its head; else it is only
+    # measured). The feature extractor must match the masked models (Whisper: the window).
+    dense_config = dataclasses.replace(configs[0], target_sparsity=0.0)
     with training_args.main_process_first(desc="feature extraction"):
         train, test, model_kwargs, collator = task.prepare(
             train_raw,
@@ -355,16 +353,17 @@ def run(task: Task) -> dict | None:
             feature_extractor,
             model_args.model_name_or_path,
             data_args,
-            probe_config,
+            dense_config,
         )
     feature_extractor = collator.feature_extractor
+
+    def fresh_model():
+        return task.auto_class.from_pretrained(model_args.model_name_or_path, **model_kwargs)
 
     output_dir = training_args.output_dir
     input_name = feature_extractor.model_input_names[0]
     latency_input = _median_example(test, input_name, collator)
 
-    # The dense reference: every unit kept (the baseline trains its head; else it is only measured).
-    dense_config = probe_config
     if run_args.train_baseline:
         dense_args = dataclasses.replace(
             training_args, output_dir=os.path.join(output_dir, "baseline")
@@ -401,7 +400,7 @@ def run(task: Task) -> dict | None:
     for config in configs:
         name = f"target{config.target_sparsity:.2f}"
         run_args_i = dataclasses.replace(training_args, output_dir=os.path.join(output_dir, name))
-        mm, trainer = _train_masks(fresh_model(), config, run_args_i, train, collator, task)
+        mm, _ = _train_masks(fresh_model(), config, run_args_i, train, collator, task)
         checksums = _gather(_mask_checksum(mm))
         pruned = mm.prune(feature_extractor=feature_extractor)
         metrics = _evaluate(
@@ -449,7 +448,7 @@ def run(task: Task) -> dict | None:
         "metric": task.metric,
         "dense_kind": "linear probe" if run_args.train_baseline else "untrained head",
         "latency_input": f"one test clip of median length ({tuple(latency_input[input_name].shape)})",
-        "mask_config": probe_config.to_dict() | {"target_sparsity": mask_args.target_sparsity},
+        "mask_config": dense_config.to_dict() | {"target_sparsity": mask_args.target_sparsity},
         "dense": dense_figures,
         "runs": runs,
         "environment": environment(),
