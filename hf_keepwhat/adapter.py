@@ -5,7 +5,6 @@ Not named `adapter_config.json`: transformers would take the folder for a PEFT a
 
 from __future__ import annotations
 
-import json
 import os
 
 from safetensors.torch import save_file
@@ -13,7 +12,14 @@ from torch import nn
 
 from .cards import render_card
 from .config import MaskConfig
-from .files import atomic_directory, check_shapes, load_safetensors, read_json, require_file
+from .files import (
+    atomic_directory,
+    check_shapes,
+    load_safetensors,
+    read_json,
+    require_file,
+    write_json,
+)
 from .modeling_pruned import AUTO_CLASS_OF
 
 ADAPTER_CONFIG_FILE = "keepwhat_adapter_config.json"
@@ -82,9 +88,7 @@ def save_adapter(mm, directory, repo_id: str | None = None) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in mm.state_dict().items()}
     card = adapter_card(config, repo_id)
     with atomic_directory(directory, OWNED_FILES) as staging:
-        with open(os.path.join(staging, ADAPTER_CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_json(os.path.join(staging, ADAPTER_CONFIG_FILE), config)
         save_file(tensors, os.path.join(staging, ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
         card.save(os.path.join(staging, "README.md"))
 

@@ -89,6 +89,23 @@ def load_audio_dataset(
     raise AudioDataError("Give --dataset_name (a Hub dataset) or --data_dir (a local folder).")
 
 
+def require_column(columns: list[str], column: str, what: str, flag: str, where: str = "dataset"):
+    """Raises an `AudioDataError` naming the missing column, the columns there are, and the flag.
+
+    Args:
+        columns: The dataset's (or split's) column names.
+        column: The column needed.
+        what: What it should hold, e.g. "label".
+        flag: The command-line flag that names it, e.g. "--label_column".
+        where: "dataset", or "<split> split".
+    """
+    if column not in columns:
+        raise AudioDataError(
+            f"The {where} has no {what} column {column!r}; its columns are {columns}. "
+            f"Name the right one with {flag}."
+        )
+
+
 def cast_audio(dataset, audio_column: str, sampling_rate: int):
     """Decodes `audio_column` with datasets' `Audio` feature, resampled to `sampling_rate`.
 
@@ -99,11 +116,7 @@ def cast_audio(dataset, audio_column: str, sampling_rate: int):
     """
     columns = dataset.column_names
     columns = columns if isinstance(columns, list) else next(iter(columns.values()))
-    if audio_column not in columns:
-        raise AudioDataError(
-            f"The dataset has no audio column {audio_column!r}; its columns are {columns}. "
-            "Name the right one with --audio_column."
-        )
+    require_column(columns, audio_column, "audio", "--audio_column")
     return dataset.cast_column(audio_column, Audio(sampling_rate=sampling_rate))
 
 
@@ -161,11 +174,7 @@ def label_names(train: Dataset, label_column: str) -> list[str]:
         train: The train split.
         label_column: The label column.
     """
-    if label_column not in train.column_names:
-        raise AudioDataError(
-            f"The dataset has no label column {label_column!r}; its columns are "
-            f"{train.column_names}. Name the right one with --label_column."
-        )
+    require_column(train.column_names, label_column, "label", "--label_column")
     feature = train.features[label_column]
     names = getattr(feature, "names", None)
     if names is not None:
@@ -209,11 +218,7 @@ def featurize(
         multi_label: Encode labels as multi-hot vectors for tagging.
         split: The split's name, for messages.
     """
-    if label_column not in dataset.column_names:
-        raise AudioDataError(
-            f"The {split} split has no label column {label_column!r}; its columns are "
-            f"{dataset.column_names}. Name the right one with --label_column."
-        )
+    require_column(dataset.column_names, label_column, "label", "--label_column", f"{split} split")
     index = {name: i for i, name in enumerate(names)}
     label_feature = dataset.features[label_column]
     tag_feature = getattr(label_feature, "feature", label_feature)

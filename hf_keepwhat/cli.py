@@ -16,7 +16,7 @@ import sys
 
 from .adapter import ADAPTER_CONFIG_FILE, adapter_card
 from .cards import layer_table, pruned_model_card
-from .files import read_json
+from .files import read_json, write_json
 from .modeling_pruned import AUTO_CLASS_OF, MODEL_TYPE_PREFIX
 from .pruned import RECORD_KEY
 
@@ -106,12 +106,7 @@ def cmd_card(args) -> None:
         if args.metric:
             card["metrics"] = {**card.get("metrics", {}), **dict(_metric(m) for m in args.metric)}
         config[RECORD_KEY]["card"] = card
-        import json
-
-        with open(config_file + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(config_file + ".tmp", config_file)
+        write_json(config_file, config)
     card = _card(path, args.repo_id)
     card.save(os.path.join(path, "README.md"))
     print(f"wrote {os.path.join(path, 'README.md')}")

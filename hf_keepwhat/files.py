@@ -52,6 +52,20 @@ def atomic_directory(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Writes `data` as indented JSON, under a temporary name first, then renamed into place.
+
+    Args:
+        path: The file to (re)write.
+        data: A JSON-serialisable dict.
+    """
+    temporary = f"{os.fspath(path)}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(temporary, path)
+
+
 def require_file(directory: str | os.PathLike, name: str, what: str) -> str:
     """Returns `directory/name`, or raises FileNotFoundError saying which file is missing.
 

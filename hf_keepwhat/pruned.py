@@ -11,7 +11,6 @@ and, in both cases, `model.safetensors`, the feature extractor and a model card.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -33,6 +32,7 @@ from .files import (
     read_json,
     require_file,
     safetensors_shapes,
+    write_json,
 )
 from .hub import push_folder
 from .layouts import get_layout
@@ -163,11 +163,7 @@ class PrunedModelMixin:
     @staticmethod
     def _rewrite_config(directory: str, **updates) -> None:
         path = os.path.join(directory, "config.json")
-        data = read_json(path)
-        data.update(updates)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_json(path, {**read_json(path), **updates})
 
     def push_to_hub(
         self, repo_id: str, *, private: bool = False, token: str | None = None, **kwargs

@@ -13,7 +13,7 @@ import numpy as np
 from common import Task, main
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
 
-from hf_keepwhat.audio import AudioDataError, checked_waveform
+from hf_keepwhat.audio import checked_waveform, require_column
 from hf_keepwhat.metrics import load_metric
 
 WER = load_metric("wer")
@@ -44,11 +44,10 @@ def prepare(train, test, feature_extractor, model_path, data_args, config):
         return process
 
     for split_name, split in (("train", train), ("test", test)):
-        if data_args.text_column not in split.column_names:
-            raise AudioDataError(
-                f"The {split_name} split has no transcript column {data_args.text_column!r}; its "
-                f"columns are {split.column_names}. Name the right one with --text_column."
-            )
+        where = f"{split_name} split"
+        require_column(
+            split.column_names, data_args.text_column, "transcript", "--text_column", where
+        )
     train = train.map(
         encode("train"), batched=True, with_indices=True, remove_columns=train.column_names
     )

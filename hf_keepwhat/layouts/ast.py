@@ -23,10 +23,6 @@ class ASTLayout(Layout):
 
     model_types = ("audio-spectrogram-transformer",)
 
-    def backbone_path(self, model: nn.Module) -> str:
-        prefix = model.base_model_prefix
-        return prefix if hasattr(model, prefix) else ""
-
     def layers_path(self, model: nn.Module) -> str:
         return f"{self.backbone_path(model)}.layers".lstrip(".")
 

@@ -23,8 +23,10 @@ class Layout:
     model_types: tuple[str, ...] = ()
 
     def backbone_path(self, model: nn.Module) -> str:
-        """Path of the backbone (the part whose cost the budget counts) inside `model`."""
-        raise NotImplementedError
+        """Path of the backbone (the part whose cost the budget counts) inside `model`: by default
+        the child named by `base_model_prefix`, or the model itself when it is the bare model."""
+        prefix = getattr(model, "base_model_prefix", "")
+        return prefix if prefix and hasattr(model, prefix) else ""
 
     def layers_path(self, model: nn.Module) -> str:
         """Path of the `nn.ModuleList` of transformer layers inside `model`."""

@@ -35,10 +35,6 @@ class Wav2Vec2Layout(Layout):
 
     model_types = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "sew")
 
-    def backbone_path(self, model: nn.Module) -> str:
-        prefix = getattr(model, "base_model_prefix", "")
-        return prefix if prefix and hasattr(model, prefix) else ""
-
     def _path(self, model: nn.Module, suffix: str) -> str:
         return f"{self.backbone_path(model)}.{suffix}".lstrip(".")
 
