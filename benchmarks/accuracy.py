@@ -37,6 +37,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model  # noqa: E402
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
+from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_params  # noqa: E402
 from hf_keepwhat.reporting import environment  # noqa: E402
 
@@ -147,6 +148,7 @@ def run_one(method, target, seed, args, data):
         "method": method,
         "target": target,
         "seed": seed,
+        "steps": args.steps,
         "accuracy": accuracy(pruned, *data["test"]),
         "params_removed_fraction": total["params_removed_fraction"],
         "macs_removed_fraction": total["macs_removed_fraction"],
@@ -156,7 +158,7 @@ def run_one(method, target, seed, args, data):
 
 
 def main() -> None:
-    """Runs every (method, target, seed) and writes one JSON file and a plot."""
+    """Runs every (method, target, seed) and writes one JSON file."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -207,43 +209,20 @@ def main() -> None:
 
 
 def write(runs, args) -> None:
-    """Writes the JSON report and the plot of the runs so far."""
-    report = {
-        "benchmark": "accuracy",
-        "model": os.path.basename(os.path.normpath(args.model)),
-        "dataset": "FSDD (index 0-4 test, 5-49 train)",
-        "steps": args.steps,
-        "batch_size": 8,
-        "input_window_s": 3,
-        "environment": environment(),
-        "runs": runs,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    plot(runs, os.path.splitext(args.out)[0] + ".png")
-
-
-def plot(runs, path):
-    """Accuracy against the realised removed fraction of encoder parameters, one line a method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(r["method"] for r in runs):
-        points = sorted(
-            (r["params_removed_fraction"], r["accuracy"]) for r in runs if r["method"] == method
-        )
-        xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, "o-" if len(xs) > 1 else "s", label=method)
-    ax.set_xlabel("removed fraction of encoder parameters (3 s window)")
-    ax.set_ylabel("FSDD test accuracy")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Writes the JSON report of the runs so far (`render_results.py` plots all of them)."""
+    write_json(
+        args.out,
+        {
+            "benchmark": "accuracy",
+            "model": os.path.basename(os.path.normpath(args.model)),
+            "dataset": "FSDD (index 0-4 test, 5-49 train)",
+            "steps": args.steps,
+            "batch_size": 8,
+            "input_window_s": 3,
+            "environment": environment(),
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -95,21 +96,140 @@ def cost_section(cost) -> list[str]:
     return lines
 
 
-def accuracy_section(acc) -> list[str]:
+def aggregate_runs(runs) -> list[dict]:
+    """Runs grouped by (method, target, steps), in first-seen order, with seed statistics."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["target"], r.get("steps")), []).append(r)
+    rows = []
+    for (method, target, steps), members in groups.items():
+        accuracies = [r["accuracy"] for r in members]
+        rows.append(
+            {
+                "method": method,
+                "target": target,
+                "steps": steps,
+                "seeds": sorted(r["seed"] for r in members),
+                "accuracy": statistics.mean(accuracies),
+                "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+                "removed": statistics.mean(r["params_removed_fraction"] for r in members),
+                "removed_max_gap": max(abs(r["params_removed_fraction"] - target) for r in members),
+            }
+        )
+    return rows
+
+
+def plot_accuracy(rows, path) -> None:
+    """Mean accuracy (error bars: seed standard deviation) against the removed fraction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        points = sorted(
+            (r["removed"], r["accuracy"], r["accuracy_std"] or 0.0)
+            for r in rows
+            if r["method"] == method
+        )
+        xs, ys, errors = zip(*points, strict=True)
+        ax.errorbar(xs, ys, yerr=errors, fmt="o-" if len(xs) > 1 else "s", label=method, capsize=2)
+    ax.set_xlabel("removed fraction of encoder parameters (3 s window)")
+    ax.set_ylabel("FSDD test accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+MASK_METHODS = ("mask_units", "mask_params", "mask_lagrangian")
+BASELINES = ("random", "magnitude")
+
+
+def accuracy_section(runs, first) -> list[str]:
+    rows = aggregate_runs(runs)
+    plot_accuracy(rows, os.path.join(RESULTS, "accuracy_fsdd.png"))
     lines = [
         "### Accuracy against removed parameters: `benchmarks/accuracy.py`",
         "",
-        f"FSDD test accuracy, Whisper tiny.en, {acc['steps']} steps of batch {acc['batch_size']}, "
-        f"seeds {sorted({r['seed'] for r in acc['runs']})}. Plot: "
-        "`benchmarks/results/accuracy_fsdd.png`. Head (and masks' own rate 0.02) at 1e-3, full "
-        "fine-tuning at 3e-5; `drop_layers` targets count dropped top layers (of 4).",
+        f"FSDD test accuracy (250 clips), Whisper tiny.en, batch {first['batch_size']}, "
+        f"{_machine(first)}. Plot: `benchmarks/results/accuracy_fsdd.png`. Head (and masks' own "
+        "rate 0.02) at 1e-3, full fine-tuning at 3e-5; `drop_layers` targets count dropped top "
+        "layers (of 4). Accuracy is the mean over the seeds listed, with their standard "
+        "deviation.",
         "",
-        "| method | target | params removed | accuracy |",
-        "|---|---:|---:|---:|",
+        "| method | target | steps | seeds | params removed | accuracy |",
+        "|---|---:|---:|---|---:|---:|",
     ]
-    for r in acc["runs"]:
+    for r in rows:
+        spread = f" ± {r['accuracy_std']:.3f}" if r["accuracy_std"] is not None else ""
         lines.append(
-            f"| {r['method']} | {r['target']:g} | {r['params_removed_fraction']:.1%} | {r['accuracy']:.3f} |"
+            f"| {r['method']} | {r['target']:g} | {r['steps']} | {r['seeds']} "
+            f"| {r['removed']:.1%} | {r['accuracy']:.3f}{spread} |"
+        )
+    lines.append("")
+    for method in MASK_METHODS:
+        ahead, total = 0, 0
+        for r in rows:
+            if r["method"] != method:
+                continue
+            rivals = [b for b in rows if b["method"] in BASELINES and b["target"] == r["target"]]
+            if rivals:
+                total += 1
+                ahead += all(r["accuracy"] >= b["accuracy"] for b in rivals)
+        if total:
+            lines.append(
+                f"- `{method}` at or above both random and magnitude structured pruning at "
+                f"{ahead} of {total} budgets."
+            )
+    lagrangian = [r for r in rows if r["method"] == "mask_lagrangian"]
+    if lagrangian:
+        gaps = ", ".join(f"{r['target']:g}: {r['removed_max_gap'] * 100:.2f}" for r in lagrangian)
+        lines.append(
+            f"- `mask_lagrangian`: largest distance of the realised removed fraction from the "
+            f"target over seeds, in percentage points: {gaps}."
+        )
+    return lines + [""]
+
+
+def crepe_section(crepe) -> list[str]:
+    removed = crepe["removed"]
+    return [
+        "### A plain PyTorch CNN: CREPE pitch (`benchmarks/crepe_pitch.py`)",
+        "",
+        f"{crepe['model']}, {crepe['task']}; {crepe['steps']} steps of {crepe['batch_size']} "
+        f"frames, {crepe['device']} ({_machine(crepe)}); latency for a {crepe['latency_input']}.",
+        "",
+        "| model | pitch accuracy | params | MACs | latency (ms) |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {crepe['accuracy'][name]:.3f} | {crepe['params'][name]:,} "
+            f"| {crepe['macs'][name]:,} | {crepe['latency'][name]['median_s'] * 1e3:.1f} |"
+            for name in ("dense", "pruned")
+        ),
+        "",
+        f"Removed {removed['params_removed_fraction']:.1%} of parameters and "
+        f"{removed['macs_removed_fraction']:.1%} of MACs; speedup "
+        f"{crepe['ratios']['speedup']:.2f} for a MAC ratio of {crepe['ratios']['macs']:.2f}; "
+        f"pruned vs masked max abs difference {crepe['max_abs_diff_pruned_vs_masked']:.1e}.",
+        "",
+    ]
+
+
+def round_to_section(result) -> list[str]:
+    lines = [
+        "### Hardware-aligned widths: `benchmarks/round_to.py`",
+        "",
+        f"{result['masks']}; {result['device']} ({_machine(result)}).",
+        "",
+        "| model | variant | batch | input (s) | MACs vs exact | latency vs exact |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['batch_size']} | {r['input_seconds']:g} "
+            f"| {r['macs_vs_exact']:.3f} | {r['latency_vs_exact']:.3f} |"
         )
     return lines + [""]
 
@@ -121,6 +241,8 @@ def main() -> None:
         ("demo_fsdd_report.json", demo_section),
         ("speed_cpu.json", speed_section),
         ("train_cost_cpu.json", cost_section),
+        ("round_to_cpu.json", round_to_section),
+        ("crepe_cpu.json", crepe_section),
     ):
         result = _load(name)
         if result is not None:
@@ -131,8 +253,7 @@ def main() -> None:
         if n.startswith("accuracy_fsdd") and n.endswith(".json")
     ]
     if accuracy:
-        merged = {**accuracy[0], "runs": [r for a in accuracy for r in a["runs"]]}
-        lines += accuracy_section(merged)
+        lines += accuracy_section([r for a in accuracy for r in a["runs"]], accuracy[0])
     lines.append(END)
     readme = os.path.join(ROOT, "README.md")
     with open(readme) as f:

@@ -32,7 +32,12 @@ from hf_keepwhat.profiling import count_macs, measure_latency  # noqa: E402
 from hf_keepwhat.reporting import environment  # noqa: E402
 
 
-def _models(args):
+def speed_models(args):
+    """The benchmarked models: `(name, build, MaskConfig, input lengths, make_inputs)` each.
+
+    Args:
+        args: Parsed arguments with `whisper` (folder or None) and `seconds` (wav2vec2 lengths).
+    """
     hf_logging.set_verbosity_error()
     if args.whisper:
         yield (
@@ -73,7 +78,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     rows = []
-    for name, build, config, lengths, make_inputs in _models(args):
+    for name, build, config, lengths, make_inputs in speed_models(args):
         dense_mm = get_mask_model(build(), config)
         backbone_path = dense_mm.layout.backbone_path(dense_mm.model)
         models = {0.0: dense_mm.prune().to(device)}

@@ -7,6 +7,7 @@ from .masks import MaskParametrization, StraightThroughMask
 from .model import MaskModel, get_mask_model
 from .modeling_pruned import EmptyAttention
 from .pruned import PrunedModelMixin, register_auto_classes
+from .pruned_module import load_pruned_module, save_pruned_module
 from .units import UnitGroup
 from .version import __version__
 
@@ -24,5 +25,7 @@ __all__ = [
     "UnitGroup",
     "__version__",
     "get_mask_model",
+    "load_pruned_module",
+    "save_pruned_module",
     "supported_model_types",
 ]

@@ -84,6 +84,14 @@ def save_adapter(mm, directory, repo_id: str | None = None) -> None:
         directory: The folder.
         repo_id: Hub id the card's loading snippet names.
     """
+    if not mm.is_transformers_model:
+        raise ValueError(
+            f"Mask adapter folders (with a Hub card) are for transformers models; "
+            f"{type(mm.model).__name__} is a plain PyTorch model. Save its masks with "
+            "safetensors.torch.save_file(mm.state_dict(), path) and restore them with "
+            "mm.load_state_dict(safetensors.torch.load_file(path)); save the pruned model with "
+            "hf_keepwhat.save_pruned_module."
+        )
     config = adapter_config(mm)
     tensors = {k: v.detach().cpu().contiguous() for k, v in mm.state_dict().items()}
     card = adapter_card(config, repo_id)

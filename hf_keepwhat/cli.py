@@ -5,6 +5,7 @@ push it to the Hub.
     keepwhat report out/pruned
     keepwhat card out/pruned --dataset fsdd --metric accuracy=0.98
     keepwhat push out/pruned me/whisper-tiny-digits-keep50
+    keepwhat bench out/pruned --batch_size 8 --json out/pruned-bench.json
 """
 
 from __future__ import annotations
@@ -137,6 +138,48 @@ def cmd_push(args) -> None:
     print(f"pushed {args.path} to {url}")
 
 
+def cmd_bench(args) -> None:
+    """Measures a saved model (dense or pruned): parameters, MACs, disk size and latency."""
+    import torch
+    import transformers
+
+    from .config import MaskConfig
+    from .layouts import layout_for_config
+    from .profiling import count_macs, count_params, disk_size, measure_latency
+
+    config = read_json(os.path.join(args.path, "config.json"))
+    stock_name = config["architectures"][0].removeprefix("KeepWhat")
+    auto = getattr(transformers, AUTO_CLASS_OF.get(stock_name, "AutoModel"))
+    device = torch.device(args.device)
+    model = auto.from_pretrained(args.path).to(device).eval()
+    layout = layout_for_config(model.config, args.path)
+    # The layout's reference input (Whisper: its window; others: `--seconds` of audio), batched.
+    single = layout.reference_inputs(model, MaskConfig(macs_input_seconds=args.seconds))
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        name: torch.randn((args.batch_size, *value.shape[1:]), generator=generator).to(device)
+        for name, value in single.items()
+    }
+    backbone = model.get_submodule(layout.backbone_path(model))
+    result = {
+        "path": args.path,
+        "model_class": type(model).__name__,
+        "input": {name: list(value.shape) for name, value in inputs.items()},
+        "params": count_params(model),
+        "backbone_params": count_params(backbone),
+        "macs": count_macs(model, inputs),
+        "backbone_macs": count_macs(backbone, inputs),
+        "disk_bytes": disk_size(args.path),
+        "latency": measure_latency(
+            model, inputs, warmup=args.warmup, repeats=args.repeats, threads=args.threads
+        ),
+    }
+    if args.json:
+        write_json(args.json, result)
+    for key, value in result.items():
+        print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `keepwhat` command."""
     parser = argparse.ArgumentParser(prog="keepwhat", description=__doc__.split("\n\n")[0])
@@ -168,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--token", help="Hub token (default: the stored login)")
     p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("bench", help="parameters, MACs, disk size and latency of a saved model")
+    p.add_argument("path", help="a folder written by save_pretrained (dense or pruned)")
+    p.add_argument("--seconds", type=float, default=1.0, help="input length (not Whisper)")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

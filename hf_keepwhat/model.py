@@ -66,6 +66,10 @@ class MaskModel(nn.Module):
             modified in place: layers above `config.last_layer` are deleted, its parameters
             frozen, and mask hooks added.
         config: The `MaskConfig`.
+        example_inputs: For a plain PyTorch model (not transformers) only: inputs of one forward
+            pass, from which its prunable channel chains are found (`channel_graph`) and for
+            which MACs are counted. Channels that cannot be pruned exactly are left alone; see
+            `layout.refused` for why.
     """
 
     # The penalty is a batch mean like the task loss; `Trainer` must divide both by the number of
@@ -77,9 +81,9 @@ class MaskModel(nn.Module):
             cls = _specialised_class(type(model))
         return super().__new__(cls)
 
-    def __init__(self, model: nn.Module, config: MaskConfig):
+    def __init__(self, model: nn.Module, config: MaskConfig, example_inputs=None):
         super().__init__()
-        self.layout = get_layout(model)
+        self.layout = get_layout(model, example_inputs)
         self.mask_config = config
         if config.max_input_seconds is not None:
             # Part of the task's definition: the shortened model is the dense reference.
@@ -100,9 +104,15 @@ class MaskModel(nn.Module):
             g for g in self.layout.unit_groups(model, config) if g.kind in config.unit_kinds
         ]
         if not self.unit_groups:
+            refused = getattr(self.layout, "refused", None)
             raise ValueError(
                 f"{type(model).__name__} has no prunable units of kinds {config.unit_kinds}; "
-                "add 'heads' or 'ffn' to MaskConfig.unit_kinds."
+                + (
+                    "no layer's channels can be removed exactly: "
+                    + "; ".join(f"{layer}: {why}" for layer, why in refused.items())
+                    if refused is not None
+                    else "add 'heads' or 'ffn' to MaskConfig.unit_kinds."
+                )
             )
         self._groups_by_name = {g.name: g for g in self.unit_groups}
         self.masks = nn.ModuleDict(
@@ -171,6 +181,24 @@ class MaskModel(nn.Module):
             target.requires_grad_(True)
         return names
 
+    def train(self, mode: bool = True):
+        """Sets training mode, except for frozen batch norms, which stay in eval mode.
+
+        A frozen backbone's batch norm in training mode would normalise with batch statistics
+        (another function than the model's) and overwrite its running statistics, which the
+        adapter does not save: the masks would be trained for a model nobody can rebuild.
+
+        Args:
+            mode: Training mode (True) or eval mode (False).
+        """
+        super().train(mode)
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()
+            ):
+                module.eval()
+        return self
+
     def _add_hooks(self) -> None:
         for group in self.unit_groups:
             consumer = self.model.get_submodule(group.mask_module)
@@ -195,13 +223,22 @@ class MaskModel(nn.Module):
 
     @property
     def config(self):
-        """The wrapped model's `PretrainedConfig`."""
-        return self.model.config
+        """The wrapped model's `PretrainedConfig` (None for a plain PyTorch model)."""
+        return getattr(self.model, "config", None)
+
+    @property
+    def is_transformers_model(self) -> bool:
+        """Whether the wrapped model is a transformers `PreTrainedModel`."""
+        from transformers import PreTrainedModel
+
+        return isinstance(self.model, PreTrainedModel)
 
     @property
     def main_input_name(self) -> str:
-        """The wrapped model's main input name (`input_values`, `input_features`)."""
-        return self.model.main_input_name
+        """The wrapped model's main input name (`input_values`, `input_features`, or the first
+        reference input of a plain model)."""
+        name = getattr(self.model, "main_input_name", None)
+        return name or next(iter(self.layout.reference_inputs(self.model, self.mask_config)))
 
     # ---- masks and budget --------------------------------------------------------------------
 
@@ -324,6 +361,8 @@ class MaskModel(nn.Module):
         """
         outputs = self.model(*args, **kwargs)
         penalty = self.sparsity_penalty()
+        if isinstance(outputs, torch.Tensor):
+            return outputs  # a plain model: add `sparsity_penalty()` to your loss
         if isinstance(outputs, tuple):
             if kwargs.get("labels") is not None:
                 outputs = (outputs[0] + penalty, *outputs[1:])
@@ -342,20 +381,23 @@ class MaskModel(nn.Module):
     # ---- pruning and mask files --------------------------------------------------------------
 
     def rounded_kept_units(self, multiple: int) -> dict[str, torch.Tensor]:
-        """Kept units per group, raised to a multiple of `multiple` with the best-ranked removed
-        units (by mask logit); a group with no unit kept stays empty.
+        """Kept units per group, raised with the best-ranked removed units (by mask logit) until
+        the kept width (units x unit width, e.g. heads x head_dim) is a multiple of `multiple`
+        channels; a group with no unit kept stays empty, and a group can at most be whole.
 
         Args:
-            multiple: E.g. 8 or 64, so that pruned widths suit GPU kernels.
+            multiple: Channels, e.g. 8 or 64, so that pruned widths suit GPU kernels. Heads of
+                64 channels already satisfy 8 or 64, so only neurons and conv channels change.
         """
         if multiple < 1:
-            raise ValueError(f"round_to={multiple} must be a positive number of units.")
+            raise ValueError(f"round_to={multiple} must be a positive number of channels.")
         rounded = {}
         for group in self.unit_groups:
             mask = self.masks[_mask_key(group.name)]
             kept = mask.kept()
             count = int(kept.sum())
-            wanted = min(group.num_units, math.ceil(count / multiple) * multiple)
+            step = multiple // math.gcd(multiple, group.unit_width)  # units per aligned block
+            wanted = min(group.num_units, math.ceil(count / step) * step)
             scores = mask.keep_probability().detach().clone()
             scores[kept] = float("inf")  # the kept units stay
             chosen = torch.argsort(scores, descending=True)[:wanted]
@@ -370,13 +412,15 @@ class MaskModel(nn.Module):
         `KeepWhatWhisperForAudioClassification`, a `WhisperForAudioClassification`) in eval
         mode, with no hooks, that computes what this masked model computes. Its config records
         the new shapes and what was pruned; `save_pretrained` writes it with its feature
-        extractor and a model card. This MaskModel is left unchanged.
+        extractor and a model card. A plain PyTorch model comes back as its own class with the
+        shape manifest in `keepwhat_manifest` (save it with `save_pruned_module`). This
+        MaskModel is left unchanged.
 
         Args:
             feature_extractor: Saved with the pruned model. Default: the base model's own, read
                 from its folder or the Hub cache when available (adjusted to
                 `max_input_seconds` for Whisper).
-            round_to: Keep a multiple of this many units per group (`rounded_kept_units`). The
+            round_to: Keep a multiple of this many channels per group (`rounded_kept_units`). The
                 extra units were masked, so the result then computes what this model computes
                 with those units switched back on, not with the masks as trained.
         """
@@ -390,6 +434,11 @@ class MaskModel(nn.Module):
         for group, kept_units in zip(self.unit_groups, kept, strict=True):
             prune_group(pruned, group, kept_units)
         manifest = build_manifest(pruned, self.unit_groups, kept)
+        if not self.is_transformers_model:
+            # A plain module keeps its class; `save_pruned_module` writes the manifest with it.
+            pruned.keepwhat_manifest = manifest
+            pruned.keepwhat_record = self.pruning_record(by_name)
+            return pruned.eval()
         pruned = to_pruned_model(pruned, manifest, self.pruning_record(by_name))
         for name, param in pruned.named_parameters():
             param.requires_grad_(self._original_requires_grad.get(name, True))
@@ -402,7 +451,7 @@ class MaskModel(nn.Module):
         Args:
             kept_units: Kept unit indices per group, when not the masks' own (`round_to`).
         """
-        config = self.model.config
+        config = self.config
         base = getattr(config, "_name_or_path", None) or None
         return {
             "library": "hf_keepwhat",
@@ -508,11 +557,16 @@ class MaskModel(nn.Module):
         )
 
 
-def get_mask_model(model: nn.Module, config: MaskConfig | None = None) -> MaskModel:
-    """Wraps a transformers model for mask training: backbone frozen, masks and head trainable.
+def get_mask_model(
+    model: nn.Module, config: MaskConfig | None = None, example_inputs=None
+) -> MaskModel:
+    """Wraps a model for mask training: backbone frozen, masks and head trainable.
 
     Args:
-        model: A transformers model of a supported type; modified in place (see `MaskModel`).
+        model: A transformers model of a supported type, or a plain PyTorch model with
+            `example_inputs`; modified in place (see `MaskModel`).
         config: The `MaskConfig`; defaults to `MaskConfig()` (remove 50% of parameters).
+        example_inputs: Plain PyTorch models only: inputs of one forward pass (a dict of keyword
+            arguments, a tensor or a tuple of tensors).
     """
-    return MaskModel(model, config if config is not None else MaskConfig())
+    return MaskModel(model, config if config is not None else MaskConfig(), example_inputs)

@@ -18,6 +18,8 @@ import transformers
 from torch import nn
 
 MANIFEST_KEY = "keepwhat_manifest"
+CONVOLUTIONS = {c.__name__: c for c in (nn.Conv1d, nn.Conv2d, nn.Conv3d)}
+BATCH_NORMS = {c.__name__: c for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)}
 MODEL_TYPE_PREFIX = "keepwhat-"
 
 
@@ -50,7 +52,8 @@ def describe_module(module: nn.Module) -> dict:
     """The manifest entry that rebuilds `module` at its current shape.
 
     Args:
-        module: An `nn.Linear`, `nn.Conv1d`, `nn.GroupNorm`, `nn.BatchNorm1d` or `EmptyAttention`.
+        module: An `nn.Linear`, `nn.Conv1d/2d/3d`, `nn.GroupNorm`, `nn.BatchNorm1d/2d/3d` or
+            `EmptyAttention`.
     """
     if isinstance(module, nn.Linear):
         return {
@@ -59,17 +62,18 @@ def describe_module(module: nn.Module) -> dict:
             "out_features": module.out_features,
             "bias": module.bias is not None,
         }
-    if isinstance(module, nn.Conv1d):
+    if type(module) in CONVOLUTIONS.values():
         return {
-            "type": "Conv1d",
+            "type": type(module).__name__,
             "in_channels": module.in_channels,
             "out_channels": module.out_channels,
-            "kernel_size": module.kernel_size[0],
-            "stride": module.stride[0],
-            "padding": module.padding if isinstance(module.padding, str) else module.padding[0],
-            "dilation": module.dilation[0],
+            "kernel_size": list(module.kernel_size),
+            "stride": list(module.stride),
+            "padding": module.padding if isinstance(module.padding, str) else list(module.padding),
+            "dilation": list(module.dilation),
             "groups": module.groups,
             "bias": module.bias is not None,
+            "padding_mode": module.padding_mode,
         }
     if isinstance(module, nn.GroupNorm):
         return {
@@ -79,13 +83,14 @@ def describe_module(module: nn.Module) -> dict:
             "eps": module.eps,
             "affine": module.affine,
         }
-    if isinstance(module, nn.BatchNorm1d):
+    if type(module) in BATCH_NORMS.values():
         return {
-            "type": "BatchNorm1d",
+            "type": type(module).__name__,
             "num_features": module.num_features,
             "eps": module.eps,
             "momentum": module.momentum,
             "affine": module.affine,
+            "track_running_stats": module.track_running_stats,
         }
     if isinstance(module, EmptyAttention):
         return {
@@ -105,8 +110,8 @@ def build_module(spec: dict) -> nn.Module:
     kind = spec.get("type")
     if kind == "Linear":
         return nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"])
-    if kind == "Conv1d":
-        return nn.Conv1d(
+    if kind in CONVOLUTIONS:
+        return CONVOLUTIONS[kind](
             spec["in_channels"],
             spec["out_channels"],
             spec["kernel_size"],
@@ -115,11 +120,18 @@ def build_module(spec: dict) -> nn.Module:
             dilation=spec["dilation"],
             groups=spec["groups"],
             bias=spec["bias"],
+            padding_mode=spec.get("padding_mode", "zeros"),
         )
     if kind == "GroupNorm":
         return nn.GroupNorm(spec["num_groups"], spec["num_channels"], spec["eps"], spec["affine"])
-    if kind == "BatchNorm1d":
-        return nn.BatchNorm1d(spec["num_features"], spec["eps"], spec["momentum"], spec["affine"])
+    if kind in BATCH_NORMS:
+        return BATCH_NORMS[kind](
+            spec["num_features"],
+            spec["eps"],
+            spec["momentum"],
+            spec["affine"],
+            spec.get("track_running_stats", True),
+        )
     if kind == "EmptyAttention":
         return EmptyAttention(spec["hidden_size"], spec["bias"])
     raise ValueError(f"Unknown module type {kind!r} in the pruning manifest.")
@@ -238,6 +250,7 @@ FAMILIES = {
             ("ASTForAudioClassification", "AutoModelForAudioClassification"),
         ],
     ),
+    "clap_audio_model": ("ClapAudioConfig", [("ClapAudioModel", "AutoModel")]),
     "data2vec-audio": (
         "Data2VecAudioConfig",
         [

@@ -82,10 +82,11 @@ def prune_group(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) ->
         _shrink_producer(model.get_submodule(path), torch.cat([index, index + group.num_units]))
     for path in group.depthwise:
         _shrink_depthwise(model.get_submodule(path), index)
-    for path in group.per_unit_params:
-        module_path, _, name = path.rpartition(".")
-        module = model.get_submodule(module_path)
-        setattr(module, name, _select(getattr(module, name), 0, kept_units.to(torch.long)))
+    for paths, dim in ((group.per_unit_params, 0), (group.per_unit_columns, -1)):
+        for path in paths:
+            module_path, _, name = path.rpartition(".")
+            module = model.get_submodule(module_path)
+            setattr(module, name, _select(getattr(module, name), dim, kept_units.to(torch.long)))
     for path in group.norms:
         _shrink_norm(model.get_submodule(path), index)
     for path in group.consumers:

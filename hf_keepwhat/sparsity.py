@@ -57,7 +57,7 @@ def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[Cost
             owners[(path, "bias")][0] = index
         for path in group.consumers:
             owners[(path, "weight")][1] = index
-        for path in group.per_unit_params:
+        for path in group.per_unit_params + group.per_unit_columns:
             module, _, name = path.rpartition(".")
             owners[(module, name)][0] = index
     frames = {path: n for group in groups for path, n in group.frames.items()}

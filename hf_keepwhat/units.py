@@ -37,6 +37,8 @@ class UnitGroup:
             consumer: their channel `u` belongs to unit `u`.
         per_unit_params: Parameters (`"module.path.name"`) shaped `(num_units, ...)`, e.g. a
             conformer's per-head `pos_bias_u`.
+        per_unit_columns: Parameters shaped `(..., num_units)`, e.g. a Swin block's
+            relative-position bias table (one column per head).
         attributes: `{"module.path": {"attr": value_per_unit}}`, module attributes that count
             kept units (e.g. WhisperAttention's `num_heads`) and must be rewritten on pruning.
         empty_module: Module replaced by one returning `mask_module`'s bias when no unit is kept
@@ -65,6 +67,7 @@ class UnitGroup:
     glu_producers: list[str] = field(default_factory=list)
     depthwise: list[str] = field(default_factory=list)
     per_unit_params: list[str] = field(default_factory=list)
+    per_unit_columns: list[str] = field(default_factory=list)
     attributes: dict[str, dict[str, int]] = field(default_factory=dict)
     empty_module: str | None = None
     min_kept: int = 0

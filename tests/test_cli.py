@@ -48,3 +48,35 @@ def test_errors_are_one_line(adapter, capsys):
         main(["push", str(tmp_path / "adapter"), "me/x"])
     assert exit_info.value.code == 2
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_bench_measures_dense_and_pruned(adapter, capsys):
+    from hf_keepwhat.files import read_json
+
+    mm, tmp_path = adapter
+    main(["prune", str(tmp_path / "adapter"), str(tmp_path / "pruned")])
+    figures = {}
+    for name in ("base", "pruned"):
+        out = tmp_path / f"{name}.json"
+        main(
+            [
+                "bench",
+                str(tmp_path / name),
+                "--batch_size",
+                "2",
+                "--repeats",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        figures[name] = read_json(out)
+    assert "latency" in capsys.readouterr().out
+    report = mm.sparsity_report()["total"]
+    assert figures["pruned"]["backbone_params"] == report["params_remaining"]
+    assert figures["base"]["backbone_params"] == report["params_original"]
+    # MACs of the benchmark input (batch 2) are twice those of the report's reference input.
+    assert figures["pruned"]["backbone_macs"] == 2 * report["macs_remaining"]
+    assert figures["pruned"]["input"] == {"input_features": [2, 16, 100]}
+    assert figures["pruned"]["latency"]["repeats"] == 2
+    assert figures["pruned"]["disk_bytes"] < figures["base"]["disk_bytes"]

@@ -7,12 +7,20 @@ from torch import nn
 from ..modeling_pruned import MODEL_TYPE_PREFIX
 from .ast import ASTLayout
 from .base import Layout
+from .clap import ClapAudioLayout
 from .conformer import ConformerLayout
+from .module import ModuleLayout
 from .wav2vec2 import Wav2Vec2Layout
 from .whisper import WhisperLayout
 
 LAYOUTS: dict[str, Layout] = {}
-for _layout in (Wav2Vec2Layout(), ConformerLayout(), WhisperLayout(), ASTLayout()):
+for _layout in (
+    Wav2Vec2Layout(),
+    ConformerLayout(),
+    WhisperLayout(),
+    ASTLayout(),
+    ClapAudioLayout(),
+):
     for _model_type in _layout.model_types:
         LAYOUTS[_model_type] = _layout
 
@@ -41,10 +49,27 @@ def layout_for_config(config, what: str = "this model") -> Layout:
     return LAYOUTS[model_type]
 
 
-def get_layout(model: nn.Module) -> Layout:
-    """Returns the layout of `model`, chosen by `model.config.model_type`.
+def get_layout(model: nn.Module, example_inputs=None) -> Layout:
+    """Returns the layout of `model`: by `model.config.model_type` for a transformers model,
+    found by graph analysis on `example_inputs` for a plain PyTorch model.
 
     Args:
-        model: A transformers model.
+        model: A transformers model of a supported type, or any `nn.Module`.
+        example_inputs: For a plain `nn.Module` only: inputs of one forward pass (a dict of
+            keyword arguments, a tensor or a tuple of tensors).
     """
-    return layout_for_config(getattr(model, "config", None), type(model).__name__)
+    config = getattr(model, "config", None)
+    if example_inputs is not None:
+        if getattr(config, "model_type", None) in LAYOUTS:
+            raise ValueError(
+                f"{type(model).__name__} is a supported transformers model ({config.model_type}); "
+                "its layout is known, so do not pass example_inputs."
+            )
+        return ModuleLayout(model, example_inputs)
+    if config is None:
+        raise ValueError(
+            f"{type(model).__name__} is not a transformers model. To mask the conv channels of a "
+            "plain PyTorch model, pass example_inputs=... (inputs of one forward pass) to "
+            f"get_mask_model. Supported transformers model types: {', '.join(supported_model_types())}."
+        )
+    return layout_for_config(config, type(model).__name__)

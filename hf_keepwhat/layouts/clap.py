@@ -1,0 +1,124 @@
+"""CLAP's audio encoder (HTS-AT, a Swin transformer): window-attention heads and MLP neurons.
+
+A head owns its rows of `query`/`key`/`value`, its columns of the output projection
+(`attention.output.dense`, outside the self-attention module) and its column of the
+relative-position bias table. Swin attends within windows, and how many windows each stage sees
+depends on padding, shifting and patch merging; rather than re-deriving that, the frames of every
+projection and the window shape of every attention are recorded from one forward pass on the
+reference input (which the MAC count runs on anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ..config import MaskConfig
+from ..units import UnitGroup
+from .base import Layout, neuron_group
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def _record_shapes(model: nn.Module, backbone: nn.Module, inputs: dict) -> dict[str, tuple]:
+    """Input shapes of every `nn.Linear` and window-attention module of `backbone` during one
+    forward pass, by path in `model`."""
+    shapes, handles = {}, []
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Linear) or type(module).__name__ == "ClapAudioSelfAttention":
+
+            def hook(module, args, path=path):
+                shapes[path] = tuple(args[0].shape)
+
+            handles.append(module.register_forward_pre_hook(hook))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        backbone(**inputs)
+    finally:
+        backbone.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+class ClapAudioLayout(Layout):
+    """Layout of `ClapAudioModel` (e.g. `ClapModel.from_pretrained(...).audio_model`, the audio
+    tower of `laion/clap-htsat-*`), whose output a task head of your own reads."""
+
+    model_types = ("clap_audio_model",)
+
+    def backbone_path(self, model: nn.Module) -> str:
+        return "audio_encoder"
+
+    def layers_path(self, model: nn.Module) -> str:
+        raise ValueError(
+            "CLAP's audio encoder is a stack of Swin stages with patch merging between them; "
+            "MaskConfig.last_layer does not apply to it. Leave it unset."
+        )
+
+    def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
+        # The encoder resizes every spectrogram to this fixed size, so MACs do not depend on length.
+        c = model.config
+        frames = c.spec_size * (c.spec_size // c.num_mel_bins)
+        return {"input_features": torch.zeros(1, 1, frames, c.num_mel_bins)}
+
+    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
+        shape = self.reference_inputs(model, config)["input_features"].shape
+        return f"a {shape[2]} x {shape[3]} spectrogram (the encoder's fixed input size)"
+
+    def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
+        if "conv" in config.unit_kinds and config.unit_kinds != ["conv"]:
+            logger.warning(
+                "CLAP's audio encoder has no prunable conv channels: conv units ignored."
+            )
+        encoder = self.backbone_path(model)
+        shapes = _record_shapes(
+            model, model.get_submodule(encoder), self.reference_inputs(model, config)
+        )
+
+        def frames(path: str) -> int:
+            return int(torch.tensor(shapes[path][:-1]).prod())
+
+        groups = []
+        for s, stage in enumerate(model.get_submodule(f"{encoder}.layers")):
+            for b in range(len(stage.blocks)):
+                block = f"{encoder}.layers.{s}.blocks.{b}"
+                attention = f"{block}.attention.self"
+                module = model.get_submodule(attention)
+                windows, tokens, _ = shapes[attention]
+                projections = [f"{attention}.{p}" for p in ("query", "key", "value")]
+                out = f"{block}.attention.output.dense"
+                groups.append(
+                    UnitGroup(
+                        name=f"{block}.heads",
+                        kind="heads",
+                        num_units=module.num_attention_heads,
+                        unit_width=module.attention_head_size,
+                        mask_module=out,
+                        mask_dim=-1,
+                        producers=projections,
+                        consumers=[out],
+                        per_unit_columns=[f"{attention}.relative_position_bias_table"],
+                        attributes={
+                            attention: {
+                                "num_attention_heads": 1,
+                                "all_head_size": module.attention_head_size,
+                            }
+                        },
+                        empty_module=f"{block}.attention",
+                        frames={p: frames(p) for p in [*projections, out]},
+                        # Scores and weighted sum inside every window.
+                        extra_macs_per_unit=2
+                        * windows
+                        * tokens
+                        * tokens
+                        * module.attention_head_size,
+                    )
+                )
+                fc1, fc2 = f"{block}.intermediate.dense", f"{block}.output.dense"
+                groups.append(neuron_group(model, f"{block}.mlp", fc1, fc2, frames(fc1)))
+        return groups
