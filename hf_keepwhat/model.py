@@ -360,9 +360,9 @@ class MaskModel(nn.Module):
             **kwargs: Keyword arguments of the wrapped model's `forward` (inputs, `labels`, ...).
         """
         outputs = self.model(*args, **kwargs)
-        penalty = self.sparsity_penalty()
         if isinstance(outputs, torch.Tensor):
             return outputs  # a plain model: add `sparsity_penalty()` to your loss
+        penalty = self.sparsity_penalty()
         if isinstance(outputs, tuple):
             if kwargs.get("labels") is not None:
                 outputs = (outputs[0] + penalty, *outputs[1:])

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from tiny_models import tiny_wav2vec2, tiny_whisper
 
 from hf_keepwhat import MaskConfig, get_mask_model
-from hf_keepwhat.profiling import count_params
+from hf_keepwhat.profiling import count_macs, count_params
 
 SHAPES = st.fixed_dictionaries(
     {
@@ -79,3 +79,72 @@ def test_conformer(shape, positions):
     )
     mm = get_mask_model(model, MaskConfig(target_sparsity=0.0))
     _check(mm, {"input_values": torch.randn(2, 1600)}, shape["seed"])
+
+
+class _RandomCNN(torch.nn.Module):
+    """A chain of conv blocks whose norm, activation, pooling and depthwise stage vary."""
+
+    def __init__(self, widths, norms, depthwise, pools):
+        super().__init__()
+        nn = torch.nn
+        self.blocks = nn.ModuleList()
+        channels = 1
+        for width, norm, separable, pool in zip(widths, norms, depthwise, pools, strict=True):
+            layers = [nn.Conv1d(channels, width, 3, padding=1)]
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(width))
+            elif norm == "group":
+                layers.append(nn.GroupNorm(width, width))
+            layers.append(nn.GELU())
+            if separable:
+                layers.append(nn.Conv1d(width, width, 5, padding=2, groups=width))
+            if pool:
+                layers.append(nn.MaxPool1d(2))
+            self.blocks.append(nn.Sequential(*layers))
+            channels = width
+        self.head = nn.Linear(channels, 3)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(dim=-1))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(1, 3).flatmap(
+        lambda n: st.fixed_dictionaries(
+            {
+                "widths": st.lists(st.integers(1, 9), min_size=n, max_size=n),
+                "norms": st.lists(
+                    st.sampled_from(["batch", "group", None]), min_size=n, max_size=n
+                ),
+                "depthwise": st.lists(st.booleans(), min_size=n, max_size=n),
+                "pools": st.lists(st.booleans(), min_size=n, max_size=n),
+                "seed": st.integers(0, 2**16),
+            }
+        )
+    )
+)
+def test_plain_cnn(shape):
+    torch.manual_seed(shape["seed"])
+    seed = shape.pop("seed")
+    model = _RandomCNN(**shape)
+    for module in model.modules():  # non-trivial norm statistics
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    inputs = {"x": torch.randn(2, 1, 16)}
+    mm = get_mask_model(model, MaskConfig(target_sparsity=0.0), example_inputs=inputs)
+    assert len(mm.unit_groups) == len(shape["widths"])  # every block's channels, head included
+    generator = torch.Generator().manual_seed(seed)
+    for group in mm.unit_groups:
+        keep = torch.rand(group.num_units, generator=generator) < torch.rand(1, generator=generator)
+        mm.set_kept(group.name, torch.nonzero(keep).flatten().tolist())
+    mm.eval()
+    with torch.no_grad():
+        pruned = mm.prune()
+        assert (mm(**inputs) - pruned(**inputs)).abs().max().item() <= 1e-4
+    report = mm.sparsity_report()["total"]
+    assert count_params(pruned) == report["params_remaining"]
+    assert count_macs(pruned, inputs) == report["macs_remaining"]
