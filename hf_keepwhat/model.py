@@ -84,6 +84,7 @@ class MaskModel(nn.Module):
     def __init__(self, model: nn.Module, config: MaskConfig, example_inputs=None):
         super().__init__()
         self.layout = get_layout(model, example_inputs)
+        self.layout.prepare(model)
         self.mask_config = config
         if config.max_input_seconds is not None:
             # Part of the task's definition: the shortened model is the dense reference.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import transformers
 from torch import nn
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 MANIFEST_KEY = "keepwhat_manifest"
 CONVOLUTIONS = {c.__name__: c for c in (nn.Conv1d, nn.Conv2d, nn.Conv3d)}
@@ -46,6 +47,69 @@ class EmptyAttention(nn.Module):
         if self.bias is not None:
             output = output + self.bias.to(hidden_states.dtype)
         return output, None
+
+
+class KeepWhatWavLMAttention(WavLMAttention):
+    """WavLM's attention computed with module calls and an index of the heads it keeps.
+
+    The stock block hands its projection weights to `F.multi_head_attention_forward`, so no
+    module hook sees a head's output, and it assumes every head is there: the gate of head `h`
+    reads the `h`-th slice of the layer input, and layer 0's relative position bias (shared by
+    all layers) has one slice per head. Here `kept_heads` (a buffer, saved with the weights)
+    names the original index of each remaining head; with all heads kept this computes what
+    the stock block computes.
+    """
+
+    def keepwhat_setup(self) -> None:
+        """Records the original head count and registers `kept_heads` (all heads)."""
+        self.total_heads = self.num_heads
+        self.register_buffer("kept_heads", torch.arange(self.num_heads), persistent=True)
+
+    def forward(self, hidden_states, attention_mask=None, position_bias=None, index=0, **kwargs):
+        batch, length, _ = hidden_states.shape
+        if position_bias is None:  # layer 0: the bias every layer shares, for all heads
+            position_bias = self.compute_bias(length, length)
+            position_bias = position_bias.unsqueeze(0).repeat(batch, 1, 1, 1)
+            position_bias = position_bias.view(batch * self.total_heads, length, length)
+        kept = self.kept_heads
+        heads = len(kept)
+        bias = position_bias.view(batch, self.total_heads, length, length)[:, kept]
+
+        # The gated relative position bias, from each kept head's slice of the input.
+        gated = hidden_states.view(batch, length, self.total_heads, -1).permute(0, 2, 1, 3)
+        projected = self.gru_rel_pos_linear(gated[:, kept]).view(batch, heads, length, 2, 4)
+        gate_a, gate_b = torch.sigmoid(projected.sum(-1)).chunk(2, dim=-1)
+        gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
+        scores_bias = gate * bias
+
+        def split(x):
+            return x.view(batch, length, heads, self.head_dim).transpose(1, 2)
+
+        query = split(self.q_proj(hidden_states)) * self.head_dim**-0.5
+        key, value = split(self.k_proj(hidden_states)), split(self.v_proj(hidden_states))
+        scores = torch.matmul(query, key.transpose(-1, -2)) + scores_bias
+        if attention_mask is not None:
+            padded = attention_mask.ne(1)[:, None, None, :]
+            scores = scores.masked_fill(padded, float("-inf"))
+        probs = nn.functional.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, length, -1)
+        return self.out_proj(context), None, position_bias
+
+
+def use_keepwhat_wavlm_attention(model: nn.Module) -> None:
+    """Turns every `WavLMAttention` of `model` into a `KeepWhatWavLMAttention`, in place.
+
+    Args:
+        model: A WavLM model.
+    """
+    for module in model.modules():
+        if type(module) is WavLMAttention:
+            module.__class__ = KeepWhatWavLMAttention
+            module.keepwhat_setup()
+
+
+# Families whose modules must be rebuilt before a manifest applies (and before masking).
+PREPARE = {"wavlm": use_keepwhat_wavlm_attention}
 
 
 def describe_module(module: nn.Module) -> dict:
@@ -171,7 +235,11 @@ def apply_manifest(model: nn.Module, manifest: dict | None) -> None:
         if local is None:
             continue
         module_path, _, name = local.rpartition(".")
-        setattr(model.get_submodule(module_path), name, nn.Parameter(torch.zeros(shape)))
+        module = model.get_submodule(module_path)
+        if name in module._buffers:  # an index buffer (WavLM's kept heads): loaded with weights
+            module.register_buffer(name, torch.zeros(shape, dtype=module._buffers[name].dtype))
+        else:
+            setattr(module, name, nn.Parameter(torch.zeros(shape)))
     for path, attributes in manifest.get("attributes", {}).items():
         local = _local_path(model, path)
         if local is None:
@@ -181,9 +249,11 @@ def apply_manifest(model: nn.Module, manifest: dict | None) -> None:
             setattr(module, name, value)
 
 
-def _pruned_init(stock: type):
+def _pruned_init(stock: type, model_type: str):
     def __init__(self, config, *args, **kwargs):
         stock.__init__(self, config, *args, **kwargs)
+        if model_type in PREPARE:
+            PREPARE[model_type](self)
         apply_manifest(self, getattr(config, MANIFEST_KEY, None))
 
     return __init__
@@ -251,6 +321,14 @@ FAMILIES = {
         ],
     ),
     "clap_audio_model": ("ClapAudioConfig", [("ClapAudioModel", "AutoModel")]),
+    "wavlm": (
+        "WavLMConfig",
+        [
+            ("WavLMModel", "AutoModel"),
+            ("WavLMForSequenceClassification", "AutoModelForAudioClassification"),
+            ("WavLMForCTC", "AutoModelForCTC"),
+        ],
+    ),
     "data2vec-audio": (
         "Data2VecAudioConfig",
         [
@@ -283,7 +361,11 @@ for _model_type, (_config_name, _models) in FAMILIES.items():
         _model_cls = type(
             _class_name(_model_name),
             (_stock,),
-            {"config_class": _config_cls, "__init__": _pruned_init(_stock), "__module__": __name__},
+            {
+                "config_class": _config_cls,
+                "__init__": _pruned_init(_stock, _model_type),
+                "__module__": __name__,
+            },
         )
         globals()[_model_cls.__name__] = PRUNED_MODELS[_model_name] = _model_cls
         AUTO_CLASS_OF[_model_name] = _auto

@@ -264,8 +264,9 @@ def build_manifest(model: torch.nn.Module, groups, kept_units) -> dict:
         paths = group.producers + group.norms + group.consumers + group.glu_producers
         for path in paths + group.depthwise:
             modules[path] = describe_module(model.get_submodule(path))
-        for path in group.per_unit_params + group.per_unit_columns:
-            parameters[path] = list(model.get_parameter(path).shape)
+        for path in group.per_unit_tensors:
+            module_path, _, name = path.rpartition(".")
+            parameters[path] = list(getattr(model.get_submodule(module_path), name).shape)
         for path, per_unit in group.attributes.items():
             attributes[path] = {name: value * len(kept) for name, value in per_unit.items()}
     # Modules inside a replaced block no longer exist.

@@ -82,10 +82,14 @@ def prune_group(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) ->
         _shrink_producer(model.get_submodule(path), torch.cat([index, index + group.num_units]))
     for path in group.depthwise:
         _shrink_depthwise(model.get_submodule(path), index)
-    for paths, dim in ((group.per_unit_params, 0), (group.per_unit_columns, -1)):
-        for path in paths:
-            module_path, _, name = path.rpartition(".")
-            module = model.get_submodule(module_path)
+    for path, dim in group.per_unit_tensors.items():
+        module_path, _, name = path.rpartition(".")
+        module = model.get_submodule(module_path)
+        if name in module._buffers:
+            buffer = module._buffers[name]
+            units = kept_units.to(device=buffer.device, dtype=torch.long)
+            module._buffers[name] = buffer.index_select(dim, units).clone()
+        else:
             setattr(module, name, _select(getattr(module, name), dim, kept_units.to(torch.long)))
     for path in group.norms:
         _shrink_norm(model.get_submodule(path), index)

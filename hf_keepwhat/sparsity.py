@@ -57,7 +57,7 @@ def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[Cost
             owners[(path, "bias")][0] = index
         for path in group.consumers:
             owners[(path, "weight")][1] = index
-        for path in group.per_unit_params + group.per_unit_columns:
+        for path in group.per_unit_tensors:
             module, _, name = path.rpartition(".")
             owners[(module, name)][0] = index
     frames = {path: n for group in groups for path, n in group.frames.items()}
@@ -65,8 +65,8 @@ def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[Cost
     terms = []
     for (path, name), by_dim in owners.items():
         tensor = getattr(model.get_submodule(path), name, None)
-        if tensor is None:
-            continue
+        if not isinstance(tensor, nn.Parameter):
+            continue  # no bias, or a buffer (an index, not a parameter)
         # A Linear or Conv1d weight costs one MAC per element per output frame.
         macs = frames.get(path, 0) * tensor.numel() if name == "weight" and tensor.dim() > 1 else 0
         owner = by_dim.get(0, by_dim.get(1))

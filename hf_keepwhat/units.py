@@ -35,10 +35,9 @@ class UnitGroup:
             and `u + num_units` (the two halves the GLU multiplies).
         depthwise: Depthwise convolutions (one group per channel) between producer and
             consumer: their channel `u` belongs to unit `u`.
-        per_unit_params: Parameters (`"module.path.name"`) shaped `(num_units, ...)`, e.g. a
-            conformer's per-head `pos_bias_u`.
-        per_unit_columns: Parameters shaped `(..., num_units)`, e.g. a Swin block's
-            relative-position bias table (one column per head).
+        per_unit_tensors: Parameters or buffers (`"module.path.name"`) with one slice per unit,
+            mapped to the dimension that holds the units: a conformer's per-head `pos_bias_u`
+            (0), a Swin block's relative-position bias table (-1, a column per head).
         attributes: `{"module.path": {"attr": value_per_unit}}`, module attributes that count
             kept units (e.g. WhisperAttention's `num_heads`) and must be rewritten on pruning.
         empty_module: Module replaced by one returning `mask_module`'s bias when no unit is kept
@@ -66,8 +65,7 @@ class UnitGroup:
     norms: list[str] = field(default_factory=list)
     glu_producers: list[str] = field(default_factory=list)
     depthwise: list[str] = field(default_factory=list)
-    per_unit_params: list[str] = field(default_factory=list)
-    per_unit_columns: list[str] = field(default_factory=list)
+    per_unit_tensors: dict[str, int] = field(default_factory=dict)
     attributes: dict[str, dict[str, int]] = field(default_factory=dict)
     empty_module: str | None = None
     min_kept: int = 0

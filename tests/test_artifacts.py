@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from tiny_models import tiny_hubert, tiny_wav2vec2, tiny_whisper
+from tiny_models import tiny_hubert, tiny_wav2vec2, tiny_wavlm, tiny_whisper
 from transformers import (
     AutoModelForAudioClassification,
     WhisperFeatureExtractor,
@@ -96,6 +96,7 @@ def test_nonuniform_pruned_models_load_by_both_routes(tmp_path):
         "whisper": _nonuniform(tiny_whisper, "input_features", (1, 16, 100)),
         "wav2vec2": _nonuniform(tiny_wav2vec2, "input_values", (1, 1600)),
         "hubert": _nonuniform(tiny_hubert, "input_values", (1, 1600)),
+        "wavlm": _nonuniform(tiny_wavlm, "input_values", (1, 1600)),
     }
     jobs, expected = [], []
     for name, (model, inputs) in cases.items():
@@ -294,6 +295,7 @@ def test_card_inherits_the_base_models_license(tmp_path):
         "ast",
         "conformer-relative",
         "conformer-rotary",
+        "wavlm",
     ],
 )
 def test_other_wav2vec2_family_models_round_trip(family, tmp_path):

@@ -68,7 +68,11 @@ def test_clap_groups_and_the_ignored_conv_kind(caplog):
     assert "no prunable conv channels" in caplog.text
     heads = [g for g in mm.unit_groups if g.kind == "heads"]
     assert [g.num_units for g in heads] == [2, 2, 4, 4]
-    assert all(g.per_unit_columns[0].endswith("relative_position_bias_table") for g in heads)
+    assert all(
+        list(g.per_unit_tensors)
+        == [g.producers[0].replace("query", "relative_position_bias_table")]
+        for g in heads
+    )
     with pytest.raises(ValueError, match="last_layer does not apply"):
         get_mask_model(tiny_clap_audio(), MaskConfig(last_layer=0))
 

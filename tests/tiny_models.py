@@ -1,5 +1,6 @@
 """Tiny randomly initialised models of every supported family, built in code (no network)."""
 
+import torch
 from transformers import (
     ASTConfig,
     ASTForAudioClassification,
@@ -18,6 +19,8 @@ from transformers import (
     Wav2Vec2ConformerForSequenceClassification,
     Wav2Vec2ForCTC,
     Wav2Vec2ForSequenceClassification,
+    WavLMConfig,
+    WavLMForSequenceClassification,
     WhisperConfig,
     WhisperForAudioClassification,
 )
@@ -126,8 +129,20 @@ def tiny_conformer(**overrides) -> Wav2Vec2ConformerForSequenceClassification:
     return Wav2Vec2ConformerForSequenceClassification(config).eval()
 
 
+def tiny_wavlm(**overrides) -> WavLMForSequenceClassification:
+    """A 3-layer WavLM classifier; its gated relative position bias made non-trivial."""
+    config = {**WAV2VEC2_FAMILY, "num_buckets": 16, "max_bucket_distance": 40}
+    model = WavLMForSequenceClassification(WavLMConfig(**{**config, **overrides})).eval()
+    with torch.no_grad():  # all-ones gates and zero-initialised biases would hide slicing errors
+        for name, param in model.named_parameters():
+            if "gru_rel_pos" in name or "rel_attn_embed" in name:
+                param.normal_()
+    return model
+
+
 # name -> (builder, main input name, input shape for batch 2)
 FAMILIES = {
+    "wavlm": (tiny_wavlm, "input_values", (2, 1600)),
     "whisper": (tiny_whisper, "input_features", (2, 16, 100)),
     "wav2vec2": (tiny_wav2vec2, "input_values", (2, 1600)),
     "wav2vec2-layer-norm": (

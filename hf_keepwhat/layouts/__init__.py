@@ -11,6 +11,7 @@ from .clap import ClapAudioLayout
 from .conformer import ConformerLayout
 from .module import ModuleLayout
 from .wav2vec2 import Wav2Vec2Layout
+from .wavlm import WavLMLayout
 from .whisper import WhisperLayout
 
 LAYOUTS: dict[str, Layout] = {}
@@ -20,6 +21,7 @@ for _layout in (
     WhisperLayout(),
     ASTLayout(),
     ClapAudioLayout(),
+    WavLMLayout(),
 ):
     for _model_type in _layout.model_types:
         LAYOUTS[_model_type] = _layout

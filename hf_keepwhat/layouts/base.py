@@ -22,6 +22,10 @@ class Layout:
 
     model_types: tuple[str, ...] = ()
 
+    def prepare(self, model: nn.Module) -> None:
+        """Rebuilds, in place, modules that masking and pruning cannot work on as they are
+        (none by default; WavLM's attention); the pruned model classes do the same."""
+
     def backbone_path(self, model: nn.Module) -> str:
         """Path of the backbone (the part whose cost the budget counts) inside `model`: by default
         the child named by `base_model_prefix`, or the model itself when it is the bare model."""

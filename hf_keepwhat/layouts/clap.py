@@ -102,7 +102,7 @@ class ClapAudioLayout(Layout):
                         mask_dim=-1,
                         producers=projections,
                         consumers=[out],
-                        per_unit_columns=[f"{attention}.relative_position_bias_table"],
+                        per_unit_tensors={f"{attention}.relative_position_bias_table": -1},
                         attributes={
                             attention: {
                                 "num_attention_heads": 1,

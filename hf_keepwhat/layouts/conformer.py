@@ -38,13 +38,13 @@ class ConformerLayout(Wav2Vec2Layout):
         frames = {f"{attention}.{p}": seq_len for p in (*projections, "linear_out")}
         # Scores and weighted sum: 2 T^2 d MACs a head.
         extra = 2 * seq_len * seq_len * head_dim
-        per_unit_params = []
+        per_unit_tensors = {}
         if module.position_embeddings_type == "relative":
             projections.append("linear_pos")
             positions = 2 * seq_len - 1  # relative offsets -(T-1)..T-1, computed for batch 1
             frames[f"{attention}.linear_pos"] = positions
             extra += seq_len * positions * head_dim  # query x projected positions
-            per_unit_params = [f"{attention}.pos_bias_u", f"{attention}.pos_bias_v"]
+            per_unit_tensors = {f"{attention}.pos_bias_u": 0, f"{attention}.pos_bias_v": 0}
         heads = UnitGroup(
             name=f"{layer}.heads",
             kind="heads",
@@ -54,7 +54,7 @@ class ConformerLayout(Wav2Vec2Layout):
             mask_dim=-1,
             producers=[f"{attention}.{p}" for p in projections],
             consumers=[f"{attention}.linear_out"],
-            per_unit_params=per_unit_params,
+            per_unit_tensors=per_unit_tensors,
             empty_module=attention,
             frames=frames,
             extra_macs_per_unit=extra,

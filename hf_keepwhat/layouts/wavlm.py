@@ -1,0 +1,60 @@
+"""WavLM: the wav2vec2 structure, with attention that needs rebuilding before heads can go.
+
+WavLM's attention gates a relative position bias per head, computed from the head's slice of the
+layer input, and layer 0 computes that bias once for every layer. `prepare` swaps each attention
+for `KeepWhatWavLMAttention` (same weights, same outputs, module calls, an index of kept heads),
+so masks can sit on `out_proj`'s input and a pruned layer still reads the right input slices and
+bias slices. Layer 0's bias embedding serves all layers, so it is never pruned.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..modeling_pruned import use_keepwhat_wavlm_attention
+from ..units import UnitGroup
+from .base import neuron_group
+from .wav2vec2 import Wav2Vec2Layout
+
+# gru_rel_pos_linear maps each head's input slice to 8 values per frame.
+GATE_WIDTH = 8
+
+
+class WavLMLayout(Wav2Vec2Layout):
+    """Layout of `WavLMModel`, `WavLMForSequenceClassification` and `WavLMForCTC`."""
+
+    model_types = ("wavlm",)
+
+    def prepare(self, model: nn.Module) -> None:
+        use_keepwhat_wavlm_attention(model)
+
+    def layer_groups(self, model: nn.Module, layer: str, seq_len: int) -> list[UnitGroup]:
+        attention = f"{layer}.attention"
+        module = model.get_submodule(attention)
+        projections = [f"{attention}.{p}" for p in ("q_proj", "k_proj", "v_proj")]
+        out = f"{attention}.out_proj"
+        input_slice = module.embed_dim // module.total_heads
+        heads = UnitGroup(
+            name=f"{layer}.heads",
+            kind="heads",
+            num_units=module.num_heads,
+            unit_width=module.head_dim,
+            mask_module=out,
+            mask_dim=-1,
+            producers=projections,
+            consumers=[out],
+            per_unit_tensors={f"{attention}.gru_rel_pos_const": 1, f"{attention}.kept_heads": 0},
+            attributes={attention: {"num_heads": 1}},
+            frames={p: seq_len for p in [*projections, out]},
+            # Scores and weighted sum, and the gate projection of the head's input slice.
+            extra_macs_per_unit=2 * seq_len * seq_len * module.head_dim
+            + seq_len * input_slice * GATE_WIDTH,
+        )
+        ffn = neuron_group(
+            model,
+            f"{layer}.ffn",
+            f"{layer}.feed_forward.intermediate_dense",
+            f"{layer}.feed_forward.output_dense",
+            seq_len,
+        )
+        return [heads, ffn]
