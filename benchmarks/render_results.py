@@ -170,7 +170,7 @@ def accuracy_section(runs, first) -> list[str]:
         )
     lines.append("")
     for method in MASK_METHODS:
-        ahead, total = 0, 0
+        ahead, total, short = 0, 0, []
         for r in rows:
             if r["method"] != method:
                 continue
@@ -178,10 +178,15 @@ def accuracy_section(runs, first) -> list[str]:
             if rivals:
                 total += 1
                 ahead += all(r["accuracy"] >= b["accuracy"] for b in rivals)
+                if r["removed"] < min(b["removed"] for b in rivals) - 0.01:
+                    short.append(f"{r['target']:g} ({r['removed']:.1%})")
         if total:
+            caveat = (
+                f"; it removed less than they did at targets {', '.join(short)}" if short else ""
+            )
             lines.append(
                 f"- `{method}` at or above both random and magnitude structured pruning at "
-                f"{ahead} of {total} budgets."
+                f"{ahead} of {total} targets{caveat}."
             )
     lagrangian = [r for r in rows if r["method"] == "mask_lagrangian"]
     if lagrangian:
@@ -223,13 +228,15 @@ def round_to_section(result) -> list[str]:
         "",
         f"{result['masks']}; {result['device']} ({_machine(result)}).",
         "",
-        "| model | variant | batch | input (s) | MACs vs exact | latency vs exact |",
-        "|---|---|---:|---:|---:|---:|",
+        "| model | variant | batch | input (s) | MACs vs exact | latency (ms, median ± IQR) "
+        "| latency vs exact |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['batch_size']} | {r['input_seconds']:g} "
-            f"| {r['macs_vs_exact']:.3f} | {r['latency_vs_exact']:.3f} |"
+            f"| {r['macs_vs_exact']:.3f} | {r['latency_s'] * 1e3:.1f} ± "
+            f"{r['latency_iqr_s'] * 1e3:.1f} | {r['latency_vs_exact']:.3f} |"
         )
     return lines + [""]
 

@@ -69,9 +69,11 @@ def main() -> None:
         measured = {}
         for variant, model in variants.items():
             model.to(device)
+            latency = measure_latency(model, inputs, repeats=args.repeats)
             measured[variant] = {
                 "macs": count_macs(model.get_submodule(backbone_path), inputs),
-                "latency_s": measure_latency(model, inputs, repeats=args.repeats)["median_s"],
+                "latency_s": latency["median_s"],
+                "latency_iqr_s": latency["iqr_s"],
             }
             print(name, variant, measured[variant], flush=True)
         exact = measured["exact"]
@@ -84,6 +86,7 @@ def main() -> None:
                     "input_seconds": lengths[-1],
                     "macs": m["macs"],
                     "latency_s": m["latency_s"],
+                    "latency_iqr_s": m["latency_iqr_s"],
                     "macs_vs_exact": m["macs"] / exact["macs"],
                     "latency_vs_exact": m["latency_s"] / exact["latency_s"],
                 }

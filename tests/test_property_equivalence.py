@@ -136,7 +136,10 @@ def test_plain_cnn(shape):
             module.running_var.uniform_(0.5, 2.0)
     inputs = {"x": torch.randn(2, 1, 16)}
     mm = get_mask_model(model, MaskConfig(target_sparsity=0.0), example_inputs=inputs)
-    assert len(mm.unit_groups) == len(shape["widths"])  # every block's channels, head included
+    # Every block's channels (the last one's into the head); a "depthwise" conv of width 1 has
+    # groups=1, so it is an ordinary conv with chains of its own.
+    ordinary = sum(d and w == 1 for w, d in zip(shape["widths"], shape["depthwise"], strict=True))
+    assert len(mm.unit_groups) == len(shape["widths"]) + ordinary
     generator = torch.Generator().manual_seed(seed)
     for group in mm.unit_groups:
         keep = torch.rand(group.num_units, generator=generator) < torch.rand(1, generator=generator)
