@@ -137,7 +137,8 @@ class _ChainFinder:
         path = _module_path(node)
         module = self.model.get_submodule(path) if path is not None else None
         if not isinstance(module, kinds):
-            raise NotExact(f"{_packet(node)} is not called by a {kinds} module")
+            names = "/".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+            raise NotExact(f"{_packet(node)} is not called by an nn.{names} module")
         if self.calls.get(path, 0) != 1:
             raise NotExact(f"{path} runs {self.calls.get(path, 0)} times in one forward pass")
         return path, module
@@ -168,8 +169,10 @@ class _ChainFinder:
         """The channel dimension of `node`'s output, or None when `node` consumes the channels."""
         op = _packet(node)
         source = node.args[0] if node.args else None
-        dim = channel_dim.get(source) if source in channel_dim else None
-        shape = _shape(source) if source is not None and hasattr(source, "meta") else None
+        if not isinstance(source, torch.fx.Node):  # e.g. the list a concatenation takes
+            source = None
+        dim = channel_dim.get(source)
+        shape = _shape(source) if source is not None else None
         if op == "getitem":
             if node.args[1] != 0:
                 raise NotExact(f"output {node.args[1]} of {source.name} is used")
