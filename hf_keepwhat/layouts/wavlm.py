@@ -13,7 +13,7 @@ from torch import nn
 
 from ..modeling_pruned import use_keepwhat_wavlm_attention
 from ..units import UnitGroup
-from .base import neuron_group
+from .base import head_group, neuron_group
 from .wav2vec2 import Wav2Vec2Layout
 
 # gru_rel_pos_linear maps each head's input slice to 8 values per frame.
@@ -31,25 +31,15 @@ class WavLMLayout(Wav2Vec2Layout):
     def layer_groups(self, model: nn.Module, layer: str, seq_len: int) -> list[UnitGroup]:
         attention = f"{layer}.attention"
         module = model.get_submodule(attention)
-        projections = [f"{attention}.{p}" for p in ("q_proj", "k_proj", "v_proj")]
-        out = f"{attention}.out_proj"
+        heads = head_group(model, f"{layer}.heads", attention, seq_len)
+        heads.empty_module = None  # the block runs with no head left: it carries layer 0's bias
+        heads.per_unit_tensors = {
+            f"{attention}.gru_rel_pos_const": 1,
+            f"{attention}.kept_heads": 0,
+        }
+        # Each head's gate projects its slice of the layer input.
         input_slice = module.embed_dim // module.total_heads
-        heads = UnitGroup(
-            name=f"{layer}.heads",
-            kind="heads",
-            num_units=module.num_heads,
-            unit_width=module.head_dim,
-            mask_module=out,
-            mask_dim=-1,
-            producers=projections,
-            consumers=[out],
-            per_unit_tensors={f"{attention}.gru_rel_pos_const": 1, f"{attention}.kept_heads": 0},
-            attributes={attention: {"num_heads": 1}},
-            frames={p: seq_len for p in [*projections, out]},
-            # Scores and weighted sum, and the gate projection of the head's input slice.
-            extra_macs_per_unit=2 * seq_len * seq_len * module.head_dim
-            + seq_len * input_slice * GATE_WIDTH,
-        )
+        heads.extra_macs_per_unit += seq_len * input_slice * GATE_WIDTH
         ffn = neuron_group(
             model,
             f"{layer}.ffn",
