@@ -13,7 +13,6 @@ into time).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +27,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_keepwhat import MaskConfig, get_mask_model  # noqa: E402
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
+from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs, measure_latency  # noqa: E402
 from hf_keepwhat.reporting import environment  # noqa: E402
 
@@ -136,9 +136,7 @@ def main() -> None:
         "environment": environment(),
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
     _plot(rows, os.path.splitext(args.out)[0] + ".png")
 
 

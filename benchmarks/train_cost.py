@@ -142,9 +142,9 @@ def main() -> None:
             for mode in ("masked", "linear_probe")
         },
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+    from hf_keepwhat.files import write_json  # like run_mode, the library is imported lazily
+
+    write_json(args.out, report)
     print(json.dumps(report["ratios"], indent=2))
 
 

@@ -53,12 +53,14 @@ def atomic_directory(
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Writes `data` as indented JSON, under a temporary name first, then renamed into place.
+    """Writes `data` as indented JSON, under a temporary name first, then renamed into place;
+    creates the parent folder when missing.
 
     Args:
         path: The file to (re)write.
         data: A JSON-serialisable dict.
     """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{os.fspath(path)}.tmp"
     with open(temporary, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)

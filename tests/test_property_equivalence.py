@@ -19,12 +19,17 @@ SHAPES = st.fixed_dictionaries(
 )
 
 
-def _check(mm, inputs, seed):
+def _set_random_masks(mm, seed):
+    """Random hard masks: each group keeps each unit with its own random probability."""
     generator = torch.Generator().manual_seed(seed)
     for group in mm.unit_groups:
         keep = torch.rand(group.num_units, generator=generator) < torch.rand(1, generator=generator)
         mm.set_kept(group.name, torch.nonzero(keep).flatten().tolist())
     mm.eval()
+
+
+def _check(mm, inputs, seed):
+    _set_random_masks(mm, seed)
     with torch.no_grad():
         pruned = mm.prune()
         assert (mm(**inputs).logits - pruned(**inputs).logits).abs().max().item() <= 1e-4
@@ -140,11 +145,7 @@ def test_plain_cnn(shape):
     # groups=1, so it is an ordinary conv with chains of its own.
     ordinary = sum(d and w == 1 for w, d in zip(shape["widths"], shape["depthwise"], strict=True))
     assert len(mm.unit_groups) == len(shape["widths"]) + ordinary
-    generator = torch.Generator().manual_seed(seed)
-    for group in mm.unit_groups:
-        keep = torch.rand(group.num_units, generator=generator) < torch.rand(1, generator=generator)
-        mm.set_kept(group.name, torch.nonzero(keep).flatten().tolist())
-    mm.eval()
+    _set_random_masks(mm, seed)
     with torch.no_grad():
         pruned = mm.prune()
         assert (mm(**inputs) - pruned(**inputs)).abs().max().item() <= 1e-4
