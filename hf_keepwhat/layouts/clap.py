@@ -5,12 +5,13 @@ A head owns its rows of `query`/`key`/`value`, its columns of the output project
 relative-position bias table. Swin attends within windows, and how many windows each stage sees
 depends on padding, shifting and patch merging; rather than re-deriving that, the frames of every
 projection and the window shape of every attention are recorded from one forward pass on the
-reference input (which the MAC count runs on anyway).
+reference input (the input MACs are counted for).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import nn
@@ -81,7 +82,7 @@ class ClapAudioLayout(Layout):
         )
 
         def frames(path: str) -> int:
-            return int(torch.tensor(shapes[path][:-1]).prod())
+            return math.prod(shapes[path][:-1])
 
         groups = []
         for s, stage in enumerate(model.get_submodule(f"{encoder}.layers")):
