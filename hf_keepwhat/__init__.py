@@ -5,7 +5,7 @@ from .config import MaskConfig
 from .layouts import supported_model_types
 from .masks import MaskParametrization, StraightThroughMask
 from .model import MaskModel, get_mask_model
-from .modeling_pruned import EmptyAttention
+from .modeling_pruned import EmptyAttention, PassThroughLayer
 from .pruned import PrunedModelMixin, register_auto_classes
 from .pruned_module import load_pruned_module, save_pruned_module
 from .units import UnitGroup
@@ -19,6 +19,7 @@ __all__ = [
     "MaskConfig",
     "MaskModel",
     "MaskParametrization",
+    "PassThroughLayer",
     "PrunedModelMixin",
     "SparsityCallback",
     "StraightThroughMask",

@@ -153,6 +153,9 @@ def render_card(
         macs_input=record["report"].get("macs_input", "reference input"),
         metrics_table="\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items()),
         layer_table=layer_table(record["report"]["groups"]),
+        layers_passed_through=", ".join(
+            f"`{path}`" for path in total.get("layers_passed_through", [])
+        ),
         load_instructions=load_instructions,
         auto_class=auto_class,
         repo_id=repo_id or "path/to/this/folder",

@@ -82,7 +82,11 @@ def _print_report(report: dict) -> None:
         f"backbone MACs ({report.get('macs_input', 'reference input')}): {total['macs_original']:,} "
         f"-> {total['macs_remaining']:,} ({total['macs_removed_fraction']:.1%} removed)"
     )
-    print(f"units kept: {total['units_kept']} of {total['units_total']}\n")
+    print(f"units kept: {total['units_kept']} of {total['units_total']}")
+    passed_through = total.get("layers_passed_through")
+    if passed_through:
+        print(f"layers passed through (x + bias): {', '.join(passed_through)}")
+    print()
     print(layer_table(report["groups"]))
 
 

@@ -19,9 +19,9 @@ from .layouts import get_layout
 from .masks import MaskParametrization, build_mask
 from .profiling import count_macs, count_params
 from .pruned import build_manifest, to_pruned_model
-from .pruning import prune_group
+from .pruning import prune_group, replace_with_pass_through
 from .sparsity import Budget, CostModel
-from .units import UnitGroup
+from .units import PassThrough, UnitGroup, find_pass_throughs
 from .version import __version__
 
 logger = logging.getLogger(__name__)
@@ -101,9 +101,12 @@ class MaskModel(nn.Module):
         }
 
         self.model = model
-        self.unit_groups: list[UnitGroup] = [
-            g for g in self.layout.unit_groups(model, config) if g.kind in config.unit_kinds
-        ]
+        all_groups = self.layout.unit_groups(model, config)
+        self.unit_groups: list[UnitGroup] = [g for g in all_groups if g.kind in config.unit_kinds]
+        #: Pre-LN layers that become `PassThroughLayer`s when every unit of theirs is removed.
+        self.pass_throughs: list[PassThrough] = find_pass_throughs(
+            self.layout.pass_through_layers(model), all_groups, self.unit_groups
+        )
         if not self.unit_groups:
             refused = getattr(self.layout, "refused", None)
             raise ValueError(
@@ -122,7 +125,9 @@ class MaskModel(nn.Module):
                 for g in self.unit_groups
             }
         )
-        self.costs = CostModel(model, self.unit_groups, self._totals, self._after_drop)
+        self.costs = CostModel(
+            model, self.unit_groups, self._totals, self._after_drop, self.pass_throughs
+        )
         self.budget = Budget(config.budget, self.costs)
         reachable = self.budget.max_removed_fraction()
         if config.target_sparsity > reachable + 1e-9:
@@ -306,6 +311,9 @@ class MaskModel(nn.Module):
             keep[kept_units[group.name].cpu()] = True
             kept.append(keep)
         report = self.costs.report(kept)
+        report["total"]["layers_passed_through"] = [
+            p.layer for p in self.layers_passed_through(kept_units)
+        ]
         report["macs_input"] = self.layout.describe_reference_input(self.model, self.mask_config)
         report["total"]["budget"] = self.mask_config.budget
         report["total"]["target_sparsity"] = self.mask_config.target_sparsity
@@ -411,7 +419,8 @@ class MaskModel(nn.Module):
 
         The result is an instance of a subclass of the wrapped model's class (e.g.
         `KeepWhatWhisperForAudioClassification`, a `WhisperForAudioClassification`) in eval
-        mode, with no hooks, that computes what this masked model computes. Its config records
+        mode, with no hooks, that computes what this masked model computes; a pre-LN layer
+        with no head and no neuron left is a `PassThroughLayer` there. Its config records
         the new shapes and what was pruned; `save_pretrained` writes it with its feature
         extractor and a model card. A plain PyTorch model comes back as its own class with the
         shape manifest in `keepwhat_manifest` (save it with `save_pruned_module`). This
@@ -434,7 +443,10 @@ class MaskModel(nn.Module):
         kept = [by_name[g.name].cpu() for g in self.unit_groups]
         for group, kept_units in zip(self.unit_groups, kept, strict=True):
             prune_group(pruned, group, kept_units)
-        manifest = build_manifest(pruned, self.unit_groups, kept)
+        passed_through = self.layers_passed_through(by_name)
+        for layer in passed_through:
+            replace_with_pass_through(pruned, self.model, layer)
+        manifest = build_manifest(pruned, self.unit_groups, kept, [p.layer for p in passed_through])
         if not self.is_transformers_model:
             # A plain module keeps its class; `save_pruned_module` writes the manifest with it.
             pruned.keepwhat_manifest = manifest
@@ -445,6 +457,14 @@ class MaskModel(nn.Module):
             param.requires_grad_(self._original_requires_grad.get(name, True))
         pruned.keepwhat_feature_extractor = self._feature_extractor(feature_extractor)
         return pruned
+
+    def layers_passed_through(self, kept_units: dict[str, torch.Tensor]) -> list[PassThrough]:
+        """The layers pruning replaces by a `PassThroughLayer`: every unit of theirs removed.
+
+        Args:
+            kept_units: Kept unit indices per group name.
+        """
+        return [p for p in self.pass_throughs if all(len(kept_units[g]) == 0 for g in p.groups)]
 
     def pruning_record(self, kept_units: dict[str, torch.Tensor] | None = None) -> dict:
         """What pruning now would do: base model, MaskConfig and the sparsity report.

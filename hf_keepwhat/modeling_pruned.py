@@ -13,6 +13,8 @@ hf_keepwhat is not installed.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import transformers
 from torch import nn
@@ -47,6 +49,80 @@ class EmptyAttention(nn.Module):
         if self.bias is not None:
             output = output + self.bias.to(hidden_states.dtype)
         return output, None
+
+
+class PassThroughLayer(nn.Module):
+    """A pre-LN transformer layer whose every head and FFN neuron was removed: `x + bias`.
+
+    Such a layer adds only its attention output bias and its FFN output bias to the residual
+    stream (its layer norms feed nothing any more), so it is replaced by one bias, their sum.
+    A subclass per stock layer class (`pass_through_class`) keeps the stock class in its bases:
+    transformers records `output_hidden_states` with hooks on instances of the layer class,
+    and the stock layer's return format is kept. In training mode the stock layer would apply
+    dropout to those biases; this one adds them as they are.
+
+    Args:
+        hidden_size: Width of the residual stream.
+        bias: Whether the removed layer added a bias (else this is the identity).
+    """
+
+    def __init__(self, hidden_size: int, bias: bool = True):
+        nn.Module.__init__(self)  # not the stock layer's: none of its submodules remain
+        self.hidden_size = hidden_size
+        self.bias = nn.Parameter(torch.zeros(hidden_size)) if bias else None
+
+    def extra_repr(self) -> str:
+        return f"hidden_size={self.hidden_size}, bias={self.bias is not None}"
+
+    def add_bias(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The layer's output: its input plus the removed layer's constant contribution."""
+        if self.bias is None:
+            return hidden_states
+        return hidden_states + self.bias.to(hidden_states.dtype)
+
+
+def _return_tensor(self, hidden_states, *args, **kwargs):
+    return self.add_bias(hidden_states)
+
+
+def _return_swin_tuple(self, hidden_states, input_dimensions, output_attentions=False, *args):
+    output = self.add_bias(hidden_states)
+    return (output, None) if output_attentions else (output,)
+
+
+def _return_with_position_bias(self, hidden_states, attention_mask=None, position_bias=None, **kw):
+    # A WavLM layer hands layer 0's relative position bias on to the next layer.
+    return self.add_bias(hidden_states), position_bias
+
+
+# The pre-LN layer classes that can become pass-throughs, with their stock return format.
+PASS_THROUGH_FORWARDS = {
+    "WhisperEncoderLayer": _return_tensor,
+    "ASTLayer": _return_tensor,
+    "Wav2Vec2EncoderLayerStableLayerNorm": _return_tensor,
+    "HubertEncoderLayerStableLayerNorm": _return_tensor,
+    "UniSpeechEncoderLayerStableLayerNorm": _return_tensor,
+    "UniSpeechSatEncoderLayerStableLayerNorm": _return_tensor,
+    "WavLMEncoderLayerStableLayerNorm": _return_with_position_bias,
+    "ClapAudioLayer": _return_swin_tuple,
+}
+
+
+@functools.cache
+def pass_through_class(layer_class: type) -> type:
+    """The `PassThroughLayer` subclass that stands in for a layer of `layer_class`.
+
+    Args:
+        layer_class: A stock layer class named in `PASS_THROUGH_FORWARDS`.
+    """
+    forward = PASS_THROUGH_FORWARDS.get(layer_class.__name__)
+    if forward is None:
+        raise ValueError(
+            f"{layer_class.__name__} cannot become a pass-through; supported layer classes: "
+            f"{sorted(PASS_THROUGH_FORWARDS)}."
+        )
+    name = f"KeepWhatPassThrough{layer_class.__name__}"
+    return type(name, (PassThroughLayer, layer_class), {"forward": forward, "__module__": __name__})
 
 
 class KeepWhatWavLMAttention(WavLMAttention):
@@ -116,8 +192,8 @@ def describe_module(module: nn.Module) -> dict:
     """The manifest entry that rebuilds `module` at its current shape.
 
     Args:
-        module: An `nn.Linear`, `nn.Conv1d/2d/3d`, `nn.GroupNorm`, `nn.BatchNorm1d/2d/3d` or
-            `EmptyAttention`.
+        module: An `nn.Linear`, `nn.Conv1d/2d/3d`, `nn.GroupNorm`, `nn.BatchNorm1d/2d/3d`,
+            `EmptyAttention` or `PassThroughLayer`.
     """
     if isinstance(module, nn.Linear):
         return {
@@ -156,6 +232,12 @@ def describe_module(module: nn.Module) -> dict:
             "affine": module.affine,
             "track_running_stats": module.track_running_stats,
         }
+    if isinstance(module, PassThroughLayer):
+        return {
+            "type": "PassThroughLayer",
+            "hidden_size": module.hidden_size,
+            "bias": module.bias is not None,
+        }
     if isinstance(module, EmptyAttention):
         return {
             "type": "EmptyAttention",
@@ -165,13 +247,16 @@ def describe_module(module: nn.Module) -> dict:
     raise TypeError(f"Cannot describe a {type(module).__name__} in a pruning manifest.")
 
 
-def build_module(spec: dict) -> nn.Module:
+def build_module(spec: dict, current: nn.Module) -> nn.Module:
     """Builds an (uninitialised) module from a manifest entry written by `describe_module`.
 
     Args:
         spec: The manifest entry.
+        current: The stock module it replaces (a pass-through subclasses its class).
     """
     kind = spec.get("type")
+    if kind == "PassThroughLayer":
+        return pass_through_class(type(current))(spec["hidden_size"], spec["bias"])
     if kind == "Linear":
         return nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"])
     if kind in CONVOLUTIONS:
@@ -229,7 +314,8 @@ def apply_manifest(model: nn.Module, manifest: dict | None) -> None:
         if local is None:
             continue
         parent, _, child = local.rpartition(".")
-        setattr(model.get_submodule(parent), child, build_module(spec))
+        parent = model.get_submodule(parent)
+        setattr(parent, child, build_module(spec, getattr(parent, child)))
     for path, shape in manifest.get("parameters", {}).items():
         local = _local_path(model, path)
         if local is None:

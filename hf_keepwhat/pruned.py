@@ -247,16 +247,21 @@ def register_auto_classes() -> None:
             AUTO_CLASSES[auto].register(config_class, PRUNED_CLASSES[stock_name], exist_ok=True)
 
 
-def build_manifest(model: torch.nn.Module, groups, kept_units) -> dict:
+def build_manifest(model: torch.nn.Module, groups, kept_units, pass_throughs=()) -> dict:
     """The shape manifest of a pruned model: every module pruning changed, and attributes.
 
     Args:
         model: The pruned model.
         groups: The unit groups that were pruned.
         kept_units: Kept unit indices of each group, in order.
+        pass_throughs: Paths of the layers replaced by `PassThroughLayer`s.
     """
-    modules, attributes, parameters, emptied = {}, {}, {}, []
+    modules = {path: describe_module(model.get_submodule(path)) for path in pass_throughs}
+    attributes, parameters = {}, {}
+    emptied = list(pass_throughs)
     for group, kept in zip(groups, kept_units, strict=True):
+        if group.mask_module.startswith(tuple(path + "." for path in pass_throughs)):
+            continue  # its layer is gone
         if len(kept) == 0 and group.empty_module is not None:
             emptied.append(group.empty_module)
             modules[group.empty_module] = describe_module(model.get_submodule(group.empty_module))

@@ -1,8 +1,9 @@
 """Physical removal of masked units, driven only by `UnitGroup`s.
 
 Producers lose output rows (and bias entries), per-channel norms lose their channel parameters,
-consumers lose input columns; an attention block with no head left becomes `EmptyAttention`.
-With the mask placed at the consumer's input, this computes exactly what the masked model did.
+consumers lose input columns; an attention block with no head left becomes `EmptyAttention`,
+and a pre-LN layer with no unit left a `PassThroughLayer`. With the mask placed at the
+consumer's input, this computes exactly what the masked model did.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .modeling_pruned import EmptyAttention
-from .units import UnitGroup
+from .modeling_pruned import EmptyAttention, pass_through_class
+from .units import PassThrough, UnitGroup
 
 
 def _select(param: torch.Tensor | None, dim: int, index: torch.Tensor) -> nn.Parameter | None:
@@ -102,3 +103,21 @@ def prune_group(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) ->
         module = model.get_submodule(path)
         for attr, per_unit in attributes.items():
             setattr(module, attr, per_unit * len(kept_units))
+
+
+def replace_with_pass_through(model: nn.Module, source: nn.Module, layer: PassThrough) -> None:
+    """Replaces an emptied layer of `model` by a `PassThroughLayer` adding its output biases.
+
+    Args:
+        model: The model being pruned, every unit of the layer's groups already removed.
+        source: The unpruned model (same paths), whose consumer biases the layer added.
+        layer: The layer.
+    """
+    consumers = [source.get_submodule(path) for path in layer.consumers]
+    biases = [c.bias.detach() for c in consumers if c.bias is not None]
+    stock = model.get_submodule(layer.layer)
+    replacement = pass_through_class(type(stock))(consumers[0].weight.shape[0], bool(biases))
+    if biases:
+        replacement.bias = nn.Parameter(torch.stack(biases).sum(0))
+    parent, _, child = layer.layer.rpartition(".")
+    setattr(model.get_submodule(parent), child, replacement)

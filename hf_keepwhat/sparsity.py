@@ -9,6 +9,8 @@ the units of one group and columns with the other, so what remains of it is
 `numel * kept_fraction(a) * kept_fraction(b)`. The cost model therefore keeps one term per
 tensor, with the groups whose kept fractions multiply it; the same formula gives the
 differentiable penalty (keep probabilities) and the exact realised count (hard masks).
+A pre-LN layer whose units are all removed becomes a pass-through: its layer norms and output
+biases go too, a term counted unless every group of the layer is empty.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from .units import UnitGroup
+from .units import PassThrough, UnitGroup
 
 
 @dataclass
@@ -35,20 +37,27 @@ class CostTerm:
         groups: Indices of the groups whose kept fractions multiply this term (one per masked
             dimension, so a group can appear twice).
         owner: Index of the group this term is reported under (its producer, else its consumer).
+        unless_empty: Indices of groups that, when all of them keep no unit, remove this term
+            (what a layer loses when it becomes a pass-through).
     """
 
     params: int
     macs: int
     groups: tuple[int, ...]
     owner: int
+    unless_empty: tuple[int, ...] = ()
 
 
-def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[CostTerm]:
-    """One `CostTerm` per tensor the groups slice, plus each group's extra MACs.
+def build_cost_terms(
+    model: nn.Module, groups: Sequence[UnitGroup], pass_throughs: Sequence[PassThrough] = ()
+) -> list[CostTerm]:
+    """One `CostTerm` per tensor the groups slice, each group's extra MACs, and per layer that
+    can become a pass-through, what that saves.
 
     Args:
         model: The model the groups' paths are relative to.
         groups: The unit groups.
+        pass_throughs: The layers that become `PassThroughLayer`s when all their units go.
     """
     owners: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
     for index, group in enumerate(groups):
@@ -76,11 +85,26 @@ def build_cost_terms(model: nn.Module, groups: Sequence[UnitGroup]) -> list[Cost
     for index, group in enumerate(groups):
         if group.extra_macs_per_unit:
             terms.append(CostTerm(0, group.extra_macs_per_unit * group.num_units, (index,), index))
+    index_of = {group.name: index for index, group in enumerate(groups)}
+    for layer in pass_throughs:
+        # The layer's parameters no group slices (layer norms, output biases, a WavLM gate's
+        # projection), less the one bias the pass-through keeps. No MACs: an emptied layer's
+        # matmuls are zero-width and FlopCounterMode counts no norm or addition.
+        layer_params = model.get_submodule(layer.layer).named_parameters(prefix=layer.layer)
+        freed = sum(p.numel() for n, p in layer_params if tuple(n.rsplit(".", 1)) not in owners)
+        biases = [model.get_submodule(c).bias for c in layer.consumers]
+        own_bias = next((b.numel() for b in biases if b is not None), 0)
+        members = tuple(index_of[g] for g in layer.groups)
+        terms.append(CostTerm(freed - own_bias, 0, (), members[0], unless_empty=members))
     return terms
 
 
 def _term_kept(term: CostTerm, fractions: Sequence[torch.Tensor], key: str) -> torch.Tensor:
-    return getattr(term, key) * math.prod((fractions[g] for g in term.groups), start=1)
+    kept = getattr(term, key) * math.prod((fractions[g] for g in term.groups), start=1)
+    if term.unless_empty:
+        # 0 when every listed group is empty; no branch, so tensors need no host sync.
+        kept = kept * (1 - math.prod((fractions[g] == 0 for g in term.unless_empty), start=1))
+    return kept
 
 
 class CostModel:
@@ -91,13 +115,19 @@ class CostModel:
         groups: The masked unit groups.
         totals: `{"params", "macs"}` of the original backbone (before layers were dropped).
         after_drop: `{"params", "macs"}` after dropping layers, before masking.
+        pass_throughs: Layers that become `PassThroughLayer`s when all their units are removed.
     """
 
     def __init__(
-        self, model: nn.Module, groups: Sequence[UnitGroup], totals: dict, after_drop: dict
+        self,
+        model: nn.Module,
+        groups: Sequence[UnitGroup],
+        totals: dict,
+        after_drop: dict,
+        pass_throughs: Sequence[PassThrough] = (),
     ):
         self.groups = list(groups)
-        self.terms = build_cost_terms(model, groups)
+        self.terms = build_cost_terms(model, groups, pass_throughs)
         self.totals = dict(totals)
         self.after_drop = dict(after_drop)
         # Everything no mask can touch: embeddings, layer norms, output biases, ...

@@ -93,3 +93,41 @@ class UnitGroup:
         """
         offsets = torch.arange(self.unit_width, device=kept_units.device)
         return (kept_units[:, None] * self.unit_width + offsets[None, :]).reshape(-1)
+
+
+@dataclass
+class PassThrough:
+    """A pre-LN layer that becomes `x + bias` (`PassThroughLayer`) once every unit of its
+    groups is removed: its layer norms then feed nothing, and what it adds to the residual
+    stream is the sum of its groups' consumer biases.
+
+    Args:
+        layer: Path of the layer.
+        groups: Names of the unit groups holding every head and neuron of the layer.
+        consumers: The groups' consumers (attention output and FFN output projections), whose
+            biases the emptied layer still adds.
+    """
+
+    layer: str
+    groups: list[str]
+    consumers: list[str]
+
+
+def find_pass_throughs(
+    layers: list[str], all_groups: list[UnitGroup], masked: list[UnitGroup]
+) -> list[PassThrough]:
+    """The layers of `layers` whose every unit group is masked, as `PassThrough`s.
+
+    Args:
+        layers: Paths of the layers that can become pass-throughs (`Layout.pass_through_layers`).
+        all_groups: Every unit group of the model (of all kinds).
+        masked: The unit groups being masked; a layer with an unmasked group can never be empty.
+    """
+    masked_names = {g.name for g in masked}
+    found = []
+    for layer in layers:
+        inside = [g for g in all_groups if g.mask_module.startswith(layer + ".")]
+        if inside and all(g.name in masked_names and g.min_kept == 0 for g in inside):
+            consumers = [path for g in inside for path in g.consumers]
+            found.append(PassThrough(layer, [g.name for g in inside], consumers))
+    return found

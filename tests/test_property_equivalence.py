@@ -15,26 +15,42 @@ SHAPES = st.fixed_dictionaries(
         "head_dim": st.integers(2, 6),
         "ffn": st.integers(1, 24),
         "seed": st.integers(0, 2**16),
+        # Bit i set: every head and neuron of layer i removed (a whole-layer removal).
+        "emptied_layers": st.integers(0, 7),
     }
 )
 
 
-def _set_random_masks(mm, seed):
-    """Random hard masks: each group keeps each unit with its own random probability."""
+def _set_random_masks(mm, seed, emptied_layers=0):
+    """Random hard masks: each group keeps each unit with its own random probability; the
+    layers whose bit is set in `emptied_layers` lose every head and neuron."""
     generator = torch.Generator().manual_seed(seed)
     for group in mm.unit_groups:
         keep = torch.rand(group.num_units, generator=generator) < torch.rand(1, generator=generator)
         mm.set_kept(group.name, torch.nonzero(keep).flatten().tolist())
+    if emptied_layers:
+        layers = mm.layout.layers_path(mm.model)
+        for group in mm.unit_groups:
+            index = group.mask_module.removeprefix(layers + ".").partition(".")[0]
+            if group.kind in ("heads", "ffn") and emptied_layers >> int(index) & 1:
+                mm.set_kept(group.name, [])
     mm.eval()
 
 
-def _check(mm, inputs, seed):
-    _set_random_masks(mm, seed)
+def _check(mm, inputs, shape):
+    with torch.no_grad():  # non-zero biases: a pass-through must add the right ones
+        for name, param in mm.model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_()
+    _set_random_masks(mm, shape["seed"], shape["emptied_layers"])
     with torch.no_grad():
         pruned = mm.prune()
         assert (mm(**inputs).logits - pruned(**inputs).logits).abs().max().item() <= 1e-4
+    report = mm.sparsity_report()["total"]
     backbone = pruned.get_submodule(mm.layout.backbone_path(pruned))
-    assert count_params(backbone) == mm.sparsity_report()["total"]["params_remaining"]
+    assert count_params(backbone) == report["params_remaining"]
+    reference = mm.layout.reference_inputs(pruned, mm.mask_config)
+    assert count_macs(backbone, reference) == report["macs_remaining"]
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -49,12 +65,12 @@ def test_whisper_encoder(shape):
         decoder_attention_heads=1,
     )
     mm = get_mask_model(model, MaskConfig(target_sparsity=0.0))
-    _check(mm, {"input_features": torch.randn(2, 16, 100)}, shape["seed"])
+    _check(mm, {"input_features": torch.randn(2, 16, 100)}, shape)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(SHAPES)
-def test_wav2vec2(shape):
+@given(SHAPES, st.booleans())
+def test_wav2vec2(shape, stable_layer_norm):
     torch.manual_seed(shape["seed"])
     hidden = shape["heads"] * shape["head_dim"] * 2  # the positional conv needs groups | hidden
     model = tiny_wav2vec2(
@@ -63,9 +79,10 @@ def test_wav2vec2(shape):
         num_attention_heads=shape["heads"],
         intermediate_size=shape["ffn"],
         num_conv_pos_embedding_groups=2,
+        do_stable_layer_norm=stable_layer_norm,  # pre-LN layers: emptied, they pass through
     )
     mm = get_mask_model(model, MaskConfig(target_sparsity=0.0))
-    _check(mm, {"input_values": torch.randn(2, 1600)}, shape["seed"])
+    _check(mm, {"input_values": torch.randn(2, 1600)}, shape)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -83,7 +100,7 @@ def test_conformer(shape, positions):
         position_embeddings_type=positions,
     )
     mm = get_mask_model(model, MaskConfig(target_sparsity=0.0))
-    _check(mm, {"input_values": torch.randn(2, 1600)}, shape["seed"])
+    _check(mm, {"input_values": torch.randn(2, 1600)}, shape)
 
 
 class _RandomCNN(torch.nn.Module):

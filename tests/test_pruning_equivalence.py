@@ -4,12 +4,16 @@ import pytest
 import torch
 from tiny_models import FAMILIES
 
-from hf_keepwhat import EmptyAttention, MaskConfig, get_mask_model
+from hf_keepwhat import EmptyAttention, MaskConfig, PassThroughLayer, get_mask_model
 from hf_keepwhat.profiling import count_macs, count_params
+
+# Families whose layers normalise before attention and FFN: an emptied layer is a pass-through.
+PRE_LN = {"whisper", "ast", "wav2vec2-layer-norm"}
 
 
 def _random_masks(mm, generator):
-    """Random hard masks, with one layer's heads and another layer's FFN removed entirely."""
+    """Random hard masks, with one layer's heads, another layer's FFN and every head and neuron
+    of the last layer removed."""
     for group in mm.unit_groups:
         n = group.num_units
         keep = torch.randperm(n, generator=generator)[
@@ -20,6 +24,11 @@ def _random_masks(mm, generator):
     ffns = [g.name for g in mm.unit_groups if g.kind == "ffn"]
     mm.set_kept(heads[0], [])
     mm.set_kept(ffns[1], [])
+    last = mm.model.get_submodule(mm.layout.layers_path(mm.model))
+    last = f"{mm.layout.layers_path(mm.model)}.{len(last) - 1}."
+    for group in mm.unit_groups:
+        if group.kind in ("heads", "ffn") and group.mask_module.startswith(last):
+            mm.set_kept(group.name, [])
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -38,10 +47,13 @@ def test_pruned_equals_masked(family, seed):
     assert (masked - pruned).abs().max().item() <= 1e-4
 
     empty = [m for m in pruned_model.modules() if isinstance(m, EmptyAttention)]
+    passed_through = [m for m in pruned_model.modules() if isinstance(m, PassThroughLayer)]
     if family == "wavlm":  # its attention keeps running with no head: it carries layer 0's bias
         assert not empty and pruned_model.wavlm.encoder.layers[0].attention.num_heads == 0
-    else:
-        assert len(empty) == 1, "the layer with every head removed must become an EmptyAttention"
+    elif family in PRE_LN:  # the emptied last layer is a pass-through, EmptyAttention and all
+        assert len(empty) == 1 and len(passed_through) == 1
+    else:  # post-LN: the emptied last layer still normalises, so it stays, attention emptied
+        assert len(empty) == 2 and not passed_through
 
     # Invariant 3: realised parameters and MACs are what the accounting predicted, exactly.
     report = mm.sparsity_report()["total"]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..config import MaskConfig
+from ..modeling_pruned import PASS_THROUGH_FORWARDS
 from ..units import UnitGroup
 
 
@@ -55,6 +56,24 @@ class Layout:
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
         """Every prunable unit group of `model`, with the frames each of its modules runs on."""
         raise NotImplementedError
+
+    def pass_through_layers(self, model: nn.Module) -> list[str]:
+        """Paths of the layers that become a `PassThroughLayer` once all their units are gone.
+
+        Only pre-LN layers qualify (their classes are the keys of `PASS_THROUGH_FORWARDS`): a
+        post-LN layer normalises the residual stream itself, so emptied it is no pass-through.
+
+        Args:
+            model: The transformers model.
+        """
+        path = self.layers_path(model)
+        return [
+            f"{path}.{i}"
+            for i, layer in enumerate(model.get_submodule(path))
+            if type(layer).__name__ in PASS_THROUGH_FORWARDS
+            # wav2vec2's attention adapter (`adapter_attn_dim`) adds a function of the stream.
+            and getattr(layer, "adapter_layer", None) is None
+        ]
 
     def set_input_window(self, model: nn.Module, seconds: float) -> None:
         """Shortens a fixed input window to `seconds` (only models that have one, like Whisper)."""

@@ -61,6 +61,15 @@ class ClapAudioLayout(Layout):
             "MaskConfig.last_layer does not apply to it. Leave it unset."
         )
 
+    def pass_through_layers(self, model: nn.Module) -> list[str]:
+        """Every Swin block (all are pre-LN); patch merging between stages is not a block."""
+        encoder = self.backbone_path(model)
+        return [
+            f"{encoder}.layers.{s}.blocks.{b}"
+            for s, stage in enumerate(model.get_submodule(f"{encoder}.layers"))
+            for b in range(len(stage.blocks))
+        ]
+
     def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
         # The encoder resizes every spectrogram to this fixed size, so MACs do not depend on length.
         c = model.config

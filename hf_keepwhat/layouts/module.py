@@ -71,6 +71,10 @@ class ModuleLayout(Layout):
             "MaskConfig.last_layer does not apply. Leave it unset."
         )
 
+    def pass_through_layers(self, model: nn.Module) -> list[str]:
+        """None: only conv channels are pruned, never a whole layer."""
+        return []
+
     def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
         return self.example_inputs
 

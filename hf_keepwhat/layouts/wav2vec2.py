@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import MaskConfig
+from ..modeling_pruned import PassThroughLayer
 from ..units import UnitGroup
 from .base import (
     Layout,
@@ -51,7 +52,12 @@ class Wav2Vec2Layout(Layout):
         conv_layers = model.get_submodule(self._path(model, "feature_extractor.conv_layers"))
         updates = {"conv_dim": [layer.conv.out_channels for layer in conv_layers]}
         layers = model.get_submodule(self.layers_path(model))
-        widths = {width for layer in layers for width in self.ffn_widths(layer)}
+        widths = {
+            width
+            for layer in layers
+            if not isinstance(layer, PassThroughLayer)
+            for width in self.ffn_widths(layer)
+        }
         if len(widths) == 1:
             updates["intermediate_size"] = widths.pop()
         return updates

@@ -28,6 +28,11 @@ class WavLMLayout(Wav2Vec2Layout):
     def prepare(self, model: nn.Module) -> None:
         use_keepwhat_wavlm_attention(model)
 
+    def pass_through_layers(self, model: nn.Module) -> list[str]:
+        """Stable-layer-norm layers but layer 0, which computes the bias every layer shares."""
+        first = f"{self.layers_path(model)}.0"
+        return [path for path in super().pass_through_layers(model) if path != first]
+
     def layer_groups(self, model: nn.Module, layer: str, seq_len: int) -> list[UnitGroup]:
         attention = f"{layer}.attention"
         module = model.get_submodule(attention)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..config import MaskConfig
+from ..modeling_pruned import PassThroughLayer
 from ..units import UnitGroup
 from .base import Layout, channel_group, head_group, neuron_group
 
@@ -83,7 +84,11 @@ class WhisperLayout(Layout):
 
     def stock_config_updates(self, model: nn.Module) -> dict:
         encoder = model.get_submodule(self.backbone_path(model))
-        widths = {layer.fc1.out_features for layer in encoder.layers if hasattr(layer, "fc1")}
+        widths = {
+            layer.fc1.out_features
+            for layer in encoder.layers
+            if not isinstance(layer, PassThroughLayer)
+        }
         return {"encoder_ffn_dim": widths.pop()} if len(widths) == 1 else {}
 
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
