@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from ..config import MaskConfig
-from ..modeling_pruned import PassThroughLayer
 from ..units import UnitGroup
-from .base import Layout, head_group, neuron_group
+from .base import Layout, head_group, layers_with_units, neuron_group
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +35,7 @@ class ASTLayout(Layout):
 
     def stock_config_updates(self, model: nn.Module) -> dict:
         layers = model.get_submodule(self.layers_path(model))
-        widths = {
-            layer.mlp.fc1.out_features
-            for layer in layers
-            if not isinstance(layer, PassThroughLayer)
-        }
+        widths = {layer.mlp.fc1.out_features for layer in layers_with_units(layers)}
         return {"intermediate_size": widths.pop()} if len(widths) == 1 else {}
 
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:

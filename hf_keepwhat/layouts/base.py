@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import MaskConfig
-from ..modeling_pruned import PASS_THROUGH_FORWARDS
+from ..modeling_pruned import PASS_THROUGH_FORWARDS, PassThroughLayer
 from ..units import UnitGroup
 
 
@@ -106,6 +106,15 @@ class Layout:
         weights = getattr(model, "layer_weights", None)
         if isinstance(weights, nn.Parameter) and weights.numel() == num_layers + 1:
             model.layer_weights = nn.Parameter(weights.data[: last_layer + 2].clone())
+
+
+def layers_with_units(layers: nn.ModuleList) -> list[nn.Module]:
+    """The layers that still hold heads and neurons (not `PassThroughLayer`s).
+
+    Args:
+        layers: A model's transformer layers.
+    """
+    return [layer for layer in layers if not isinstance(layer, PassThroughLayer)]
 
 
 def head_group(

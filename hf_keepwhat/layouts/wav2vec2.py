@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..config import MaskConfig
-from ..modeling_pruned import PassThroughLayer
 from ..units import UnitGroup
 from .base import (
     Layout,
@@ -22,6 +21,7 @@ from .base import (
     conv_output_length,
     head_group,
     is_per_channel_norm,
+    layers_with_units,
     neuron_group,
 )
 
@@ -52,12 +52,7 @@ class Wav2Vec2Layout(Layout):
         conv_layers = model.get_submodule(self._path(model, "feature_extractor.conv_layers"))
         updates = {"conv_dim": [layer.conv.out_channels for layer in conv_layers]}
         layers = model.get_submodule(self.layers_path(model))
-        widths = {
-            width
-            for layer in layers
-            if not isinstance(layer, PassThroughLayer)
-            for width in self.ffn_widths(layer)
-        }
+        widths = {w for layer in layers_with_units(layers) for w in self.ffn_widths(layer)}
         if len(widths) == 1:
             updates["intermediate_size"] = widths.pop()
         return updates

@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from ..config import MaskConfig
-from ..modeling_pruned import PassThroughLayer
 from ..units import UnitGroup
-from .base import Layout, channel_group, head_group, neuron_group
+from .base import Layout, channel_group, head_group, layers_with_units, neuron_group
 
 # 100 log-mel frames per second, halved by conv2's stride: 50 encoder positions per second.
 POSITIONS_PER_SECOND = 50
@@ -84,11 +83,7 @@ class WhisperLayout(Layout):
 
     def stock_config_updates(self, model: nn.Module) -> dict:
         encoder = model.get_submodule(self.backbone_path(model))
-        widths = {
-            layer.fc1.out_features
-            for layer in encoder.layers
-            if not isinstance(layer, PassThroughLayer)
-        }
+        widths = {layer.fc1.out_features for layer in layers_with_units(encoder.layers)}
         return {"encoder_ffn_dim": widths.pop()} if len(widths) == 1 else {}
 
     def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
