@@ -9,6 +9,8 @@ import json
 import os
 import statistics
 
+from hf_keepwhat.reporting import saved_figure
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -121,26 +123,19 @@ def aggregate_runs(runs) -> list[dict]:
 
 def plot_accuracy(rows, path) -> None:
     """Mean accuracy (error bars: seed standard deviation) against the removed fraction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        points = sorted(
-            (r["removed"], r["accuracy"], r["accuracy_std"] or 0.0)
-            for r in rows
-            if r["method"] == method
-        )
-        xs, ys, errors = zip(*points, strict=True)
-        ax.errorbar(xs, ys, yerr=errors, fmt="o-" if len(xs) > 1 else "s", label=method, capsize=2)
-    ax.set_xlabel("removed fraction of encoder parameters (3 s window)")
-    ax.set_ylabel("FSDD test accuracy")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, (6, 4)) as (_, ax):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = sorted(
+                (r["removed"], r["accuracy"], r["accuracy_std"] or 0.0)
+                for r in rows
+                if r["method"] == method
+            )
+            xs, ys, errors = zip(*points, strict=True)
+            fmt = "o-" if len(xs) > 1 else "s"
+            ax.errorbar(xs, ys, yerr=errors, fmt=fmt, label=method, capsize=2)
+        ax.set_xlabel("removed fraction of encoder parameters (3 s window)")
+        ax.set_ylabel("FSDD test accuracy")
+        ax.legend(fontsize=7)
 
 
 MASK_METHODS = ("mask_units", "mask_params", "mask_lagrangian")

@@ -29,7 +29,7 @@ from hf_keepwhat import MaskConfig, get_mask_model  # noqa: E402
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
 from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs, measure_latency  # noqa: E402
-from hf_keepwhat.reporting import environment  # noqa: E402
+from hf_keepwhat.reporting import environment, saved_figure  # noqa: E402
 
 
 def speed_models(args):
@@ -141,23 +141,16 @@ def main() -> None:
 
 
 def _plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for model in sorted({r["model"] for r in rows}):
-        points = [r for r in rows if r["model"] == model]
-        ax.scatter([r["mac_ratio"] for r in points], [r["speedup"] for r in points], label=model)
-    top = max(max(r["mac_ratio"], r["speedup"]) for r in rows) * 1.05
-    ax.plot([1, top], [1, top], "k--", linewidth=0.8, label="speedup = MAC ratio")
-    ax.set_xlabel("dense MACs / pruned MACs")
-    ax.set_ylabel("measured speedup")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, (5, 4)) as (_, ax):
+        for model in sorted({r["model"] for r in rows}):
+            points = [r for r in rows if r["model"] == model]
+            ratios = [r["mac_ratio"] for r in points]
+            ax.scatter(ratios, [r["speedup"] for r in points], label=model)
+        top = max(max(r["mac_ratio"], r["speedup"]) for r in rows) * 1.05
+        ax.plot([1, top], [1, top], "k--", linewidth=0.8, label="speedup = MAC ratio")
+        ax.set_xlabel("dense MACs / pruned MACs")
+        ax.set_ylabel("measured speedup")
+        ax.legend(fontsize=7)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -87,6 +88,32 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def saved_figure(path: str, figsize: tuple[float, float]):
+    """Yields `(fig, ax)` of a new matplotlib figure, then lays it out, writes it to `path`
+    (120 dpi) and closes it.
+
+    matplotlib is imported here, with the non-interactive Agg backend, so that importing this
+    module needs neither matplotlib nor a display.
+
+    Args:
+        path: The PNG file to write.
+        figsize: Width and height in inches.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    try:
+        yield fig, ax
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
 def plot_kept_units(groups: list[dict], path: str, title: str) -> None:
     """Heatmap of the fraction of units kept, one row per kind and one column per layer.
 
@@ -95,11 +122,6 @@ def plot_kept_units(groups: list[dict], path: str, title: str) -> None:
         path: The PNG file to write.
         title: The plot's title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     layers, kinds = [], []
     for row in groups:
         layer = row["name"].rpartition(".")[0]
@@ -111,20 +133,20 @@ def plot_kept_units(groups: list[dict], path: str, title: str) -> None:
     for row in groups:
         layer = layers.index(row["name"].rpartition(".")[0])
         grid[kinds.index(row["kind"])][layer] = row["kept_units"] / row["num_units"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(layers) + 2), 1.0 + 0.6 * len(kinds)))
-    image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(layers)), [layer.rsplit(".", 1)[-1] for layer in layers], fontsize=8)
-    ax.set_yticks(range(len(kinds)), kinds)
-    ax.set_xlabel("layer")
-    ax.set_title(title, fontsize=9)
-    for k, kind_row in enumerate(grid):
-        for j, value in enumerate(kind_row):
-            if value == value:  # not NaN
-                ax.text(j, k, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
-    fig.colorbar(image, ax=ax, label="fraction kept")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figsize = (max(4.0, 0.6 * len(layers) + 2), 1.0 + 0.6 * len(kinds))
+    with saved_figure(path, figsize) as (fig, ax):
+        image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        ax.set_xticks(
+            range(len(layers)), [layer.rsplit(".", 1)[-1] for layer in layers], fontsize=8
+        )
+        ax.set_yticks(range(len(kinds)), kinds)
+        ax.set_xlabel("layer")
+        ax.set_title(title, fontsize=9)
+        for k, kind_row in enumerate(grid):
+            for j, value in enumerate(kind_row):
+                if value == value:  # not NaN
+                    ax.text(j, k, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(image, ax=ax, label="fraction kept")
 
 
 def plot_metric_vs_sparsity(report: dict, path: str) -> None:
@@ -134,29 +156,21 @@ def plot_metric_vs_sparsity(report: dict, path: str) -> None:
         report: The report dict.
         path: The PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metric = report["metric"]
     runs = sorted(report["runs"], key=lambda r: r["removed"]["params_removed_fraction"])
     xs = [r["removed"]["params_removed_fraction"] for r in runs]
     ys = [r["metrics"].get(metric) for r in runs]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(xs, ys, "o-", label="masked + pruned")
-    dense_metric = report["dense"]["metrics"].get(metric)
-    if dense_metric is not None:
-        ax.axhline(
-            dense_metric, color="gray", linestyle="--", label=f"dense ({report['dense_kind']})"
-        )
-    ax.set_xlabel("removed fraction of backbone parameters")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{report['task']}: {report['model']}", fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, (5, 3.5)) as (_, ax):
+        ax.plot(xs, ys, "o-", label="masked + pruned")
+        dense_metric = report["dense"]["metrics"].get(metric)
+        if dense_metric is not None:
+            ax.axhline(
+                dense_metric, color="gray", linestyle="--", label=f"dense ({report['dense_kind']})"
+            )
+        ax.set_xlabel("removed fraction of backbone parameters")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{report['task']}: {report['model']}", fontsize=9)
+        ax.legend()
 
 
 def write_report(report: dict, output_dir: str) -> None:
