@@ -35,11 +35,15 @@ from transformers import (  # noqa: E402
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model  # noqa: E402
+from hf_keepwhat import (  # noqa: E402
+    MaskConfig,
+    SparsityCallback,
+    environment,  # noqa: E402
+    get_mask_model,
+)
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
 from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_params  # noqa: E402
-from hf_keepwhat.reporting import environment  # noqa: E402
 
 FSDD_NAME = re.compile(r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav")
 MASK_METHODS = {

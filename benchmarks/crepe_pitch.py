@@ -19,10 +19,9 @@ import torch
 import torchcrepe
 from torch.nn import functional as F
 
-from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
+from hf_keepwhat import MaskConfig, SparsityCallback, environment, get_mask_model
 from hf_keepwhat.files import write_json
 from hf_keepwhat.profiling import count_macs, count_params, measure_latency
-from hf_keepwhat.reporting import environment
 
 SAMPLE_RATE = torchcrepe.SAMPLE_RATE  # 16 kHz
 FRAME = torchcrepe.WINDOW_SIZE  # 1024 samples per pitch estimate
@@ -139,6 +138,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--mask_learning_rate", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--backbone_train_mode",
+        action="store_true",
+        help="train the masks with the frozen CNN in training mode (its dropout on), as "
+        "hf_keepwhat did before 0.2; default: eval mode",
+    )
     parser.add_argument("--out", default="benchmarks/results/crepe_cpu.json")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -157,6 +162,7 @@ def main() -> None:
         mask_learning_rate=args.mask_learning_rate,
         target_warmup_steps=args.steps // 3,
         modules_to_save=["classifier"],  # the pitch head trains with the masks
+        backbone_train_mode=args.backbone_train_mode,
     )
     example = {"x": test_frames[: args.latency_frames]}
     mm = get_mask_model(load_crepe(args.capacity), config, example_inputs=example)

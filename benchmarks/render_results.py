@@ -9,7 +9,7 @@ import json
 import os
 import statistics
 
-from hf_keepwhat.reporting import saved_figure
+from hf_keepwhat.tasks import saved_figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")

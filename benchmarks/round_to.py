@@ -20,10 +20,12 @@ import torch  # noqa: E402
 from speed import speed_models  # noqa: E402  (same models and inputs as the speed benchmark)
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from hf_keepwhat import get_mask_model  # noqa: E402
+from hf_keepwhat import (
+    environment,  # noqa: E402
+    get_mask_model,  # noqa: E402
+)
 from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs, measure_latency  # noqa: E402
-from hf_keepwhat.reporting import environment  # noqa: E402
 
 
 def random_partial_masks(mm, seed: int) -> None:
@@ -61,7 +63,7 @@ def main() -> None:
     for name, build, config, lengths, make_inputs in speed_models(args):
         mm = get_mask_model(build(), config)
         random_partial_masks(mm, args.seed)
-        backbone_path = mm.layout.backbone_path(mm.model)
+        backbone_path = mm.layout.backbone_path
         variants = {"exact": mm.prune()}
         for multiple in args.round_to:
             variants[f"round_to={multiple}"] = mm.prune(round_to=multiple)

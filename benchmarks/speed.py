@@ -25,11 +25,15 @@ from transformers import (  # noqa: E402
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from hf_keepwhat import MaskConfig, get_mask_model  # noqa: E402
+from hf_keepwhat import (  # noqa: E402
+    MaskConfig,
+    environment,  # noqa: E402
+    get_mask_model,
+)
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
 from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs, measure_latency  # noqa: E402
-from hf_keepwhat.reporting import environment, saved_figure  # noqa: E402
+from hf_keepwhat.tasks import saved_figure  # noqa: E402
 
 
 def speed_models(args):
@@ -80,7 +84,7 @@ def main() -> None:
     rows = []
     for name, build, config, lengths, make_inputs in speed_models(args):
         dense_mm = get_mask_model(build(), config)
-        backbone_path = dense_mm.layout.backbone_path(dense_mm.model)
+        backbone_path = dense_mm.layout.backbone_path
         models = {0.0: dense_mm.prune().to(device)}
         removed = {0.0: 0.0}
         for target in args.sparsities:

@@ -38,7 +38,7 @@ def _build(mode: str, model_path: str, window: float):
     if mode == "masked":
         return get_mask_model(model, MaskConfig(max_input_seconds=window))
     # The same shortened window as the masked model, so that only the training mode differs.
-    get_layout(model).set_input_window(model, window)
+    get_layout(model).set_input_window(window)
     if mode == "linear_probe":
         model.encoder.requires_grad_(False)
     else:

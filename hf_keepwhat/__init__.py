@@ -1,14 +1,24 @@
-"""hf_keepwhat: learn which units of a frozen audio model a task needs, then delete the rest."""
+"""hf_keepwhat: learn which units of a frozen audio model a task needs, then delete the rest.
 
+The public API is what this module exports; task recipes also use `hf_keepwhat.tasks`.
+"""
+
+from .baselines import set_structured_masks
 from .callbacks import SparsityCallback
 from .config import MaskConfig
-from .layouts import supported_model_types
+from .layouts import adapted_feature_extractor, get_layout, supported_model_types
 from .masks import MaskParametrization, StraightThroughMask
 from .model import MaskModel, get_mask_model
-from .modeling_pruned import EmptyAttention, PassThroughLayer
-from .pruned import PrunedModelMixin, register_auto_classes
-from .pruned_module import load_pruned_module, save_pruned_module
-from .units import UnitGroup
+from .profiling import count_macs, count_params, disk_size, environment, measure_latency
+from .recovery import default_lora_config, recover_with_lora
+from .runtime import EmptyAttention, PassThroughLayer
+from .standalone import (
+    PrunedModelMixin,
+    load_pruned_module,
+    register_auto_classes,
+    save_pruned_module,
+)
+from .units import KeptUnits, UnitGroup
 from .version import __version__
 
 register_auto_classes()
@@ -16,6 +26,7 @@ register_auto_classes()
 
 __all__ = [
     "EmptyAttention",
+    "KeptUnits",
     "MaskConfig",
     "MaskModel",
     "MaskParametrization",
@@ -25,8 +36,18 @@ __all__ = [
     "StraightThroughMask",
     "UnitGroup",
     "__version__",
+    "adapted_feature_extractor",
+    "count_macs",
+    "count_params",
+    "default_lora_config",
+    "disk_size",
+    "environment",
+    "get_layout",
     "get_mask_model",
     "load_pruned_module",
+    "measure_latency",
+    "recover_with_lora",
     "save_pruned_module",
+    "set_structured_masks",
     "supported_model_types",
 ]

@@ -20,7 +20,9 @@ from .files import (
     require_file,
     write_json,
 )
-from .modeling_pruned import AUTO_CLASS_OF
+from .hub import push_folder, resolve_folder
+from .layouts import AUTO_CLASS_OF
+from .pruning import pruning_record
 
 ADAPTER_CONFIG_FILE = "keepwhat_adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "keepwhat_adapter.safetensors"
@@ -43,17 +45,14 @@ def adapter_config(mm) -> dict:
         mm: The `MaskModel`.
     """
     config = mm.model.config
-    record = mm.pruning_record()
+    record = pruning_record(mm)
     return {
-        **{
-            k: record[k]
-            for k in ("library", "version", "base_model", "base_model_revision", "license")
-        },
+        **{k: record[k] for k in ("library", "version", "base_model", "base_model_revision")},
         "model_class": type(mm.model).__name__,
         "model_type": config.model_type,
         "head_config": {k: getattr(config, k) for k in HEAD_CONFIG_KEYS if hasattr(config, k)},
         "mask_config": mm.mask_config.to_dict(),
-        "report": mm.sparsity_report(),
+        "report": record["report"],
         "unit_groups": [
             {"name": g.name, "kind": g.kind, "num_units": g.num_units, "unit_width": g.unit_width}
             for g in mm.unit_groups
@@ -101,16 +100,55 @@ def save_adapter(mm, directory, repo_id: str | None = None) -> None:
         card.save(os.path.join(staging, "README.md"))
 
 
-def load_adapter(model: nn.Module, directory):
-    """Wraps `model` in a `MaskModel` and restores the adapter saved in `directory`.
+def resolve_adapter(name_or_path, **hub_kwargs) -> str:
+    """The local folder of a mask adapter: a folder, or a Hub repo id (only the adapter's own
+    files are fetched).
 
     Args:
-        model: The base model, freshly loaded.
-        directory: A folder written by `save_adapter`.
+        name_or_path: A folder written by `save_adapter`, or a Hub repository id.
+        **hub_kwargs: `revision`, `token`, `cache_dir`, `local_files_only` (`hub.resolve_folder`).
     """
-    from .model import get_mask_model
+    return resolve_folder(
+        name_or_path, "mask adapter", allow_patterns=list(OWNED_FILES), **hub_kwargs
+    )
 
-    directory = os.fspath(directory)
+
+def base_model_class(saved: dict) -> str:
+    """The stock model class an adapter config names, checked against the classes hf_keepwhat
+    supports: an adapter is data, so it may only name one of them (never code to run)."""
+    name = saved.get("model_class")
+    if name not in AUTO_CLASS_OF:
+        raise ValueError(
+            f"The adapter names model class {name!r}, which is not one hf_keepwhat supports "
+            f"({sorted(AUTO_CLASS_OF)}); it is corrupt or was not written by hf_keepwhat."
+        )
+    return name
+
+
+def base_model_kwargs(saved: dict) -> dict:
+    """The `from_pretrained` arguments that rebuild the adapter's task head: only the
+    `HEAD_CONFIG_KEYS`, with the types a config gives them (never `trust_remote_code`)."""
+    head = saved.get("head_config") or {}
+    unknown = sorted(set(head) - set(HEAD_CONFIG_KEYS)) if isinstance(head, dict) else [head]
+    if unknown:
+        raise ValueError(
+            f"The adapter's head_config holds {unknown}, which are not head settings "
+            f"({HEAD_CONFIG_KEYS}); it is corrupt or was not written by hf_keepwhat."
+        )
+    return dict(head)
+
+
+def load_adapter(mask_model_class: type, model: nn.Module, directory, **hub_kwargs):
+    """Wraps `model` in a `mask_model_class` (a `MaskModel`) and restores the adapter saved in
+    `directory`, after checking that the adapter was made for this model's class and shapes.
+
+    Args:
+        mask_model_class: The class to build (`MaskModel`), called as `cls(model, mask_config)`.
+        model: The base model, freshly loaded.
+        directory: A folder written by `save_adapter`, or a Hub repository id.
+        **hub_kwargs: `revision`, `token`, `cache_dir`, `local_files_only` for a repository id.
+    """
+    directory = resolve_adapter(directory, **hub_kwargs)
     config_file = require_file(directory, ADAPTER_CONFIG_FILE, "hf_keepwhat mask adapter")
     weights_file = require_file(directory, ADAPTER_WEIGHTS_FILE, "hf_keepwhat mask adapter")
     saved = read_json(config_file)
@@ -121,7 +159,7 @@ def load_adapter(model: nn.Module, directory):
             f"({saved.get('base_model')}); it cannot be applied to a {model_class}. Load the base "
             "model the adapter was trained on."
         )
-    mm = get_mask_model(model, MaskConfig.from_dict(saved["mask_config"]))
+    mm = mask_model_class(model, MaskConfig.from_dict(saved["mask_config"]))
     expected = [(g.name, g.num_units) for g in mm.unit_groups]
     recorded = [(g["name"], g["num_units"]) for g in saved["unit_groups"]]
     if expected != recorded:
@@ -143,3 +181,55 @@ def load_adapter(model: nn.Module, directory):
     check_shapes(shapes, {k: tuple(v.shape) for k, v in tensors.items()}, weights_file, "the model")
     mm.load_state_dict(tensors, strict=True)
     return mm
+
+
+class MaskAdapterMixin:
+    """The file side of a `MaskModel` (as `PeftModel` is LoRA's): save, load and publish its
+    mask adapter."""
+
+    def save_pretrained(self, save_directory, repo_id: str | None = None) -> None:
+        """Writes the mask adapter: its config, masks + head (safetensors) and a model card.
+
+        Args:
+            save_directory: The folder; an earlier adapter there is replaced all at once.
+            repo_id: Hub id the card's loading snippet names (else a placeholder).
+        """
+        save_adapter(self, save_directory, repo_id)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: nn.Module,
+        adapter_path,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        local_files_only: bool = False,
+    ):
+        """Wraps `model` and restores a saved mask adapter exactly.
+
+        Args:
+            model: The base model the adapter was trained on, freshly loaded.
+            adapter_path: A folder written by `save_pretrained`, or a Hub repository id.
+            revision: Branch, tag or commit of the repository.
+            token: Hub token for private repositories.
+            cache_dir: The Hub cache to use.
+            local_files_only: Read the Hub cache only (also when `HF_HUB_OFFLINE=1`).
+        """
+        hub = {"revision": revision, "token": token, "cache_dir": cache_dir}
+        return load_adapter(cls, model, adapter_path, **hub, local_files_only=local_files_only)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None, **kw):
+        """Saves the mask adapter with its card and uploads it to the Hub.
+
+        Args:
+            repo_id: The Hub repository.
+            private: Create the repository as private.
+            token: Hub token; default: the one `hf auth login` stored.
+            **kw: Passed to `HfApi.upload_folder`.
+        """
+
+        return push_folder(
+            lambda d: self.save_pretrained(d, repo_id), repo_id, private, token, **kw
+        )

@@ -47,16 +47,8 @@ class SparsityCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         mm = _mask_model(model)
-        if mm.lagrange is None or optimizer is None:
-            return
-        groups = getattr(optimizer, "optimizer", optimizer).param_groups  # accelerate wraps it
-        for group in groups:
-            if any(p is mm.lagrange for p in group["params"]) and not group.get("maximize"):
-                raise ValueError(
-                    "budget_mode='lagrangian' needs its multipliers maximised, but the optimizer "
-                    "minimises them. Pass optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args) "
-                    "to Trainer."
-                )
+        if optimizer is not None:  # the masks' own rate, whichever optimizer Trainer built
+            mm.match_mask_learning_rate(optimizer)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         _mask_model(model).current_target = self.target_at(state.global_step)

@@ -81,6 +81,66 @@ def layer_table(groups: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _card_data(record: dict, template: str, pipeline_tag, model_name: str) -> ModelCardData:
+    """The card's YAML metadata: base model, license, task, dataset and evaluation results."""
+    card_info = record.get("card", {})
+    base_model = record.get("base_model")
+    on_hub = bool(base_model) and not os.path.exists(base_model)
+    metrics = card_info.get("metrics") or {}
+    dataset = card_info.get("dataset")
+    eval_results = None
+    if metrics and dataset and pipeline_tag:
+        eval_results = [
+            EvalResult(
+                task_type=pipeline_tag,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                metric_type=name,
+                metric_value=value,
+            )
+            for name, value in metrics.items()
+        ]
+    return ModelCardData(
+        base_model=base_model if on_hub else None,
+        library_name="transformers",
+        # Looked up when a card is written, never while pruning; offline it says nothing.
+        license=card_info.get("license") or record.get("license") or base_model_license(base_model),
+        pipeline_tag=pipeline_tag,
+        tags=["hf_keepwhat", "pruned" if template == "pruned_model.md" else "mask-adapter"],
+        datasets=[dataset] if dataset else None,
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+
+
+def _report_fields(record: dict) -> dict:
+    """The template's figures: kept and removed parameters and MACs, metrics, per-layer table."""
+    total = record["report"]["total"]
+    metrics = record.get("card", {}).get("metrics") or {}
+    return {
+        "params_original": _count(total["params_original"]),
+        "params_remaining": _count(total["params_remaining"]),
+        "params_removed": f"{total['params_removed_fraction']:.1%}",
+        "macs_original": _count(total["macs_original"]),
+        "macs_remaining": _count(total["macs_remaining"]),
+        "macs_removed": f"{total['macs_removed_fraction']:.1%}",
+        "macs_input": record["report"].get("macs_input", "reference input"),
+        "metrics_table": "\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items()),
+        "layer_table": layer_table(record["report"]["groups"]),
+        "layers_passed_through": ", ".join(
+            f"`{path}`" for path in total.get("layers_passed_through", [])
+        ),
+        "mask_config": json.dumps(record["mask_config"], indent=2, sort_keys=True),
+        "recovery": record.get("recovery"),
+    }
+
+
+def python_string(text: str) -> str:
+    """`text` as a Python string literal, for the cards' code snippets (a name with a quote or
+    a backslash must not break, or inject into, the snippet a user copies)."""
+    return json.dumps(text)
+
+
 def render_card(
     template: str,
     record: dict,
@@ -96,71 +156,32 @@ def render_card(
         template: `"pruned_model.md"` or `"mask_adapter.md"`.
         record: The artifact's record: `base_model`, `mask_config`, `report` (a sparsity report
             with `macs_input`), and optionally `card` (`dataset`, `metrics`, `license`,
-            `task_description`).
+            `task_description`) and `recovery` (LoRA recovery applied after pruning).
         auto_class: The Auto class that loads the artifact (or its base model).
         repo_id: Where the artifact is (to be) published, for the loading snippet.
         load_instructions: Markdown telling how to load a pruned model.
         base_load_kwargs: Extra arguments in the adapter card's base-model loading line.
     """
-    card_info = record.get("card", {})
     base_model = record.get("base_model")
-    on_hub = bool(base_model) and not os.path.exists(base_model)
-    if on_hub:
+    if base_model and not os.path.exists(base_model):
         base_model_link = f"[{base_model}](https://huggingface.co/{base_model})"
     else:
         base_model_link = f"`{base_model}`" if base_model else "a model of unrecorded origin"
     pipeline_tag, task_prose = TASKS.get(auto_class, (None, "its task"))
-    total = record["report"]["total"]
-    metrics = card_info.get("metrics") or {}
-    dataset = card_info.get("dataset")
     stem = os.path.basename(os.path.normpath(base_model)) if base_model else "model"
     model_name = repo_id.split("/")[-1] if repo_id else f"{stem}-keepwhat"
-    eval_results = None
-    if metrics and dataset and pipeline_tag:
-        eval_results = [
-            EvalResult(
-                task_type=pipeline_tag,
-                dataset_type=dataset,
-                dataset_name=dataset,
-                metric_type=name,
-                metric_value=value,
-            )
-            for name, value in metrics.items()
-        ]
-    data = ModelCardData(
-        base_model=base_model if on_hub else None,
-        library_name="transformers",
-        license=card_info.get("license") or record.get("license"),
-        pipeline_tag=pipeline_tag,
-        tags=["hf_keepwhat", "pruned" if template == "pruned_model.md" else "mask-adapter"],
-        datasets=[dataset] if dataset else None,
-        model_name=model_name,
-        eval_results=eval_results,
-    )
     return ModelCard.from_template(
-        data,
+        _card_data(record, template, pipeline_tag, model_name),
         template_path=os.path.join(TEMPLATES, template),
         model_name=model_name,
-        base_model=base_model or "BASE_MODEL",
         base_model_link=base_model_link,
-        task_description=card_info.get("task_description") or task_prose,
-        params_original=_count(total["params_original"]),
-        params_remaining=_count(total["params_remaining"]),
-        params_removed=f"{total['params_removed_fraction']:.1%}",
-        macs_original=_count(total["macs_original"]),
-        macs_remaining=_count(total["macs_remaining"]),
-        macs_removed=f"{total['macs_removed_fraction']:.1%}",
-        macs_input=record["report"].get("macs_input", "reference input"),
-        metrics_table="\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items()),
-        layer_table=layer_table(record["report"]["groups"]),
-        layers_passed_through=", ".join(
-            f"`{path}`" for path in total.get("layers_passed_through", [])
-        ),
+        base_model_literal=python_string(base_model or "BASE_MODEL"),
+        task_description=record.get("card", {}).get("task_description") or task_prose,
         load_instructions=load_instructions,
         auto_class=auto_class,
-        repo_id=repo_id or "path/to/this/folder",
+        repo_id_literal=python_string(repo_id or "path/to/this/folder"),
         base_load_kwargs=base_load_kwargs,
-        mask_config=json.dumps(record["mask_config"], indent=2, sort_keys=True),
+        **_report_fields(record),
     )
 
 
@@ -175,20 +196,20 @@ def pruned_model_card(
         stock: Whether it was saved with a stock config (then no custom code is needed).
         repo_id: Where it is (to be) published, for the loading snippet.
     """
-    name = repo_id or "path/to/this/folder"
+    name = python_string(repo_id or "path/to/this/folder")
     if stock:
         how = (
             "The pruned shapes fit the stock config, so plain transformers loads it, no custom "
             f"code:\n\n```python\nfrom transformers import {auto_class}\n\n"
-            f'model = {auto_class}.from_pretrained("{name}")\n```'
+            f"model = {auto_class}.from_pretrained({name})\n```"
         )
     else:
         how = (
             "With hf_keepwhat installed (it registers the pruned classes):\n\n"
             f"```python\nimport hf_keepwhat\nfrom transformers import {auto_class}\n\n"
-            f'model = {auto_class}.from_pretrained("{name}")\n```\n\n'
+            f"model = {auto_class}.from_pretrained({name})\n```\n\n"
             "With plain transformers, using the modeling file shipped next to the weights:\n\n"
-            f'```python\nmodel = {auto_class}.from_pretrained("{name}", trust_remote_code=True)\n```'
+            f"```python\nmodel = {auto_class}.from_pretrained({name}, trust_remote_code=True)\n```"
         )
     return render_card(
         "pruned_model.md", record, auto_class=auto_class, repo_id=repo_id, load_instructions=how

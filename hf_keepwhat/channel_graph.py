@@ -186,22 +186,8 @@ class _ChainFinder:
         ndim = len(shape)
         if op in ELEMENTWISE:
             return dim
-        if op in BATCH_NORMS:
-            if dim != 1:
-                raise NotExact(f"batch norm over dimension 1 while the channels are at {dim}")
-            path, _ = self.module(node, nn.modules.batchnorm._BatchNorm)
-            chain.norms.append(path)
-            return dim
-        if op == "group_norm":
-            path, norm = self.module(node, nn.GroupNorm)
-            if norm.num_groups != norm.num_channels or dim != 1:
-                raise NotExact(f"{path} normalises groups of channels together")
-            chain.norms.append(path)
-            return dim
-        if op == "layer_norm":
-            if dim >= ndim - len(node.args[1]):
-                raise NotExact("a layer norm normalises across the channels")
-            return dim
+        if op in BATCH_NORMS or op in ("group_norm", "layer_norm"):
+            return self.norm(node, op, dim, ndim, chain)
         if op in ("pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d"):
             padded = len(node.args[1]) // 2  # pads the last `padded` dimensions
             if dim >= ndim - padded:
@@ -226,6 +212,23 @@ class _ChainFinder:
             chain.frames[path] = math.prod(_shape(node)[:-1])
             return None
         raise NotExact(f"{op} is not known to act on each channel separately")
+
+    def norm(self, node, op, dim: int, ndim: int, chain) -> int:
+        """A normalisation keeps the channel dimension when it normalises each channel alone."""
+        if op == "layer_norm":
+            if dim >= ndim - len(node.args[1]):
+                raise NotExact("a layer norm normalises across the channels")
+            return dim
+        if op == "group_norm":
+            path, norm = self.module(node, nn.GroupNorm)
+            if norm.num_groups != norm.num_channels or dim != 1:
+                raise NotExact(f"{path} normalises groups of channels together")
+        else:
+            if dim != 1:
+                raise NotExact(f"batch norm over dimension 1 while the channels are at {dim}")
+            path, _ = self.module(node, nn.modules.batchnorm._BatchNorm)
+        chain.norms.append(path)
+        return dim
 
     def binary(self, node, channel_dim) -> int:
         out_ndim = len(_shape(node))

@@ -18,8 +18,9 @@ import sys
 from .adapter import ADAPTER_CONFIG_FILE, adapter_card
 from .cards import layer_table, pruned_model_card
 from .files import read_json, write_json
-from .modeling_pruned import AUTO_CLASS_OF, MODEL_TYPE_PREFIX
-from .pruned import RECORD_KEY
+from .layouts import AUTO_CLASS_OF
+from .runtime import CLASS_PREFIX, MODEL_TYPE_PREFIX
+from .standalone import RECORD_KEY
 
 
 def _kind(path: str) -> str:
@@ -40,7 +41,7 @@ def _record(path: str) -> tuple[dict, str, bool]:
         saved = read_json(os.path.join(path, ADAPTER_CONFIG_FILE))
         return saved, AUTO_CLASS_OF.get(saved["model_class"], "AutoModel"), False
     config = read_json(os.path.join(path, "config.json"))
-    stock_name = config["architectures"][0].removeprefix("KeepWhat")
+    stock_name = config["architectures"][0].removeprefix(CLASS_PREFIX)
     stock = not config["model_type"].startswith(MODEL_TYPE_PREFIX)
     return config[RECORD_KEY], AUTO_CLASS_OF.get(stock_name, "AutoModel"), stock
 
@@ -53,20 +54,24 @@ def _card(path: str, repo_id: str | None):
 
 
 def cmd_prune(args) -> None:
-    """Applies a saved adapter to its base model, prunes, saves the standalone model."""
+    """Applies a saved adapter (folder or Hub id) to its base model, prunes, saves the
+    standalone model. The adapter is data: the base class must be a supported stock class and
+    only head settings pass to `from_pretrained`, so no code from the adapter or its base runs."""
     import transformers
 
+    from .adapter import base_model_class, base_model_kwargs, resolve_adapter
     from .model import MaskModel
 
-    saved = read_json(os.path.join(args.adapter, ADAPTER_CONFIG_FILE))
+    hub = {"revision": args.revision, "token": args.token, "cache_dir": args.cache_dir}
+    folder = resolve_adapter(args.adapter, **hub)
+    saved = read_json(os.path.join(folder, ADAPTER_CONFIG_FILE))
     base = args.base or saved.get("base_model")
     if not base:
         raise SystemExit("error: the adapter does not record its base model; pass --base.")
-    model_class = getattr(transformers, saved["model_class"])
-    model = model_class.from_pretrained(
-        base, revision=saved.get("base_model_revision"), **saved["head_config"]
-    )
-    pruned = MaskModel.from_pretrained(model, args.adapter).prune()
+    model_class = getattr(transformers, base_model_class(saved))
+    revision = None if args.base else saved.get("base_model_revision")
+    model = model_class.from_pretrained(base, revision=revision, **base_model_kwargs(saved))
+    pruned = MaskModel.from_pretrained(model, folder).prune()
     pruned.save_pretrained(args.output)
     print(f"pruned model saved to {args.output}")
     _print_report(pruned.keepwhat_record["report"])
@@ -91,7 +96,16 @@ def _print_report(report: dict) -> None:
 
 
 def cmd_report(args) -> None:
-    """Prints what a pruned model or adapter keeps, per layer."""
+    """Prints what a pruned model or adapter (folder or Hub id) keeps, per layer."""
+    from .hub import resolve_folder
+
+    args.path = resolve_folder(
+        args.path,
+        "hf_keepwhat artifact",
+        allow_patterns=["config.json", ADAPTER_CONFIG_FILE],
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+    )
     record, _, _ = _record(args.path)
     print(f"{_kind(args.path)} of {record.get('base_model')}")
     _print_report(record["report"])
@@ -148,23 +162,23 @@ def cmd_bench(args) -> None:
     import transformers
 
     from .config import MaskConfig
-    from .layouts import layout_for_config
+    from .layouts import get_layout
     from .profiling import count_macs, count_params, disk_size, measure_latency
 
     config = read_json(os.path.join(args.path, "config.json"))
-    stock_name = config["architectures"][0].removeprefix("KeepWhat")
+    stock_name = config["architectures"][0].removeprefix(CLASS_PREFIX)
     auto = getattr(transformers, AUTO_CLASS_OF.get(stock_name, "AutoModel"))
     device = torch.device(args.device)
     model = auto.from_pretrained(args.path).to(device).eval()
-    layout = layout_for_config(model.config, args.path)
+    layout = get_layout(model, MaskConfig(macs_input_seconds=args.seconds))
     # The layout's reference input (Whisper: its window; others: `--seconds` of audio), batched.
-    single = layout.reference_inputs(model, MaskConfig(macs_input_seconds=args.seconds))
+    single = layout.reference_inputs()
     generator = torch.Generator().manual_seed(0)
     inputs = {
         name: torch.randn((args.batch_size, *value.shape[1:]), generator=generator).to(device)
         for name, value in single.items()
     }
-    backbone = model.get_submodule(layout.backbone_path(model))
+    backbone = layout.backbone
     result = {
         "path": args.path,
         "model_class": type(model).__name__,
@@ -190,13 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prune", help="adapter -> pruned standalone model")
-    p.add_argument("adapter", help="folder written by MaskModel.save_pretrained")
+    p.add_argument("adapter", help="folder written by MaskModel.save_pretrained, or a Hub id")
     p.add_argument("output", help="folder for the pruned model")
     p.add_argument("--base", help="base model (default: the one the adapter records)")
+    p.add_argument("--revision", help="revision of a Hub adapter")
+    p.add_argument("--token", help="Hub token for a private adapter")
+    p.add_argument("--cache_dir", help="Hub cache to read the adapter from")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("report", help="what a pruned model or adapter keeps, per layer")
-    p.add_argument("path")
+    p.add_argument("path", help="a saved folder or a Hub id")
+    p.add_argument("--revision", help="revision of a Hub artifact")
+    p.add_argument("--cache_dir", help="Hub cache to read it from")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("card", help="regenerate the model card (README.md)")

@@ -62,6 +62,10 @@ class MaskConfig:
             free (wav2vec2 family). Whisper always counts its fixed input window.
         target_warmup_steps: `SparsityCallback` raises the target linearly from 0 to
             `target_sparsity` over this many optimizer steps; 0 applies it from the start.
+        backbone_train_mode: Whether the frozen model follows the Trainer's training mode
+            (dropout, LayerDrop, SpecAugment on while masks train). False, the default, keeps it
+            in eval mode as the paper does: masks then learn against the function the pruned
+            model will compute. The task head always follows the Trainer's mode.
     """
 
     unit_kinds: list[str] = field(default_factory=lambda: list(UNIT_KINDS))
@@ -78,6 +82,7 @@ class MaskConfig:
     max_input_seconds: float | None = None
     macs_input_seconds: float = 1.0
     target_warmup_steps: int = 0
+    backbone_train_mode: bool = False
 
     def __post_init__(self):
         self.unit_kinds = list(self.unit_kinds)

@@ -2,12 +2,45 @@
 
 The interface is small on purpose so that a hard-concrete / L0 variant can be added next to the
 paper's straight-through mask without touching the rest of the package.
+
+Masks learn at their own rate (`MaskConfig.mask_learning_rate`) whatever optimizer `Trainer`
+builds: the stored parameter is `theta / rate`, the logit is `rate * parameter` with an identity
+gradient (`scaled`). An Adam-like optimizer moves a parameter by about its learning rate per
+step whatever the gradient's scale, so the logit moves `rate` times as far, the gradient norm
+(and so gradient clipping) is the one of `theta`, and `state_dict` holds `theta`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class _Scaled(torch.autograd.Function):
+    """`x * scale` forward; backward the incoming gradient (negated for `ascend`)."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float, ascend: bool):
+        ctx.ascend = ascend
+        return x * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (-grad if ctx.ascend else grad), None, None
+
+
+def scaled(parameter: torch.Tensor, rate: float, ascend: bool = False) -> torch.Tensor:
+    """`rate * parameter`, whose gradient reaches `parameter` unscaled (and negated for
+    `ascend`: an optimizer that minimises then maximises, as Lagrange multipliers need).
+
+    Args:
+        parameter: The stored parameter.
+        rate: Its learning-rate multiplier.
+        ascend: Reverse the gradient.
+    """
+    if rate == 1.0 and not ascend:
+        return parameter
+    return _Scaled.apply(parameter, rate, ascend)
 
 
 class MaskParametrization(nn.Module):
@@ -45,7 +78,8 @@ class StraightThroughMask(MaskParametrization):
     """The paper's mask: `m = round(sigmoid(theta))` forward, identity gradient backward.
 
     A unit that is off keeps receiving gradient through the straight-through estimator, so it can
-    come back on.
+    come back on. The parameter `logits` stores `theta / rate` (`set_rate`); its state dict entry
+    holds `theta`.
 
     Args:
         num_units: Number of units in the group.
@@ -55,14 +89,41 @@ class StraightThroughMask(MaskParametrization):
     def __init__(self, num_units: int, init: float = 1.0):
         super().__init__(num_units)
         self.init = float(init)
+        self.rate = 1.0
         self.logits = nn.Parameter(torch.full((num_units,), self.init))
 
+    def theta(self) -> torch.Tensor:
+        """The logits `theta`: `rate * logits`, with an identity gradient."""
+        return scaled(self.logits, self.rate)
+
+    def set_rate(self, rate: float) -> None:
+        """Makes the logits move `rate` times as far per optimizer step, keeping their values.
+
+        Args:
+            rate: The masks' learning rate over the rate the optimizer gives their parameters.
+        """
+        with torch.no_grad():
+            self.logits.mul_(self.rate / rate)
+        self.rate = float(rate)
+
     def forward(self) -> torch.Tensor:
-        hard = torch.round(torch.sigmoid(self.logits))
-        return self.logits + (hard - self.logits).detach()
+        theta = self.theta()
+        hard = torch.round(torch.sigmoid(theta))
+        return theta + (hard - theta).detach()
 
     def keep_probability(self) -> torch.Tensor:
-        return torch.sigmoid(self.logits)
+        return torch.sigmoid(self.theta())
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.rate != 1.0:
+            destination[prefix + "logits"] = self.logits.detach() * self.rate
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "logits"
+        if self.rate != 1.0 and key in state_dict:
+            state_dict[key] = state_dict[key] / self.rate
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_kept(self, indices) -> None:
         """Sets a hard mask: the listed units on, every other unit off.
@@ -78,7 +139,7 @@ class StraightThroughMask(MaskParametrization):
             )
         # +-|init| (at least 1) keeps the logit where a trained mask would be, not at +-inf, so
         # training can continue from a mask set by hand.
-        magnitude = max(abs(self.init), 1.0)
+        magnitude = max(abs(self.init), 1.0) / self.rate
         with torch.no_grad():
             self.logits.fill_(-magnitude)
             self.logits[index] = magnitude

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 import torch
+import transformers
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -118,3 +122,17 @@ def disk_size(path: str) -> int:
         for name in os.listdir(path)
         if name.endswith(".safetensors")
     )
+
+
+def environment() -> dict:
+    """Where the figures were measured: library versions, processor, threads."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

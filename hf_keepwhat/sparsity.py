@@ -24,7 +24,8 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from .units import PassThrough, UnitGroup
+from .slicing import owned_slices
+from .units import EmptiableLayer, KeptUnits, UnitGroup
 
 
 @dataclass
@@ -49,44 +50,37 @@ class CostTerm:
 
 
 def build_cost_terms(
-    model: nn.Module, groups: Sequence[UnitGroup], pass_throughs: Sequence[PassThrough] = ()
+    model: nn.Module, groups: Sequence[UnitGroup], emptiable: Sequence[EmptiableLayer] = ()
 ) -> list[CostTerm]:
-    """One `CostTerm` per tensor the groups slice, each group's extra MACs, and per layer that
-    can become a pass-through, what that saves.
+    """One `CostTerm` per parameter tensor the groups slice (`slicing.owned_slices`), each
+    group's extra MACs, and per layer that can become a pass-through, what that saves.
 
     Args:
         model: The model the groups' paths are relative to.
         groups: The unit groups.
-        pass_throughs: The layers that become `PassThroughLayer`s when all their units go.
+        emptiable: The layers that become `PassThroughLayer`s when all their units go.
     """
     owners: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
     for index, group in enumerate(groups):
-        for path in group.producers + group.norms + group.glu_producers + group.depthwise:
-            owners[(path, "weight")][0] = index
-            owners[(path, "bias")][0] = index
-        for path in group.consumers:
-            owners[(path, "weight")][1] = index
-        for path in group.per_unit_tensors:
-            module, _, name = path.rpartition(".")
-            owners[(module, name)][0] = index
+        for owned in owned_slices(group):
+            owners[(owned.module, owned.tensor)][int(owned.consumer)] = index
     frames = {path: n for group in groups for path, n in group.frames.items()}
 
     terms = []
-    for (path, name), by_dim in owners.items():
+    for (path, name), by_side in owners.items():
         tensor = getattr(model.get_submodule(path), name, None)
         if not isinstance(tensor, nn.Parameter):
-            continue  # no bias, or a buffer (an index, not a parameter)
+            continue  # no bias, or a buffer (running statistics, an index)
         # A Linear or Conv1d weight costs one MAC per element per output frame.
         macs = frames.get(path, 0) * tensor.numel() if name == "weight" and tensor.dim() > 1 else 0
-        owner = by_dim.get(0, by_dim.get(1))
-        terms.append(
-            CostTerm(tensor.numel(), macs, tuple(by_dim[d] for d in sorted(by_dim)), owner)
-        )
+        owner = by_side.get(0, by_side.get(1))
+        sides = tuple(by_side[side] for side in sorted(by_side))
+        terms.append(CostTerm(tensor.numel(), macs, sides, owner))
     for index, group in enumerate(groups):
         if group.extra_macs_per_unit:
             terms.append(CostTerm(0, group.extra_macs_per_unit * group.num_units, (index,), index))
     index_of = {group.name: index for index, group in enumerate(groups)}
-    for layer in pass_throughs:
+    for layer in emptiable:
         # The layer's parameters no group slices (layer norms, output biases, a WavLM gate's
         # projection), less the one bias the pass-through keeps. No MACs: an emptied layer's
         # matmuls are zero-width and FlopCounterMode counts no norm or addition.
@@ -115,7 +109,7 @@ class CostModel:
         groups: The masked unit groups.
         totals: `{"params", "macs"}` of the original backbone (before layers were dropped).
         after_drop: `{"params", "macs"}` after dropping layers, before masking.
-        pass_throughs: Layers that become `PassThroughLayer`s when all their units are removed.
+        emptiable: Layers that become `PassThroughLayer`s when all their units are removed.
     """
 
     def __init__(
@@ -124,10 +118,10 @@ class CostModel:
         groups: Sequence[UnitGroup],
         totals: dict,
         after_drop: dict,
-        pass_throughs: Sequence[PassThrough] = (),
+        emptiable: Sequence[EmptiableLayer] = (),
     ):
         self.groups = list(groups)
-        self.terms = build_cost_terms(model, groups, pass_throughs)
+        self.terms = build_cost_terms(model, groups, emptiable)
         self.totals = dict(totals)
         self.after_drop = dict(after_drop)
         # Everything no mask can touch: embeddings, layer norms, output biases, ...
@@ -135,9 +129,11 @@ class CostModel:
             key: after_drop[key] - sum(getattr(t, key) for t in self.terms)
             for key in ("params", "macs")
         }
-        for index, group in enumerate(self.groups):
-            group.params_per_unit = self._marginal(index, "params")
-            group.macs_per_unit = self._marginal(index, "macs")
+        #: What deleting one unit of each group from the full model saves, by group name.
+        self.per_unit = {
+            group.name: {key: self._marginal(index, key) for key in ("params", "macs")}
+            for index, group in enumerate(self.groups)
+        }
 
     def _marginal(self, index: int, key: str) -> int:
         """What removing one unit of group `index` from the full model saves."""
@@ -178,7 +174,12 @@ class CostModel:
         full = [1] * len(self.groups)
         rows = []
         for index, (group, keep) in enumerate(zip(self.groups, kept, strict=True)):
-            row = {**group.describe(), "kept_units": int(keep.sum())}
+            row = {
+                **group.describe(),
+                "params_per_unit": self.per_unit[group.name]["params"],
+                "macs_per_unit": self.per_unit[group.name]["macs"],
+                "kept_units": int(keep.sum()),
+            }
             row["removed_units"] = group.num_units - row["kept_units"]
             for key in ("params", "macs"):
                 owned = [t for t in self.terms if t.owner == index]
@@ -251,3 +252,24 @@ class Budget:
         if multipliers is None:
             return weight * gap**2
         return multipliers[0] * gap + multipliers[1] * gap**2
+
+
+def sparsity_report(mm, kept: KeptUnits | None = None) -> dict:
+    """Realised kept/removed units, parameters and MACs of a `MaskModel`, per group and in total.
+
+    `total` holds the original backbone's parameters and MACs, what pruning would leave
+    (`*_remaining`), the removed fractions and the layers that would be passed through. MACs are
+    for the layout's reference input (`macs_input`).
+
+    Args:
+        mm: The `MaskModel`.
+        kept: Kept units to report on; default: what its masks keep now.
+    """
+    kept = kept if kept is not None else mm.kept_units()
+    report = mm.costs.report(kept.as_bools(mm.unit_groups))
+    total = report["total"]
+    total["layers_passed_through"] = [e.layer for e in mm.emptiable_layers if e.is_empty(kept)]
+    total["budget"] = mm.mask_config.budget
+    total["target_sparsity"] = mm.mask_config.target_sparsity
+    report["macs_input"] = mm.layout.describe_reference_input()
+    return report

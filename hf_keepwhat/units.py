@@ -1,11 +1,14 @@
-"""`UnitGroup`: the single description of a set of units that live and die together.
+"""`UnitGroup`: the single description of a set of units that live and die together, and
+`KeptUnits`: which units of each group a mask (or a choice) keeps.
 
-Masking (where the mask multiplies), cost accounting (parameters, MACs per unit), the sparsity
-budget and physical pruning all read the same `UnitGroup`, so they cannot disagree.
+Masking (where the mask multiplies), cost accounting, the sparsity budget and physical pruning
+all read the same `UnitGroup` (through `slicing.owned_slices` for its tensors), so they cannot
+disagree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -49,9 +52,6 @@ class UnitGroup:
             layer = frames * weight elements).
         extra_macs_per_unit: MACs a unit costs outside its producers and consumers (a head's
             attention scores and weighted sum).
-        params_per_unit: What deleting one unit of the full model saves in parameters; filled in
-            by the cost model (`sparsity.CostModel`).
-        macs_per_unit: The same in MACs for the reference input.
     """
 
     name: str
@@ -71,18 +71,14 @@ class UnitGroup:
     min_kept: int = 0
     frames: dict[str, int] = field(default_factory=dict)
     extra_macs_per_unit: int = 0
-    params_per_unit: int = 0
-    macs_per_unit: int = 0
 
     def describe(self) -> dict:
-        """Returns the group's public summary: name, kind, units, width and cost per unit."""
+        """Returns the group's public summary: name, kind, units and unit width."""
         return {
             "name": self.name,
             "kind": self.kind,
             "num_units": self.num_units,
             "unit_width": self.unit_width,
-            "params_per_unit": self.params_per_unit,
-            "macs_per_unit": self.macs_per_unit,
         }
 
     def channel_index(self, kept_units: torch.Tensor) -> torch.Tensor:
@@ -95,9 +91,45 @@ class UnitGroup:
         return (kept_units[:, None] * self.unit_width + offsets[None, :]).reshape(-1)
 
 
+class KeptUnits(Mapping):
+    """Which units of each group are kept: group name -> sorted 1-D index tensor (on the CPU).
+
+    Args:
+        indices: Kept unit indices per group name.
+    """
+
+    def __init__(self, indices: Mapping[str, torch.Tensor]):
+        self._indices = {
+            name: torch.sort(torch.as_tensor(index, dtype=torch.long).cpu().flatten()).values
+            for name, index in indices.items()
+        }
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._indices[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def as_bools(self, groups: Sequence[UnitGroup]) -> list[torch.Tensor]:
+        """One boolean keep-mask per group, in the order of `groups`."""
+        out = []
+        for group in groups:
+            keep = torch.zeros(group.num_units, dtype=torch.bool)
+            keep[self[group.name]] = True
+            out.append(keep)
+        return out
+
+    def is_empty(self, name: str) -> bool:
+        """Whether group `name` keeps no unit."""
+        return len(self[name]) == 0
+
+
 @dataclass
-class PassThrough:
-    """A pre-LN layer that becomes `x + bias` (`PassThroughLayer`) once every unit of its
+class EmptiableLayer:
+    """A pre-LN layer that becomes `x + bias` (a `PassThroughLayer`) once every unit of its
     groups is removed: its layer norms then feed nothing, and what it adds to the residual
     stream is the sum of its groups' consumer biases.
 
@@ -112,11 +144,15 @@ class PassThrough:
     groups: list[str]
     consumers: list[str]
 
+    def is_empty(self, kept: KeptUnits) -> bool:
+        """Whether `kept` removes every unit of this layer."""
+        return all(kept.is_empty(name) for name in self.groups)
 
-def find_pass_throughs(
+
+def find_emptiable_layers(
     layers: list[str], all_groups: list[UnitGroup], masked: list[UnitGroup]
-) -> list[PassThrough]:
-    """The layers of `layers` whose every unit group is masked, as `PassThrough`s.
+) -> list[EmptiableLayer]:
+    """The layers of `layers` whose every unit group is masked, as `EmptiableLayer`s.
 
     Args:
         layers: Paths of the layers that can become pass-throughs (`Layout.pass_through_layers`).
@@ -129,5 +165,5 @@ def find_pass_throughs(
         inside = [g for g in all_groups if g.mask_module.startswith(layer + ".")]
         if inside and all(g.name in masked_names and g.min_kept == 0 for g in inside):
             consumers = [path for g in inside for path in g.consumers]
-            found.append(PassThrough(layer, [g.name for g in inside], consumers))
+            found.append(EmptiableLayer(layer, [g.name for g in inside], consumers))
     return found

@@ -10,7 +10,7 @@ import numpy as np
 from common import Task, main, prepare_labelled_audio
 from transformers import AutoModelForAudioClassification
 
-from hf_keepwhat.metrics import load_metric
+from hf_keepwhat.tasks import load_metric
 
 ACCURACY = load_metric("accuracy")
 F1 = load_metric("f1")

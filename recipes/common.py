@@ -26,18 +26,28 @@ from transformers import (
     set_seed,
 )
 
-from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
-from hf_keepwhat.audio import (
+from hf_keepwhat import (
+    MaskConfig,
+    SparsityCallback,
+    adapted_feature_extractor,
+    count_macs,
+    count_params,
+    disk_size,
+    environment,
+    get_mask_model,
+    measure_latency,
+    recover_with_lora,
+)
+from hf_keepwhat.tasks import (
     AudioCollator,
     AudioDataError,
     cast_audio,
+    compare,
     featurize,
     label_names,
     load_audio_dataset,
+    write_report,
 )
-from hf_keepwhat.layouts import get_layout, layout_for_config
-from hf_keepwhat.profiling import count_macs, count_params, disk_size, measure_latency
-from hf_keepwhat.reporting import compare, environment, write_report
 
 logger = logging.getLogger("keepwhat.recipe")
 
@@ -122,6 +132,15 @@ class RunArguments:
     )
     latency_repeats: int = field(
         default=20, metadata={"help": "Timed runs per latency measurement."}
+    )
+    recover_lora_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After pruning, train LoRA adapters (peft) on the task for this many steps and merge them into the pruned model (0: none)."
+        },
+    )
+    recover_lora_learning_rate: float = field(
+        default=5e-4, metadata={"help": "Learning rate of the LoRA recovery."}
     )
 
 
@@ -249,14 +268,14 @@ def _median_example(test, input_name: str, collator) -> dict[str, torch.Tensor]:
     return batch
 
 
-def _figures(
-    model, backbone_path: str, reference: dict, latency_input: dict, folder: str, repeats: int
-) -> dict:
-    backbone = model.get_submodule(backbone_path)
+def _figures(model, mm, latency_input: dict, folder: str, repeats: int) -> dict:
+    """Parameters, backbone parameters and MACs (at `mm`'s reference input), latency on
+    `latency_input` and disk size of a saved model."""
+    backbone = model.get_submodule(mm.layout.backbone_path)
     return {
         "params": count_params(model),
         "backbone_params": count_params(backbone),
-        "macs": count_macs(backbone, reference),
+        "macs": count_macs(backbone, mm.reference_inputs),
         "latency": measure_latency(model, latency_input, repeats=repeats),
         "disk_bytes": disk_size(folder),
     }
@@ -279,42 +298,171 @@ def _gather(value):
     return [value]
 
 
-def _train_masks(
-    model, config: MaskConfig, training_args, train, collator, task: Task, freeze_masks=False
-):
-    mm = get_mask_model(model, config)
-    if freeze_masks:  # the dense baseline: every unit kept, only the head trains
-        mm.masks.requires_grad_(False)
-    trainer = Trainer(
-        model=mm,
-        args=training_args,
-        train_dataset=train,
-        data_collator=collator,
-        callbacks=[SparsityCallback(config)],
-        optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(training_args),
-        compute_loss_func=task.compute_loss_func,
-    )
-    if task.compute_loss_func is not None:
-        trainer.loss_is_scaled_for_ga = False  # a mean loss: let Trainer divide by GA steps
-    trainer.train()
-    return mm, trainer
+@dataclass
+class Run:
+    """What every step of a recipe run shares: arguments, data, and how to build the model."""
+
+    task: Task
+    model_args: object
+    data_args: object
+    run_args: object
+    training_args: TrainingArguments
+    train: object
+    test: object
+    collator: object
+    model_kwargs: dict
+    latency_input: dict
+
+    @property
+    def main(self) -> bool:
+        """Whether this is the process that measures and writes files."""
+        return self.training_args.process_index == 0
+
+    def fresh_model(self):
+        """The base model with a new task head."""
+        path = self.model_args.model_name_or_path
+        return self.task.auto_class.from_pretrained(path, **self.model_kwargs)
+
+    def arguments(self, name: str, **changes) -> TrainingArguments:
+        """The TrainingArguments of one step, writing under `output_dir/name`."""
+        folder = os.path.join(self.training_args.output_dir, name)
+        return dataclasses.replace(self.training_args, output_dir=folder, **changes)
+
+    def train_masks(self, config: MaskConfig, name: str, freeze_masks: bool = False):
+        """Wraps a fresh model and trains its masks (or only its head) with `Trainer`."""
+        mm = get_mask_model(self.fresh_model(), config)
+        if freeze_masks:  # the dense baseline: every unit kept, only the head trains
+            mm.masks.requires_grad_(False)
+        args = self.arguments(name)
+        trainer = Trainer(
+            model=mm,
+            args=args,
+            train_dataset=self.train,
+            data_collator=self.collator,
+            callbacks=[SparsityCallback(config)],
+            optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args),
+            compute_loss_func=self.task.compute_loss_func,
+        )
+        if self.task.compute_loss_func is not None:
+            trainer.loss_is_scaled_for_ga = False  # a mean loss: let Trainer divide by GA steps
+        trainer.train()
+        return mm
+
+    def evaluate(self, model, name: str) -> dict:
+        """The task metrics of `model` on the test split."""
+        args = self.arguments(name, report_to=[])
+        trainer = Trainer(
+            model=model,
+            args=args,
+            data_collator=self.collator,
+            compute_metrics=self.task.compute_metrics,
+            compute_loss_func=self.task.compute_loss_func,
+        )
+        metrics = trainer.evaluate(self.test, metric_key_prefix="test")
+        return {
+            k.removeprefix("test_"): v
+            for k, v in metrics.items()
+            if not k.endswith(("runtime", "per_second"))
+        }
 
 
-def _evaluate(model, training_args, test, collator, task: Task, output_dir: str) -> dict:
-    args = dataclasses.replace(training_args, output_dir=output_dir, report_to=[])
-    trainer = Trainer(
-        model=model,
-        args=args,
-        data_collator=collator,
-        compute_metrics=task.compute_metrics,
-        compute_loss_func=task.compute_loss_func,
+def dense_baseline(run: Run, dense_config: MaskConfig) -> tuple[object, dict]:
+    """The dense reference (every unit kept): a linear probe when `--train_baseline`, else the
+    untrained head, only measured. Returns its MaskModel and, on the main process, its figures
+    (the dense model saved under `output_dir/dense`)."""
+    if run.run_args.train_baseline:
+        dense_mm = run.train_masks(dense_config, "baseline", freeze_masks=True).eval()
+        metrics = run.evaluate(dense_mm, "baseline")
+    else:
+        dense_mm, metrics = get_mask_model(run.fresh_model(), dense_config), {}
+    if not run.main:
+        return dense_mm, {}
+    dense = dense_mm.prune(feature_extractor=run.collator.feature_extractor)
+    folder = os.path.join(run.training_args.output_dir, "dense")
+    dense.save_pretrained(folder)
+    figures = _figures(dense, dense_mm, run.latency_input, folder, run.run_args.latency_repeats)
+    return dense_mm, {"metrics": metrics, **figures}
+
+
+def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict | None:
+    """Trains the masks for one target, prunes (then recovers with LoRA when asked), evaluates,
+    saves adapter and pruned model; returns the run's row (None off the main process)."""
+    name = f"target{config.target_sparsity:.2f}"
+    mm = run.train_masks(config, name)
+    checksums = _gather(_mask_checksum(mm))
+    pruned = mm.prune(feature_extractor=run.collator.feature_extractor)
+    metrics = run.evaluate(pruned, name)
+    row = {}
+    if run.run_args.recover_lora_steps:
+        row["metrics_before_recovery"] = metrics
+        lora_args = run.arguments(
+            f"{name}/lora",
+            max_steps=run.run_args.recover_lora_steps,
+            learning_rate=run.run_args.recover_lora_learning_rate,
+        )
+        pruned = recover_with_lora(
+            pruned,
+            lora_args,
+            run.train,
+            data_collator=run.collator,
+            compute_loss_func=run.task.compute_loss_func,
+        )
+        metrics = run.evaluate(pruned, name)
+    if not run.main:
+        return None
+    data = run.data_args
+    pruned.set_card_info(
+        dataset=data.dataset_name
+        or os.path.basename(os.path.normpath(data.data_dir or ""))
+        or None,
+        metrics={run.task.metric: metrics[run.task.metric]},
+        task_description=run.task.card_task,
     )
-    metrics = trainer.evaluate(test, metric_key_prefix="test")
+    folder = os.path.join(run.training_args.output_dir, name)
+    mm.save_pretrained(os.path.join(folder, "adapter"))
+    pruned.save_pretrained(os.path.join(folder, "pruned"))
+    figures = _figures(
+        pruned, mm, run.latency_input, os.path.join(folder, "pruned"), run.run_args.latency_repeats
+    )
+    report = mm.sparsity_report()
     return {
-        k.removeprefix("test_"): v
-        for k, v in metrics.items()
-        if not k.endswith(("runtime", "per_second"))
+        "target_sparsity": config.target_sparsity,
+        "metrics": metrics,
+        **row,
+        **figures,
+        "removed": {k: v for k, v in report["total"].items() if k.endswith("removed_fraction")},
+        "ratios": compare(dense_figures, figures),
+        "groups": report["groups"],
+        "processes": len(checksums),
+        "mask_checksums_agree": len(set(checksums)) == 1,
+        "adapter": os.path.join(name, "adapter"),
+        "pruned": os.path.join(name, "pruned"),
     }
+
+
+def write_run_report(run: Run, configs, dense_figures: dict, runs: list[dict], mask_args) -> dict:
+    """Writes report.json / report.md / plots under `output_dir`, prints report.md, returns it."""
+    input_name = run.collator.feature_extractor.model_input_names[0]
+    dense_config = dataclasses.replace(configs[0], target_sparsity=0.0)
+    report = {
+        "task": run.task.name,
+        "model": run.model_args.model_name_or_path,
+        "dataset": run.data_args.dataset_name or run.data_args.data_dir,
+        "test_examples": len(run.test),
+        "metric": run.task.metric,
+        "dense_kind": "linear probe" if run.run_args.train_baseline else "untrained head",
+        "latency_input": "one test clip of median length "
+        f"({tuple(run.latency_input[input_name].shape)})",
+        "mask_config": dense_config.to_dict() | {"target_sparsity": mask_args.target_sparsity},
+        "recover_lora_steps": run.run_args.recover_lora_steps,
+        "dense": dense_figures,
+        "runs": runs,
+        "environment": environment(),
+    }
+    output_dir = run.training_args.output_dir
+    write_report(report, output_dir)
+    print(open(os.path.join(output_dir, "report.md"), encoding="utf-8").read())
+    return report
 
 
 def main(task: Task) -> None:
@@ -326,136 +474,45 @@ def main(task: Task) -> None:
         sys.exit(2)
 
 
-def run(task: Task) -> dict | None:
-    """Runs a recipe end to end and returns the report (on the main process; None elsewhere)."""
-    model_args, data_args, mask_args, run_args, training_args = parse_arguments()
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
-    )
-    transformers.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
-    configs = mask_configs(mask_args)
-    main = training_args.process_index == 0
-
+def prepare_run(task: Task, arguments) -> Run:
+    """Loads and featurizes the data and picks the latency input: everything the steps share."""
+    model_args, data_args, mask_args, run_args, training_args = arguments
+    dense_config = dataclasses.replace(mask_configs(mask_args)[0], target_sparsity=0.0)
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
     with training_args.main_process_first(desc="dataset preparation"):
         train_raw, test_raw = load_splits(
             data_args, feature_extractor.sampling_rate, training_args.seed
         )
-
-    # Every unit kept: the dense reference (the baseline trains its head; else it is only
-    # measured). The feature extractor must match the masked models (Whisper: the window).
-    dense_config = dataclasses.replace(configs[0], target_sparsity=0.0)
+    # The feature extractor must match the masked models (Whisper: the window).
     with training_args.main_process_first(desc="feature extraction"):
         train, test, model_kwargs, collator = task.prepare(
-            train_raw,
-            test_raw,
-            feature_extractor,
-            model_args.model_name_or_path,
-            data_args,
+            train_raw, test_raw, feature_extractor, model_args.model_name_or_path, data_args,
             dense_config,
-        )
-    feature_extractor = collator.feature_extractor
-
-    def fresh_model():
-        return task.auto_class.from_pretrained(model_args.model_name_or_path, **model_kwargs)
-
-    output_dir = training_args.output_dir
-    input_name = feature_extractor.model_input_names[0]
+        )  # fmt: skip
+    input_name = collator.feature_extractor.model_input_names[0]
     latency_input = _median_example(test, input_name, collator)
+    return Run(
+        task, model_args, data_args, run_args, training_args,
+        train, test, collator, model_kwargs, latency_input,
+    )  # fmt: skip
 
-    if run_args.train_baseline:
-        dense_args = dataclasses.replace(
-            training_args, output_dir=os.path.join(output_dir, "baseline")
-        )
-        dense_mm, _ = _train_masks(
-            fresh_model(), dense_config, dense_args, train, collator, task, freeze_masks=True
-        )
-        dense_mm.eval()
-        dense_metrics = _evaluate(
-            dense_mm, dense_args, test, collator, task, os.path.join(output_dir, "baseline")
-        )
-    else:
-        dense_mm, dense_metrics = get_mask_model(fresh_model(), dense_config), {}
-    layout = get_layout(dense_mm.model)
-    backbone_path = layout.backbone_path(dense_mm.model)
-    reference = layout.reference_inputs(dense_mm.model, dense_config)
-    dense = dense_mm.prune(feature_extractor=feature_extractor)
-    dense_folder = os.path.join(output_dir, "dense")
-    if main:
-        dense.save_pretrained(dense_folder)
-        dense_figures = {
-            "metrics": dense_metrics,
-            **_figures(
-                dense,
-                backbone_path,
-                reference,
-                latency_input,
-                dense_folder,
-                run_args.latency_repeats,
-            ),
-        }
 
-    runs = []
-    for config in configs:
-        name = f"target{config.target_sparsity:.2f}"
-        run_args_i = dataclasses.replace(training_args, output_dir=os.path.join(output_dir, name))
-        mm, _ = _train_masks(fresh_model(), config, run_args_i, train, collator, task)
-        checksums = _gather(_mask_checksum(mm))
-        pruned = mm.prune(feature_extractor=feature_extractor)
-        metrics = _evaluate(
-            pruned, run_args_i, test, collator, task, os.path.join(output_dir, name)
-        )
-        if not main:
-            continue
-        pruned.set_card_info(
-            dataset=data_args.dataset_name
-            or os.path.basename(os.path.normpath(data_args.data_dir or ""))
-            or None,
-            metrics={task.metric: metrics[task.metric]},
-            task_description=task.card_task,
-        )
-        mm.save_pretrained(os.path.join(output_dir, name, "adapter"))
-        pruned_folder = os.path.join(output_dir, name, "pruned")
-        pruned.save_pretrained(pruned_folder)
-        figures = _figures(
-            pruned, backbone_path, reference, latency_input, pruned_folder, run_args.latency_repeats
-        )
-        report = mm.sparsity_report()
-        runs.append(
-            {
-                "target_sparsity": config.target_sparsity,
-                "metrics": metrics,
-                **figures,
-                "removed": {
-                    k: v for k, v in report["total"].items() if k.endswith("removed_fraction")
-                },
-                "ratios": compare(dense_figures, figures),
-                "groups": report["groups"],
-                "processes": len(checksums),
-                "mask_checksums_agree": len(set(checksums)) == 1,
-                "adapter": os.path.join(name, "adapter"),
-                "pruned": os.path.join(name, "pruned"),
-            }
-        )
-    if not main:
+def run(task: Task) -> dict | None:
+    """Runs a recipe end to end (dense baseline, one pruned model per target, report) and
+    returns the report (on the main process; None elsewhere)."""
+    arguments = parse_arguments()
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
+    )
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(arguments[-1].seed)
+    configs = mask_configs(arguments[2])
+    state = prepare_run(task, arguments)
+    _, dense_figures = dense_baseline(state, dataclasses.replace(configs[0], target_sparsity=0.0))
+    runs = [prune_one_target(state, config, dense_figures) for config in configs]
+    if not state.main:
         return None
-    report = {
-        "task": task.name,
-        "model": model_args.model_name_or_path,
-        "dataset": data_args.dataset_name or data_args.data_dir,
-        "test_examples": len(test),
-        "metric": task.metric,
-        "dense_kind": "linear probe" if run_args.train_baseline else "untrained head",
-        "latency_input": f"one test clip of median length ({tuple(latency_input[input_name].shape)})",
-        "mask_config": dense_config.to_dict() | {"target_sparsity": mask_args.target_sparsity},
-        "dense": dense_figures,
-        "runs": runs,
-        "environment": environment(),
-    }
-    write_report(report, output_dir)
-    print(open(os.path.join(output_dir, "report.md"), encoding="utf-8").read())
-    return report
+    return write_run_report(state, configs, dense_figures, runs, arguments[2])
 
 
 def prepare_labelled_audio(multi_label: bool) -> Callable:
@@ -463,7 +520,7 @@ def prepare_labelled_audio(multi_label: bool) -> Callable:
     split (multi-hot when `multi_label`), the matching head size, `AudioCollator`."""
 
     def prepare(train, test, feature_extractor, model_path, data_args, config):
-        feature_extractor = adapted_feature_extractor(feature_extractor, model_path, config)
+        feature_extractor = fitted_feature_extractor(feature_extractor, model_path, config)
         names = label_names(train, data_args.label_column)
         args = (feature_extractor, data_args.audio_column, data_args.label_column, names)
         train = featurize(train, *args, multi_label=multi_label, split="train")
@@ -480,7 +537,7 @@ def prepare_labelled_audio(multi_label: bool) -> Callable:
     return prepare
 
 
-def adapted_feature_extractor(feature_extractor, model_path: str, config: MaskConfig):
+def fitted_feature_extractor(feature_extractor, model_path: str, config: MaskConfig):
     """The feature extractor for the masked model (e.g. Whisper's shortened window)."""
-    layout = layout_for_config(transformers.AutoConfig.from_pretrained(model_path), model_path)
-    return layout.adapt_feature_extractor(feature_extractor, config)
+    model_config = transformers.AutoConfig.from_pretrained(model_path)
+    return adapted_feature_extractor(feature_extractor, model_config, config)

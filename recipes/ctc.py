@@ -13,8 +13,7 @@ import numpy as np
 from common import Task, main
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
 
-from hf_keepwhat.audio import checked_waveform, require_column
-from hf_keepwhat.metrics import load_metric
+from hf_keepwhat.tasks import checked_waveform, load_metric, require_column
 
 WER = load_metric("wer")
 CER = load_metric("cer")

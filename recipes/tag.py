@@ -9,7 +9,7 @@ import torch
 from common import Task, main, prepare_labelled_audio
 from transformers import AutoModelForAudioClassification
 
-from hf_keepwhat.metrics import load_metric
+from hf_keepwhat.tasks import load_metric
 
 MAP = load_metric("mean_average_precision")
 ROC_AUC = load_metric("roc_auc")

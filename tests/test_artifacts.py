@@ -112,7 +112,10 @@ def test_nonuniform_pruned_models_load_by_both_routes(tmp_path):
     jobs.append(job)
     expected.append(reference)
 
-    for route, module in (("keepwhat", "hf_keepwhat.pruned"), ("remote", "transformers_modules")):
+    for route, module in (
+        ("keepwhat", "hf_keepwhat.standalone"),
+        ("remote", "transformers_modules"),
+    ):
         for result, reference in zip(_run_route(route, jobs, tmp_path), expected, strict=True):
             assert result["class"].startswith(module), result["class"]
             assert (result["output"] - reference).abs().max().item() <= 1e-6
@@ -128,7 +131,7 @@ def test_stock_expressible_pruning_loads_without_custom_code(tmp_path):
         job, reference = _job(
             tmp_path, name, model, inputs, "AutoModelForAudioClassification", _first_output
         )
-        assert not (tmp_path / name / "modeling_pruned.py").exists()
+        assert not (tmp_path / name / "modeling_keepwhat.py").exists()
         config = json.loads((tmp_path / name / "config.json").read_text())
         assert "auto_map" not in config and not config["model_type"].startswith("keepwhat")
         jobs.append(job)
@@ -189,7 +192,7 @@ def test_failed_save_leaves_the_previous_model_intact(tmp_path, monkeypatch):
     model, _ = _saved_nonuniform(tmp_path)
     before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
 
-    def broken_card(self, repo_id=None):
+    def broken_card(self, *args, **kwargs):
         raise OSError("disk full")
 
     model.set_card_info(metrics={"accuracy": 0.5})  # the new save would differ

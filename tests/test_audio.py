@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from datasets import Dataset
 
-from hf_keepwhat.audio import (
+from hf_keepwhat.tasks.audio import (
     AudioCollator,
     AudioDataError,
     cast_audio,

@@ -57,7 +57,7 @@ def test_pruned_clap_equals_masked_at_predicted_cost(seed):
     assert sum(isinstance(m, EmptyAttention) for m in pruned.modules()) == 1
 
     report = mm.sparsity_report()["total"]
-    reference = mm.layout.reference_inputs(pruned, mm.mask_config)
+    reference = mm.reference_inputs
     assert count_params(pruned.audio_encoder) == report["params_remaining"]
     assert count_macs(pruned.audio_encoder, reference) == report["macs_remaining"]
     assert report["params_remaining"] < report["params_original"]
@@ -83,7 +83,10 @@ def test_pruned_clap_loads_by_both_routes(tmp_path):
     job, expected = _job(tmp_path, "clap", pruned, inputs, "AutoModel", lambda m, i: m(**i)[0])
     loaded = AutoModel.from_pretrained(tmp_path / "clap")
     assert type(loaded) is type(pruned)
-    for route, module in (("keepwhat", "hf_keepwhat.pruned"), ("remote", "transformers_modules")):
+    for route, module in (
+        ("keepwhat", "hf_keepwhat.standalone"),
+        ("remote", "transformers_modules"),
+    ):
         (result,) = _run_route(route, [job], tmp_path)
         assert result["class"].startswith(module), result["class"]
         assert (result["output"] - expected).abs().max().item() <= 1e-6

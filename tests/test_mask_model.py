@@ -60,7 +60,7 @@ def test_params_budget_weighs_units_by_their_size():
     total = mm.sparsity_report()["total"]
     assert (
         total["params_original"] - total["params_remaining"]
-        == heads.num_units * heads.params_per_unit
+        == heads.num_units * mm.costs.per_unit[heads.name]["params"]
     )
     assert mm.realised_sparsity() == pytest.approx(total["params_removed_fraction"])
 
@@ -132,7 +132,7 @@ def test_optimizer_groups_give_masks_their_own_rate(tmp_path):
     optimizer_cls(**kwargs)  # builds
 
 
-def test_lagrangian_multipliers_are_maximised(tmp_path):
+def test_lagrangian_multipliers_ascend_under_a_minimising_optimizer(tmp_path):
     from transformers import TrainingArguments
 
     config = MaskConfig(target_sparsity=0.5, budget_mode="lagrangian", mask_learning_rate=0.1)
@@ -140,7 +140,8 @@ def test_lagrangian_multipliers_are_maximised(tmp_path):
     assert "lagrange" in mm.state_dict()  # checkpoints and adapters carry the multipliers
     args = TrainingArguments(str(tmp_path), learning_rate=1e-3, report_to=[])
     optimizer_cls, kwargs = mm.optimizer_cls_and_kwargs(args)
-    assert kwargs["params"][-1]["maximize"] and kwargs["params"][-1]["params"] == [mm.lagrange]
+    group = kwargs["params"][-1]
+    assert group["params"] == [mm.lagrange] and not group.get("maximize")
     optimizer = optimizer_cls(**kwargs)
     for _ in range(3):  # every unit kept, target half: the gap is positive
         optimizer.zero_grad()
@@ -152,21 +153,13 @@ def test_lagrangian_multipliers_are_maximised(tmp_path):
     assert torch.allclose(mm.sparsity_penalty(), expected)
 
 
-def test_lagrangian_refuses_an_optimizer_that_minimises_the_multipliers(tmp_path):
-    from tiny_models import tiny_whisper as build
-    from transformers import Trainer, TrainingArguments
-
-    from hf_keepwhat import SparsityCallback
-
+def test_lagrangian_refuses_a_maximising_group(tmp_path):
     config = MaskConfig(target_sparsity=0.5, budget_mode="lagrangian")
-    mm = get_mask_model(build(), config)
-    args = TrainingArguments(str(tmp_path), max_steps=1, report_to=[], use_cpu=True)
-    dataset = [{"input_features": torch.randn(16, 100), "labels": 0}] * 2
-    trainer = Trainer(
-        model=mm, args=args, train_dataset=dataset, callbacks=[SparsityCallback(config)]
-    )
-    with pytest.raises(ValueError, match="multipliers maximised"):
-        trainer.train()
+    mm = get_mask_model(tiny_whisper(), config)
+    groups = mm.param_groups(1e-3)
+    groups[-1]["maximize"] = True  # the old recipe: it would now make the multipliers descend
+    with pytest.raises(ValueError, match="maximize=True"):
+        mm.match_mask_learning_rate(torch.optim.Adam(groups))
 
 
 def test_conv_units_on_ast_are_ignored_with_a_warning(caplog):
@@ -178,3 +171,20 @@ def test_conv_units_on_ast_are_ignored_with_a_warning(caplog):
     assert {g.kind for g in mm.unit_groups} == {"heads", "ffn"}
     with pytest.raises(ValueError, match="no prunable units of kinds \\['conv'\\]"):
         get_mask_model(tiny_ast(), MaskConfig(unit_kinds=["conv"], target_sparsity=0.0))
+
+
+def test_frozen_backbone_runs_in_eval_mode_while_masks_train():
+    from tiny_models import tiny_wav2vec2 as build
+
+    # LayerDrop, dropout and SpecAugment all on: in training mode every forward differs.
+    noisy = dict(layerdrop=0.5, hidden_dropout=0.3, mask_time_prob=0.5, mask_time_length=2)
+    x = torch.randn(2, 1600)
+    mm = get_mask_model(build(**noisy), MaskConfig(target_sparsity=0.0)).train()
+    assert not mm.model.wav2vec2.training and mm.model.classifier.training
+    torch.testing.assert_close(mm(input_values=x).logits, mm(input_values=x).logits)
+    assert mm.training  # Trainer still sees a model in training mode
+
+    old = MaskConfig(target_sparsity=0.0, backbone_train_mode=True)
+    mm = get_mask_model(build(**noisy), old).train()
+    assert mm.model.wav2vec2.training
+    assert not torch.allclose(mm(input_values=x).logits, mm(input_values=x).logits)

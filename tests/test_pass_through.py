@@ -63,7 +63,7 @@ def _masked_with_two_layers_emptied(build, seed=0):
     for group in mm.unit_groups:
         count = int(torch.randint(1, group.num_units + 1, (1,), generator=generator))
         mm.set_kept(group.name, torch.randperm(group.num_units, generator=generator)[:count])
-    emptied = mm.pass_throughs[:2]
+    emptied = mm.emptiable_layers[:2]
     for layer in emptied:
         for name in layer.groups:
             mm.set_kept(name, [])
@@ -93,8 +93,8 @@ def test_emptied_pre_ln_layers_pass_through_exactly(family):
 
     report = mm.sparsity_report()["total"]
     assert report["layers_passed_through"] == emptied
-    backbone = pruned.get_submodule(mm.layout.backbone_path(pruned))
-    reference = mm.layout.reference_inputs(pruned, mm.mask_config)
+    backbone = pruned.get_submodule(mm.layout.backbone_path)
+    reference = mm.reference_inputs
     assert count_params(backbone) == report["params_remaining"]
     assert count_macs(backbone, reference) == report["macs_remaining"]
 
@@ -126,11 +126,11 @@ def test_only_pre_ln_layers_are_passed_through():
     }
     for case, (build, expected) in cases.items():
         mm = get_mask_model(build(), MaskConfig(target_sparsity=0.0))
-        layers = [int(p.layer.rpartition(".")[2]) for p in mm.pass_throughs]
+        layers = [int(p.layer.rpartition(".")[2]) for p in mm.emptiable_layers]
         assert layers == expected, case
     # A layer whose FFN is not masked can never be empty.
     mm = get_mask_model(tiny_whisper(), MaskConfig(target_sparsity=0.0, unit_kinds=["heads"]))
-    assert mm.pass_throughs == []
+    assert mm.emptiable_layers == []
 
 
 def test_passed_through_models_load_by_both_routes(tmp_path):
@@ -149,7 +149,10 @@ def test_passed_through_models_load_by_both_routes(tmp_path):
         for path in passed_through:
             assert type(loaded.get_submodule(path)) is type(pruned.get_submodule(path))
             assert f"`{path}`" in card.split("are pass-throughs")[1]
-    for route, module in (("keepwhat", "hf_keepwhat.pruned"), ("remote", "transformers_modules")):
+    for route, module in (
+        ("keepwhat", "hf_keepwhat.standalone"),
+        ("remote", "transformers_modules"),
+    ):
         results = _run_route(route, jobs, tmp_path)
         for result, output in zip(results, expected, strict=True):
             assert result["class"].startswith(module), result["class"]
@@ -164,7 +167,7 @@ def test_real_whisper_layer_passes_through_exactly():
     generator = torch.Generator().manual_seed(0)
     for group in mm.unit_groups:
         mm.set_kept(group.name, torch.randperm(group.num_units, generator=generator)[::2])
-    for name in mm.pass_throughs[2].groups:
+    for name in mm.emptiable_layers[2].groups:
         mm.set_kept(name, [])
     inputs = {"input_features": torch.randn(2, 80, 300)}
     with torch.no_grad():

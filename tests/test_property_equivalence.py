@@ -29,7 +29,7 @@ def _set_random_masks(mm, seed, emptied_layers=0):
         keep = torch.rand(group.num_units, generator=generator) < torch.rand(1, generator=generator)
         mm.set_kept(group.name, torch.nonzero(keep).flatten().tolist())
     if emptied_layers:
-        layers = mm.layout.layers_path(mm.model)
+        layers = mm.layout.layers_path
         for group in mm.unit_groups:
             index = group.mask_module.removeprefix(layers + ".").partition(".")[0]
             if group.kind in ("heads", "ffn") and emptied_layers >> int(index) & 1:
@@ -47,9 +47,9 @@ def _check(mm, inputs, shape):
         pruned = mm.prune()
         assert (mm(**inputs).logits - pruned(**inputs).logits).abs().max().item() <= 1e-4
     report = mm.sparsity_report()["total"]
-    backbone = pruned.get_submodule(mm.layout.backbone_path(pruned))
+    backbone = pruned.get_submodule(mm.layout.backbone_path)
     assert count_params(backbone) == report["params_remaining"]
-    reference = mm.layout.reference_inputs(pruned, mm.mask_config)
+    reference = mm.reference_inputs
     assert count_macs(backbone, reference) == report["macs_remaining"]
 
 

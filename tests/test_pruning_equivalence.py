@@ -24,8 +24,8 @@ def _random_masks(mm, generator):
     ffns = [g.name for g in mm.unit_groups if g.kind == "ffn"]
     mm.set_kept(heads[0], [])
     mm.set_kept(ffns[1], [])
-    last = mm.model.get_submodule(mm.layout.layers_path(mm.model))
-    last = f"{mm.layout.layers_path(mm.model)}.{len(last) - 1}."
+    last = mm.model.get_submodule(mm.layout.layers_path)
+    last = f"{mm.layout.layers_path}.{len(last) - 1}."
     for group in mm.unit_groups:
         if group.kind in ("heads", "ffn") and group.mask_module.startswith(last):
             mm.set_kept(group.name, [])
@@ -57,8 +57,8 @@ def test_pruned_equals_masked(family, seed):
 
     # Invariant 3: realised parameters and MACs are what the accounting predicted, exactly.
     report = mm.sparsity_report()["total"]
-    backbone = pruned_model.get_submodule(mm.layout.backbone_path(pruned_model))
-    reference = mm.layout.reference_inputs(pruned_model, mm.mask_config)
+    backbone = pruned_model.get_submodule(mm.layout.backbone_path)
+    reference = mm.reference_inputs
     assert count_params(backbone) == report["params_remaining"]
     assert count_macs(backbone, reference) == report["macs_remaining"]
     assert report["params_remaining"] < report["params_original"]
@@ -130,7 +130,7 @@ def test_conv_layer_with_every_channel_masked(family):
     with torch.no_grad():
         pruned = mm.prune()
         assert (mm(**inputs).logits - pruned(**inputs).logits).abs().max().item() <= 1e-4
-    backbone = pruned.get_submodule(mm.layout.backbone_path(pruned))
+    backbone = pruned.get_submodule(mm.layout.backbone_path)
     assert count_params(backbone) == mm.sparsity_report()["total"]["params_remaining"]
 
 
@@ -163,6 +163,6 @@ def test_round_to_keeps_multiples_chosen_by_logit():
     inputs = {input_name: torch.randn(*shape)}
     with torch.no_grad():
         assert (mm(**inputs).logits - pruned(**inputs).logits).abs().max().item() <= 1e-4
-    backbone = pruned.get_submodule(mm.layout.backbone_path(pruned))
+    backbone = pruned.get_submodule(mm.layout.backbone_path)
     assert count_params(backbone) == pruned.keepwhat_record["report"]["total"]["params_remaining"]
     assert pruned.encoder.layers[0].fc1.out_features % 8 == 0

@@ -7,7 +7,7 @@ import torch
 from tiny_models import tiny_wavlm
 
 from hf_keepwhat import MaskConfig, get_mask_model
-from hf_keepwhat.modeling_pruned import KeepWhatWavLMAttention, use_keepwhat_wavlm_attention
+from hf_keepwhat.runtime import KeepWhatWavLMAttention, use_keepwhat_wavlm_attention
 
 
 def test_rebuilt_attention_computes_the_stock_attention():

@@ -9,11 +9,9 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import nn
 
-from ..config import MaskConfig
 from ..units import UnitGroup
-from .base import Layout, head_group, layers_with_units, neuron_group
+from .base import Family, Layout, head_group, layers_with_units, neuron_group
 
 logger = logging.getLogger(__name__)
 
@@ -21,32 +19,47 @@ logger = logging.getLogger(__name__)
 class ASTLayout(Layout):
     """Layout of `ASTModel` and `ASTForAudioClassification`."""
 
-    model_types = ("audio-spectrogram-transformer",)
+    families = (
+        Family(
+            "audio-spectrogram-transformer",
+            "ASTConfig",
+            {
+                "ASTModel": "AutoModel",
+                "ASTForAudioClassification": "AutoModelForAudioClassification",
+            },
+            pass_through={"ASTLayer": "tensor"},
+        ),
+    )
 
-    def layers_path(self, model: nn.Module) -> str:
-        return f"{self.backbone_path(model)}.layers".lstrip(".")
+    @property
+    def layers_path(self) -> str:
+        return self.path("layers")
 
-    def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
-        c = model.config
+    @property
+    def sequence_length(self) -> int:
+        """Patches + CLS + distillation token."""
+        return self.backbone.embeddings.position_embeddings.shape[1]
+
+    def reference_inputs(self) -> dict[str, torch.Tensor]:
+        c = self.model.config
         return {"input_values": torch.zeros(1, c.max_length, c.num_mel_bins)}
 
-    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
-        return f"{model.config.max_length} spectrogram frames"
+    def describe_reference_input(self) -> str:
+        return f"{self.model.config.max_length} spectrogram frames"
 
-    def stock_config_updates(self, model: nn.Module) -> dict:
-        layers = model.get_submodule(self.layers_path(model))
+    def stock_config_updates(self) -> dict:
+        layers = self.model.get_submodule(self.layers_path)
         widths = {layer.mlp.fc1.out_features for layer in layers_with_units(layers)}
         return {"intermediate_size": widths.pop()} if len(widths) == 1 else {}
 
-    def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
-        if "conv" in config.unit_kinds and config.unit_kinds != ["conv"]:
+    def unit_groups(self) -> list[UnitGroup]:
+        kinds = self.mask_config.unit_kinds
+        if "conv" in kinds and kinds != ["conv"]:
             logger.warning("AST has no prunable conv channels: conv units are ignored for it.")
-        embeddings = model.get_submodule(self.backbone_path(model) or "").embeddings
-        seq_len = embeddings.position_embeddings.shape[1]  # patches + CLS + distillation token
+        seq_len, model = self.sequence_length, self.model
         groups = []
-        layers = self.layers_path(model)
-        for i in range(len(model.get_submodule(layers))):
-            layer = f"{layers}.{i}"
+        for i in range(len(model.get_submodule(self.layers_path))):
+            layer = f"{self.layers_path}.{i}"
             groups.append(
                 head_group(
                     model,

@@ -1,99 +1,177 @@
-"""What every layout shares: the `Layout` interface and builders for the common unit groups.
+"""What every layout shares: the `Family` declaration, the bound `Layout` interface, and
+builders for the common unit groups.
 
-A layout is the only architecture-specific code: it says where the backbone and its layers are,
-what a reference input looks like, and which `UnitGroup`s the model has.
+A layout is the only architecture-specific code. Its class declares the transformers families it
+handles (`families`: stock classes, Auto classes, pre-LN layer return formats, preparation);
+everything else (pruned classes, Auto registration, the saved modeling file, CLI naming) is
+derived from that. An instance is bound to one model: it knows where the backbone and its layers
+are, what a reference input looks like, and which `UnitGroup`s the model has.
 """
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..config import MaskConfig
-from ..modeling_pruned import PASS_THROUGH_FORWARDS, PassThroughLayer
+from ..runtime import PREPARATIONS, PassThroughLayer
 from ..units import UnitGroup
 
 
-class Layout:
-    """Architecture knowledge for one family of transformers models.
+@dataclass(frozen=True)
+class Family:
+    """One transformers model family and what its pruned models need.
 
-    Subclasses set `model_types` and implement `backbone_path`, `reference_inputs` and
-    `unit_groups`; everything else reads only what these return.
+    Args:
+        model_type: `config.model_type`, e.g. `"whisper"`.
+        config_class: The transformers config class, e.g. `"WhisperConfig"`.
+        models: Stock model class -> the Auto class that loads it, e.g.
+            `{"WhisperForAudioClassification": "AutoModelForAudioClassification"}`.
+        pass_through: Pre-LN layer classes that become `PassThroughLayer`s once empty, with
+            their return format (a key of `runtime.RETURN_FORMATS`).
+        prepare: A key of `runtime.PREPARATIONS` that rebuilds modules before masking and
+            before a manifest applies (WavLM's attention), or None.
     """
 
-    model_types: tuple[str, ...] = ()
+    model_type: str
+    config_class: str
+    models: dict[str, str]
+    pass_through: dict[str, str] = field(default_factory=dict)
+    prepare: str | None = None
 
-    def prepare(self, model: nn.Module) -> None:
+
+def task_family(model_type: str, prefix: str, config: str | None = None, **kwargs) -> Family:
+    """The usual speech-encoder family: `<prefix>Model`, `...ForSequenceClassification` and
+    `...ForCTC`, loaded by `AutoModel`, `AutoModelForAudioClassification`, `AutoModelForCTC`.
+
+    Args:
+        model_type: `config.model_type`.
+        prefix: The class-name prefix, e.g. `"Hubert"`.
+        config: The config class name (default `<prefix>Config`).
+        **kwargs: `pass_through` and `prepare` of the `Family`.
+    """
+    models = {
+        f"{prefix}Model": "AutoModel",
+        f"{prefix}ForSequenceClassification": "AutoModelForAudioClassification",
+        f"{prefix}ForCTC": "AutoModelForCTC",
+    }
+    return Family(model_type, config or f"{prefix}Config", models, **kwargs)
+
+
+class Layout:
+    """Architecture knowledge for one family of models, bound to one model.
+
+    Subclasses declare `families` and implement `reference_inputs`,
+    `describe_reference_input` and `unit_groups` (and `layers_path` where there are layers);
+    everything else reads only what these return.
+
+    Args:
+        model: The model (a transformers model of one of `families`).
+        mask_config: The `MaskConfig` it is masked with (input lengths, unit kinds).
+    """
+
+    families: tuple[Family, ...] = ()
+
+    def __init__(self, model: nn.Module, mask_config: MaskConfig | None = None):
+        self.model = model
+        self.mask_config = mask_config if mask_config is not None else MaskConfig()
+
+    @classmethod
+    def pass_through_returns(cls) -> dict[str, str]:
+        """Return format of every pre-LN layer class of this layout's families."""
+        return {k: v for family in cls.families for k, v in family.pass_through.items()}
+
+    def prepare(self) -> None:
         """Rebuilds, in place, modules that masking and pruning cannot work on as they are
-        (none by default; WavLM's attention); the pruned model classes do the same."""
+        (the family's `prepare`; the pruned classes do the same)."""
+        for family in self.families:
+            if family.prepare:  # idempotent: only stock modules are rebuilt
+                PREPARATIONS[family.prepare](self.model)
 
-    def backbone_path(self, model: nn.Module) -> str:
-        """Path of the backbone (the part whose cost the budget counts) inside `model`: by default
-        the child named by `base_model_prefix`, or the model itself when it is the bare model."""
-        prefix = getattr(model, "base_model_prefix", "")
-        return prefix if prefix and hasattr(model, prefix) else ""
+    @functools.cached_property
+    def backbone_path(self) -> str:
+        """Path of the backbone (the part whose cost the budget counts) inside the model: by
+        default the child named by `base_model_prefix`, or the model itself when it is the
+        bare model."""
+        prefix = getattr(self.model, "base_model_prefix", "")
+        return prefix if prefix and hasattr(self.model, prefix) else ""
 
-    def layers_path(self, model: nn.Module) -> str:
-        """Path of the `nn.ModuleList` of transformer layers inside `model`."""
+    @property
+    def backbone(self) -> nn.Module:
+        """The backbone module."""
+        return self.model.get_submodule(self.backbone_path)
+
+    def path(self, suffix: str) -> str:
+        """`suffix` inside the backbone, as a path in the model."""
+        return f"{self.backbone_path}.{suffix}".lstrip(".")
+
+    @property
+    def layers_path(self) -> str:
+        """Path of the `nn.ModuleList` of transformer layers inside the model."""
         raise NotImplementedError
 
-    def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
-        """Backbone inputs (batch 1) of the length MACs are counted for."""
+    def reference_inputs(self) -> dict[str, torch.Tensor]:
+        """Backbone inputs (batch 1, on the CPU) of the length MACs are counted for."""
         raise NotImplementedError
 
-    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
+    def describe_reference_input(self) -> str:
         """Says in words what input MACs are counted for, e.g. "3 s input window"."""
         raise NotImplementedError
 
-    def stock_config_updates(self, model: nn.Module) -> dict:
-        """Stock config fields that would describe `model`'s current (pruned) shapes.
+    def stock_config_updates(self) -> dict:
+        """Stock config fields that would describe the model's current (pruned) shapes.
 
         Used to save a pruned model with a stock config when one can describe it; whether it
         really does is checked by comparing every tensor shape, so proposing is enough.
         """
         return {}
 
-    def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
-        """Every prunable unit group of `model`, with the frames each of its modules runs on."""
+    def unit_groups(self) -> list[UnitGroup]:
+        """Every prunable unit group of the model, with the frames each of its modules runs on."""
         raise NotImplementedError
 
-    def pass_through_layers(self, model: nn.Module) -> list[str]:
+    def pass_through_layers(self) -> list[str]:
         """Paths of the layers that become a `PassThroughLayer` once all their units are gone.
 
-        Only pre-LN layers qualify (their classes are the keys of `PASS_THROUGH_FORWARDS`): a
-        post-LN layer normalises the residual stream itself, so emptied it is no pass-through.
-
-        Args:
-            model: The transformers model.
+        Only pre-LN layers qualify (the classes a family lists in `pass_through`): a post-LN
+        layer normalises the residual stream itself, so emptied it is no pass-through.
         """
-        path = self.layers_path(model)
+        kinds = self.pass_through_returns()
         return [
-            f"{path}.{i}"
-            for i, layer in enumerate(model.get_submodule(path))
-            if type(layer).__name__ in PASS_THROUGH_FORWARDS
+            f"{self.layers_path}.{i}"
+            for i, layer in enumerate(self.model.get_submodule(self.layers_path))
+            if type(layer).__name__ in kinds
             # wav2vec2's attention adapter (`adapter_attn_dim`) adds a function of the stream.
             and getattr(layer, "adapter_layer", None) is None
         ]
 
-    def set_input_window(self, model: nn.Module, seconds: float) -> None:
+    def set_input_window(self, seconds: float) -> None:
         """Shortens a fixed input window to `seconds` (only models that have one, like Whisper)."""
         raise ValueError(
-            f"{type(model).__name__} has no fixed input window; leave MaskConfig.max_input_seconds "
-            "unset (it applies to Whisper only)."
+            f"{type(self.model).__name__} has no fixed input window; leave "
+            "MaskConfig.max_input_seconds unset (it applies to Whisper only)."
         )
 
-    def adapt_feature_extractor(self, feature_extractor, config: MaskConfig):
-        """The feature extractor that fits the masked model (only Whisper's window changes it)."""
+    @classmethod
+    def adapt_feature_extractor(cls, feature_extractor, mask_config: MaskConfig):
+        """The feature extractor that fits the masked model (only Whisper's window changes it).
+
+        Args:
+            feature_extractor: The base model's feature extractor.
+            mask_config: The `MaskConfig`.
+        """
         return feature_extractor
 
-    def drop_layers_above(self, model: nn.Module, last_layer: int) -> None:
+    def drop_layers_above(self, last_layer: int) -> None:
         """Deletes the transformer layers above `last_layer` in place and updates the config.
 
         Args:
-            model: The transformers model.
             last_layer: Index of the last layer to keep.
         """
-        layers = model.get_submodule(self.layers_path(model))
+        layers = self.model.get_submodule(self.layers_path)
         num_layers = len(layers)
         if last_layer >= num_layers:
             raise ValueError(
@@ -101,11 +179,11 @@ class Layout:
                 f"(indices 0..{num_layers - 1})."
             )
         del layers[last_layer + 1 :]
-        model.config.num_hidden_layers = last_layer + 1
+        self.model.config.num_hidden_layers = last_layer + 1
         # Classifiers with `use_weighted_layer_sum` hold one weight per hidden state (layers + 1).
-        weights = getattr(model, "layer_weights", None)
+        weights = getattr(self.model, "layer_weights", None)
         if isinstance(weights, nn.Parameter) and weights.numel() == num_layers + 1:
-            model.layer_weights = nn.Parameter(weights.data[: last_layer + 2].clone())
+            self.model.layer_weights = nn.Parameter(weights.data[: last_layer + 2].clone())
 
 
 def layers_with_units(layers: nn.ModuleList) -> list[nn.Module]:

@@ -16,9 +16,8 @@ import math
 import torch
 from torch import nn
 
-from ..config import MaskConfig
 from ..units import UnitGroup
-from .base import Layout, neuron_group
+from .base import Family, Layout, neuron_group
 
 logger = logging.getLogger(__name__)
 
@@ -50,45 +49,55 @@ class ClapAudioLayout(Layout):
     """Layout of `ClapAudioModel` (e.g. `ClapModel.from_pretrained(...).audio_model`, the audio
     tower of `laion/clap-htsat-*`), whose output a task head of your own reads."""
 
-    model_types = ("clap_audio_model",)
+    families = (
+        Family(
+            "clap_audio_model",
+            "ClapAudioConfig",
+            {"ClapAudioModel": "AutoModel"},
+            pass_through={"ClapAudioLayer": "swin_tuple"},
+        ),
+    )
 
-    def backbone_path(self, model: nn.Module) -> str:
+    @property
+    def backbone_path(self) -> str:
         return "audio_encoder"
 
-    def layers_path(self, model: nn.Module) -> str:
+    @property
+    def layers_path(self) -> str:
         raise ValueError(
             "CLAP's audio encoder is a stack of Swin stages with patch merging between them; "
             "MaskConfig.last_layer does not apply to it. Leave it unset."
         )
 
-    def pass_through_layers(self, model: nn.Module) -> list[str]:
+    def pass_through_layers(self) -> list[str]:
         """Every Swin block (all are pre-LN); patch merging between stages is not a block."""
-        encoder = self.backbone_path(model)
         return [
-            f"{encoder}.layers.{s}.blocks.{b}"
-            for s, stage in enumerate(model.get_submodule(f"{encoder}.layers"))
+            self.path(f"layers.{s}.blocks.{b}")
+            for s, stage in enumerate(self.backbone.layers)
             for b in range(len(stage.blocks))
         ]
 
-    def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
+    def reference_inputs(self) -> dict[str, torch.Tensor]:
         # The encoder resizes every spectrogram to this fixed size, so MACs do not depend on length.
-        c = model.config
+        c = self.model.config
         frames = c.spec_size * (c.spec_size // c.num_mel_bins)
         return {"input_features": torch.zeros(1, 1, frames, c.num_mel_bins)}
 
-    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
-        shape = self.reference_inputs(model, config)["input_features"].shape
+    def describe_reference_input(self) -> str:
+        shape = self.reference_inputs()["input_features"].shape
         return f"a {shape[2]} x {shape[3]} spectrogram (the encoder's fixed input size)"
 
-    def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
-        if "conv" in config.unit_kinds and config.unit_kinds != ["conv"]:
+    def unit_groups(self) -> list[UnitGroup]:
+        kinds = self.mask_config.unit_kinds
+        if "conv" in kinds and kinds != ["conv"]:
             logger.warning(
                 "CLAP's audio encoder has no prunable conv channels: conv units ignored."
             )
-        encoder = self.backbone_path(model)
-        shapes = _record_shapes(
-            model, model.get_submodule(encoder), self.reference_inputs(model, config)
-        )
+        model, encoder = self.model, self.backbone_path
+        inputs = {
+            k: v.to(next(model.parameters()).device) for k, v in self.reference_inputs().items()
+        }
+        shapes = _record_shapes(model, self.backbone, inputs)
 
         def frames(path: str) -> int:
             return math.prod(shapes[path][:-1])

@@ -15,14 +15,17 @@ from __future__ import annotations
 from torch import nn
 
 from ..units import UnitGroup
-from .base import neuron_group
+from .base import neuron_group, task_family
 from .wav2vec2 import Wav2Vec2Layout
 
 
 class ConformerLayout(Wav2Vec2Layout):
     """Layout of the `Wav2Vec2Conformer...` models."""
 
-    model_types = ("wav2vec2-conformer",)
+    # Every conformer layer ends in its own LayerNorm: none is a pass-through.
+    families = (
+        task_family("wav2vec2-conformer", "Wav2Vec2Conformer", config="Wav2Vec2ConformerConfig"),
+    )
 
     def ffn_widths(self, layer: nn.Module) -> list[int]:
         return [
@@ -30,9 +33,9 @@ class ConformerLayout(Wav2Vec2Layout):
             layer.ffn2.intermediate_dense.out_features,
         ]
 
-    def layer_groups(self, model: nn.Module, layer: str, seq_len: int) -> list[UnitGroup]:
+    def layer_groups(self, layer: str, seq_len: int) -> list[UnitGroup]:
         attention = f"{layer}.self_attn"
-        module = model.get_submodule(attention)
+        module = self.model.get_submodule(attention)
         head_dim = module.head_size
         projections = ["linear_q", "linear_k", "linear_v"]
         frames = {f"{attention}.{p}": seq_len for p in (*projections, "linear_out")}
@@ -60,7 +63,7 @@ class ConformerLayout(Wav2Vec2Layout):
             extra_macs_per_unit=extra,
         )
         conv = f"{layer}.conv_module"
-        channels = model.get_submodule(f"{conv}.depthwise_conv").out_channels
+        channels = self.model.get_submodule(f"{conv}.depthwise_conv").out_channels
         conv_channels = UnitGroup(
             name=f"{layer}.conv_module.channels",
             kind="conv",
@@ -81,7 +84,7 @@ class ConformerLayout(Wav2Vec2Layout):
         )
         ffns = [
             neuron_group(
-                model,
+                self.model,
                 f"{layer}.{name}",
                 f"{layer}.{name}.intermediate_dense",
                 f"{layer}.{name}.output_dense",

@@ -53,32 +53,36 @@ class ModuleLayout(Layout):
 
     Args:
         model: The module.
+        mask_config: The `MaskConfig`.
         example_inputs: Inputs of one forward pass (see `as_keyword_inputs`).
     """
 
-    def __init__(self, model: nn.Module, example_inputs):
+    def __init__(self, model: nn.Module, mask_config: MaskConfig | None, example_inputs):
+        super().__init__(model, mask_config)
         self.example_inputs = as_keyword_inputs(model, example_inputs)
         self.chains, self.refused = find_chains(model, self.example_inputs)
         for producer, reason in self.refused.items():
             logger.info("Channels of %s are not prunable: %s.", producer, reason)
 
-    def backbone_path(self, model: nn.Module) -> str:
+    @property
+    def backbone_path(self) -> str:
         return ""
 
-    def layers_path(self, model: nn.Module) -> str:
+    @property
+    def layers_path(self) -> str:
         raise ValueError(
-            f"{type(model).__name__} is a plain PyTorch model: it has no transformer layers, so "
-            "MaskConfig.last_layer does not apply. Leave it unset."
+            f"{type(self.model).__name__} is a plain PyTorch model: it has no transformer "
+            "layers, so MaskConfig.last_layer does not apply. Leave it unset."
         )
 
-    def pass_through_layers(self, model: nn.Module) -> list[str]:
+    def pass_through_layers(self) -> list[str]:
         """None: only conv channels are pruned, never a whole layer."""
         return []
 
-    def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
+    def reference_inputs(self) -> dict[str, torch.Tensor]:
         return self.example_inputs
 
-    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
+    def describe_reference_input(self) -> str:
         shapes = ", ".join(
             f"{name} {list(value.shape)}"
             for name, value in self.example_inputs.items()
@@ -86,8 +90,8 @@ class ModuleLayout(Layout):
         )
         return f"the example inputs ({shapes})"
 
-    def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
-        groups = []
+    def unit_groups(self) -> list[UnitGroup]:
+        model, groups = self.model, []
         for chain in self.chains:
             producer = model.get_submodule(chain.producer)
             consumer = model.get_submodule(chain.consumer)

@@ -13,7 +13,6 @@ import logging
 import torch
 from torch import nn
 
-from ..config import MaskConfig
 from ..units import UnitGroup
 from .base import (
     Layout,
@@ -23,35 +22,51 @@ from .base import (
     is_per_channel_norm,
     layers_with_units,
     neuron_group,
+    task_family,
 )
 
 logger = logging.getLogger(__name__)
 
 # Every checkpoint of these families is trained on 16 kHz audio.
 SAMPLING_RATE = 16_000
+STABLE = "tensor"  # the stable-layer-norm (pre-LN) layers return a tensor
 
 
 class Wav2Vec2Layout(Layout):
     """Layout of the wav2vec2 family's models (`...ForSequenceClassification`, `...ForCTC`, ...)."""
 
-    model_types = ("wav2vec2", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "sew")
+    families = (
+        task_family(
+            "wav2vec2", "Wav2Vec2", pass_through={"Wav2Vec2EncoderLayerStableLayerNorm": STABLE}
+        ),
+        task_family("hubert", "Hubert", pass_through={"HubertEncoderLayerStableLayerNorm": STABLE}),
+        task_family("data2vec-audio", "Data2VecAudio"),
+        task_family(
+            "unispeech", "UniSpeech", pass_through={"UniSpeechEncoderLayerStableLayerNorm": STABLE}
+        ),
+        task_family(
+            "unispeech-sat",
+            "UniSpeechSat",
+            pass_through={"UniSpeechSatEncoderLayerStableLayerNorm": STABLE},
+        ),
+        task_family("sew", "SEW"),
+    )
 
-    def _path(self, model: nn.Module, suffix: str) -> str:
-        return f"{self.backbone_path(model)}.{suffix}".lstrip(".")
+    @property
+    def layers_path(self) -> str:
+        return self.path("encoder.layers")
 
-    def layers_path(self, model: nn.Module) -> str:
-        return self._path(model, "encoder.layers")
+    def reference_inputs(self) -> dict[str, torch.Tensor]:
+        samples = int(self.mask_config.macs_input_seconds * SAMPLING_RATE)
+        return {"input_values": torch.zeros(1, samples)}
 
-    def reference_inputs(self, model: nn.Module, config: MaskConfig) -> dict[str, torch.Tensor]:
-        return {"input_values": torch.zeros(1, int(config.macs_input_seconds * SAMPLING_RATE))}
+    def describe_reference_input(self) -> str:
+        return f"{self.mask_config.macs_input_seconds:g} s of 16 kHz audio"
 
-    def describe_reference_input(self, model: nn.Module, config: MaskConfig) -> str:
-        return f"{config.macs_input_seconds:g} s of 16 kHz audio"
-
-    def stock_config_updates(self, model: nn.Module) -> dict:
-        conv_layers = model.get_submodule(self._path(model, "feature_extractor.conv_layers"))
+    def stock_config_updates(self) -> dict:
+        conv_layers = self.model.get_submodule(self.path("feature_extractor.conv_layers"))
         updates = {"conv_dim": [layer.conv.out_channels for layer in conv_layers]}
-        layers = model.get_submodule(self.layers_path(model))
+        layers = self.model.get_submodule(self.layers_path)
         widths = {w for layer in layers_with_units(layers) for w in self.ffn_widths(layer)}
         if len(widths) == 1:
             updates["intermediate_size"] = widths.pop()
@@ -61,28 +76,36 @@ class Wav2Vec2Layout(Layout):
         """Hidden widths of a layer's feed-forward module(s)."""
         return [layer.feed_forward.intermediate_dense.out_features]
 
-    def unit_groups(self, model: nn.Module, config: MaskConfig) -> list[UnitGroup]:
-        length = self.reference_inputs(model, config)["input_values"].shape[-1]
-        conv_layers = model.get_submodule(self._path(model, "feature_extractor.conv_layers"))
+    def conv_frames(self) -> dict[str, int]:
+        """Output frames of every feature-encoder convolution for the reference input."""
+        length = self.reference_inputs()["input_values"].shape[-1]
+        conv_layers = self.model.get_submodule(self.path("feature_extractor.conv_layers"))
         frames = {}
         for i, layer in enumerate(conv_layers):
             length = conv_output_length(length, layer.conv)
-            frames[self._path(model, f"feature_extractor.conv_layers.{i}.conv")] = length
-        # SEW squeezes the sequence (average pooling) before its transformer layers.
-        seq_len = length // getattr(model.config, "squeeze_factor", 1)
+            frames[self.path(f"feature_extractor.conv_layers.{i}.conv")] = length
+        return frames
 
-        groups = []
-        skipped = []
+    @property
+    def sequence_length(self) -> int:
+        """Frames the transformer layers run on for the reference input (SEW squeezes them)."""
+        frames = list(self.conv_frames().values())[-1]
+        return frames // getattr(self.model.config, "squeeze_factor", 1)
+
+    def unit_groups(self) -> list[UnitGroup]:
+        frames = self.conv_frames()
+        conv_layers = self.model.get_submodule(self.path("feature_extractor.conv_layers"))
+        groups, skipped = [], []
         for i in range(len(conv_layers) - 1):
             norm = getattr(conv_layers[i], "layer_norm", None)
             if not is_per_channel_norm(norm):
                 skipped.append(i)
                 continue
-            layer = self._path(model, f"feature_extractor.conv_layers.{i}")
-            consumer = self._path(model, f"feature_extractor.conv_layers.{i + 1}.conv")
+            layer = self.path(f"feature_extractor.conv_layers.{i}")
+            consumer = self.path(f"feature_extractor.conv_layers.{i + 1}.conv")
             groups.append(
                 channel_group(
-                    model,
+                    self.model,
                     f"{layer}.channels",
                     producer=f"{layer}.conv",
                     consumer=consumer,
@@ -90,30 +113,28 @@ class Wav2Vec2Layout(Layout):
                     norms=[f"{layer}.layer_norm"] if norm is not None else [],
                 )
             )
-        if skipped and "conv" in config.unit_kinds:
+        if skipped and "conv" in self.mask_config.unit_kinds:
             logger.warning(
                 "Conv channels of feature-encoder layers %s are not masked: a LayerNorm over "
                 "channels follows them, so deleting one would change the others.",
                 skipped,
             )
-
-        layers = model.get_submodule(self.layers_path(model))
-        for i in range(len(layers)):
-            groups += self.layer_groups(model, f"{self.layers_path(model)}.{i}", seq_len)
+        seq_len = self.sequence_length
+        for i in range(len(self.model.get_submodule(self.layers_path))):
+            groups += self.layer_groups(f"{self.layers_path}.{i}", seq_len)
         return groups
 
-    def layer_groups(self, model: nn.Module, layer: str, seq_len: int) -> list[UnitGroup]:
+    def layer_groups(self, layer: str, seq_len: int) -> list[UnitGroup]:
         """The unit groups of one transformer layer (heads, then FFN neurons).
 
         Args:
-            model: The transformers model.
             layer: Path of the layer.
             seq_len: Frames the layer runs on for the reference input.
         """
         return [
-            head_group(model, f"{layer}.heads", f"{layer}.attention", seq_len),
+            head_group(self.model, f"{layer}.heads", f"{layer}.attention", seq_len),
             neuron_group(
-                model,
+                self.model,
                 f"{layer}.ffn",
                 f"{layer}.feed_forward.intermediate_dense",
                 f"{layer}.feed_forward.output_dense",

@@ -1,30 +1,13 @@
-"""Run reports: `report.json`, `report.md` and plots, written from measured figures only."""
+"""Run reports of the recipes: `report.json`, `report.md` and plots, written from measured
+figures only."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import platform
 
-import torch
-import transformers
-
-from .cards import layer_table
-
-
-def environment() -> dict:
-    """Where the figures were measured: library versions, processor, threads."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+from ..cards import layer_table
 
 
 def _ratio(dense, pruned):

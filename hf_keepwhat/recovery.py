@@ -1,0 +1,116 @@
+"""LoRA recovery: fine-tune a pruned model with low-rank adapters (peft) on its task, then merge
+them, so the result is again a plain pruned model of the same shapes and speed.
+
+Mask training never changes a backbone weight; once units are deleted, the remaining weights can
+adapt to their missing neighbours. LoRA does that with few trainable parameters, and merging
+(`merge_and_unload`) folds the update into the weights: nothing of peft remains at inference.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .layouts import get_layout
+from .model import DEFAULT_MODULES_TO_SAVE
+from .standalone import RECORD_KEY
+
+
+def lora_target_modules(model: nn.Module) -> list[str]:
+    """Full paths of the backbone's `nn.Linear` layers that still have width: LoRA's targets.
+
+    A projection pruned to zero width (an FFN with no neuron left) gets no adapter: a rank-r
+    update of an empty matrix is empty.
+
+    Args:
+        model: A pruned transformers model (or any model of a supported family).
+    """
+    backbone = get_layout(model).backbone_path
+    prefix = f"{backbone}." if backbone else ""
+    return [
+        path
+        for path, module in model.named_modules()
+        if path.startswith(prefix)
+        and isinstance(module, nn.Linear)
+        and module.in_features > 0
+        and module.out_features > 0
+    ]
+
+
+def default_lora_config(model: nn.Module, r: int = 8, lora_alpha: int = 16, dropout: float = 0.05):
+    """A `peft.LoraConfig` on every backbone linear layer with width, the task head fully trained.
+
+    Args:
+        model: The pruned model.
+        r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (the update is scaled by `lora_alpha / r`).
+        dropout: Dropout on the adapters' input.
+    """
+    from peft import LoraConfig
+
+    head = [name for name in DEFAULT_MODULES_TO_SAVE if hasattr(model, name)]
+    return LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=dropout,
+        target_modules=lora_target_modules(model),
+        modules_to_save=head or None,
+    )
+
+
+def recover_with_lora(
+    pruned: nn.Module,
+    args,
+    train_dataset,
+    *,
+    lora_config=None,
+    data_collator=None,
+    compute_loss_func=None,
+    callbacks=None,
+) -> nn.Module:
+    """Trains LoRA adapters on a pruned model with `Trainer`, merges them, and returns the model.
+
+    The returned model is `pruned` itself (same class, same shapes, same speed), its weights
+    updated, in eval mode; its pruning record (`config.keepwhat["recovery"]`, shown on the model
+    card) says that LoRA recovery was applied and how.
+
+    Args:
+        pruned: A model returned by `MaskModel.prune()` (or loaded from a saved pruned folder).
+        args: `TrainingArguments` of the recovery run (`max_steps`, `learning_rate`, ...).
+        train_dataset: The task's training data, as for the mask training.
+        lora_config: A `peft.LoraConfig`; default `default_lora_config(pruned)`.
+        data_collator: Passed to `Trainer`.
+        compute_loss_func: Passed to `Trainer` (e.g. BCE for tagging).
+        callbacks: Passed to `Trainer`.
+    """
+    from peft import get_peft_model
+    from transformers import Trainer
+
+    config = lora_config if lora_config is not None else default_lora_config(pruned)
+    if not config.target_modules:
+        raise ValueError(
+            f"{type(pruned).__name__} has no backbone linear layer with width left: there is "
+            "nothing for LoRA to adapt."
+        )
+    peft_model = get_peft_model(pruned, config)
+    trainer = Trainer(
+        model=peft_model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=data_collator,
+        compute_loss_func=compute_loss_func,
+        callbacks=callbacks,
+    )
+    trainer.train()
+    merged = peft_model.merge_and_unload()
+    record = dict(getattr(merged.config, RECORD_KEY, None) or {})
+    record["recovery"] = {
+        "method": "lora",
+        "r": config.r,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": len(config.target_modules),
+        "steps": trainer.state.global_step,
+        "learning_rate": args.learning_rate,
+    }
+    setattr(merged.config, RECORD_KEY, record)
+    return merged.eval()

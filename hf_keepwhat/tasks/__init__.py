@@ -1,0 +1,38 @@
+"""What task recipes need besides masking and pruning: audio data preparation, metric modules
+that load offline, and run reports. Imported on its own (`from hf_keepwhat.tasks import ...`):
+it needs `datasets` and `evaluate`, which the core does not.
+
+- `audio`: `load_audio_dataset` (Hub id, `audiofolder` folder, or flat files labelled by a
+  file-name regex), `cast_audio`, `featurize`, `label_names`, `AudioCollator`, and the checks
+  that raise `AudioDataError` with one clear line;
+- `metrics`: `load_metric` (accuracy, f1, mean_average_precision, roc_auc, wer, cer);
+- `reports`: `write_report` (report.json, report.md, plots), `compare`, `saved_figure`.
+"""
+
+from .audio import (
+    AudioCollator,
+    AudioDataError,
+    cast_audio,
+    checked_waveform,
+    featurize,
+    label_names,
+    load_audio_dataset,
+    require_column,
+)
+from .metrics import load_metric
+from .reports import compare, saved_figure, write_report
+
+__all__ = [
+    "AudioCollator",
+    "AudioDataError",
+    "cast_audio",
+    "checked_waveform",
+    "compare",
+    "featurize",
+    "label_names",
+    "load_audio_dataset",
+    "load_metric",
+    "require_column",
+    "saved_figure",
+    "write_report",
+]

@@ -1,0 +1,49 @@
+"""LoRA recovery (peft) of a pruned model: same class and shapes, weights changed, merged, saved
+with the record on its card, loaded back."""
+
+import torch
+from test_trainer import _synthetic_dataset
+from tiny_models import tiny_whisper
+from transformers import AutoModelForAudioClassification, TrainingArguments
+
+from hf_keepwhat import MaskConfig, get_mask_model, recover_with_lora
+from hf_keepwhat.recovery import lora_target_modules
+
+
+def _pruned():
+    mm = get_mask_model(tiny_whisper(), MaskConfig(target_sparsity=0.0))
+    mm.set_kept("encoder.layers.0.heads", [1, 2])
+    mm.set_kept("encoder.layers.1.ffn", [])  # a zero-width FFN: no adapter for it
+    return mm.prune()
+
+
+def test_lora_recovery_trains_merges_and_records(tmp_path):
+    pruned = _pruned()
+    targets = lora_target_modules(pruned)
+    assert "encoder.layers.0.self_attn.q_proj" in targets
+    assert not any(t.startswith("encoder.layers.1.fc") for t in targets)
+    shapes = {k: v.shape for k, v in pruned.state_dict().items()}
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    args = TrainingArguments(
+        str(tmp_path / "lora"), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-2,
+        report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no",
+    )  # fmt: skip
+    recovered = recover_with_lora(pruned, args, _synthetic_dataset())
+    assert type(recovered) is type(pruned) and not recovered.training
+    assert {k: v.shape for k, v in recovered.state_dict().items()} == shapes  # merged: no lora_*
+    changed = [k for k, v in recovered.state_dict().items() if not torch.equal(v, before[k])]
+    assert "encoder.layers.0.self_attn.q_proj.weight" in changed
+    assert "classifier.weight" in changed  # the head trains with the adapters
+    assert "encoder.layers.1.fc1.weight" not in changed
+    record = recovered.keepwhat_record["recovery"]
+    assert record["method"] == "lora" and record["steps"] == 4
+
+    recovered.save_pretrained(tmp_path / "model")
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "fine-tuned on the task with LoRA" in card and "4 steps" in card
+    loaded = AutoModelForAudioClassification.from_pretrained(tmp_path / "model").eval()
+    x = torch.randn(2, 16, 100)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(input_features=x).logits, recovered(input_features=x).logits
+        )
