@@ -6,11 +6,13 @@ SHARED := $(abspath ../shared)
 
 # Real assets (DESIGN.md, "Assets"): the copies in ../shared unless already set.
 export KEEPWHAT_WHISPER_TINY ?= $(SHARED)/models/whisper-tiny.en
+export KEEPWHAT_WHISPER_BASE ?= $(SHARED)/models/whisper-base-encoder
 export KEEPWHAT_FSDD ?= $(SHARED)/data/fsdd/recordings
 
-# FFmpeg's shared libraries, which torchcodec (datasets' audio decoder) loads.
+# FFmpeg's shared libraries, which torchcodec (datasets' audio decoder) loads; fluidsynth and the
+# FluidR3 GM SoundFont, from which benchmarks/audio_data/gm_instruments.py renders its task.
 APT_PACKAGES := libavcodec59 libavformat59 libavutil57 libswresample4 libswscale6 \
-	libavdevice59 libavfilter8
+	libavdevice59 libavfilter8 fluidsynth fluid-soundfont-gm
 
 .PHONY: install system-deps test lint format demo bench
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Everything this project measures on a GPU, in one run that fits a short GPU loan:
+#   speed     benchmarks/gpu_speed.py: latency by dtype / batch / round_to, training step time
+#             and memory (random-weight Whisper tiny, base and large-v3 shapes)
+#   frontier  benchmarks/frontier.py on $FRONTIER_DATA for the models in $FRONTIER_MODELS,
+#             several runs at once, resuming from benchmarks/results/frontier_gm.json
+# Usage: benchmarks/gpu.sh [speed] [frontier]        (both when none is named)
+# Environment: OUT (results folder; default benchmarks/results), PYTHON, SPEED_SECONDS,
+#   FRONTIER_MODELS ("NAME=PATH ..."), FRONTIER_DATA, MATCH_MACS_OF, LAST_LAYERS ("NAME=K ..."),
+#   FRONTIER_MINUTES (stop starting runs after this long), WORKERS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+for part in ${*:-speed frontier}; do
+  case $part in
+    speed)
+      # Killed at its limit it still leaves the rows measured so far (JSON after each model).
+      timeout "${SPEED_SECONDS:-150}" "$PYTHON" benchmarks/gpu_speed.py --out "$OUT/gpu_speed.json" || true
+      ;;
+    frontier)
+      results=benchmarks/results/frontier_gm.json
+      if [ -f "$results" ] && [ ! -f "$OUT/frontier_gm.json" ]; then cp "$results" "$OUT/"; fi
+      args=()
+      for model in ${FRONTIER_MODELS:?set FRONTIER_MODELS to NAME=PATH pairs}; do args+=(--model "$model"); done
+      for cut in ${LAST_LAYERS:-}; do args+=(--last_layer "$cut"); done
+      if [ -n "${MATCH_MACS_OF:-}" ]; then args+=(--match_macs_of "$MATCH_MACS_OF"); fi
+      "$PYTHON" benchmarks/frontier.py --data "${FRONTIER_DATA:?set FRONTIER_DATA}" "${args[@]}" \
+        --workers "${WORKERS:-14}" --threads 1 --stop_after_minutes "${FRONTIER_MINUTES:-5}" \
+        --out "$OUT/frontier_gm.json"
+      ;;
+    *) echo "unknown part $part: choose speed and/or frontier" >&2; exit 2 ;;
+  esac
+done
