@@ -14,7 +14,7 @@ export KEEPWHAT_FSDD ?= $(SHARED)/data/fsdd/recordings
 APT_PACKAGES := libavcodec59 libavformat59 libavutil57 libswresample4 libswscale6 \
 	libavdevice59 libavfilter8 fluidsynth fluid-soundfont-gm
 
-.PHONY: install system-deps test lint format demo bench
+.PHONY: install system-deps test lint format demo bench cards
 
 install: system-deps $(VENV)/.installed
 
@@ -51,3 +51,7 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/train_cost.py --out benchmarks/results/train_cost_cpu.json
+
+# One rendered example card per artifact kind, next to the templates in model_cards/.
+cards: install
+	$(BIN)/python model_cards/render_examples.py

@@ -79,16 +79,21 @@ def main() -> None:
     parser.add_argument("--fsdd", default=os.environ.get("KEEPWHAT_FSDD"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    parser.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads"
+    )
     parser.add_argument("--out", default="benchmarks/results/plain_trainer_fsdd.json")
     args = parser.parse_args()
     if not args.model or not args.fsdd:
         parser.error("--model and --fsdd are required (or KEEPWHAT_WHISPER_TINY and KEEPWHAT_FSDD)")
     hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
     data = load_fsdd(args.fsdd, WhisperFeatureExtractor.from_pretrained(args.model, chunk_length=3))
     runs = []
     for seed in args.seeds:
-        for path in PATHS:
-            runs.append(run(path, seed, args, data))
+        for path in args.paths:
+            runs.append({**run(path, seed, args, data), "threads": args.threads})
             print(runs[-1], flush=True)
             write_json(args.out, {"benchmark": "plain_trainer", "environment": environment(),
                                   "runs": runs})  # fmt: skip

@@ -9,6 +9,8 @@ import json
 import os
 import statistics
 
+from render_frontier import frontier_section
+
 from hf_keepwhat.tasks import saved_figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,6 +241,9 @@ def round_to_section(result) -> list[str]:
 def main() -> None:
     """Rewrites the README's results section."""
     lines = [START, "", "## Results", ""]
+    frontier = _load("frontier_gm.json")
+    if frontier is not None:
+        lines += frontier_section(frontier, _load("frontier_gm_latency.json"))
     for name, section in (
         ("demo_fsdd_report.json", demo_section),
         ("speed_cpu.json", speed_section),

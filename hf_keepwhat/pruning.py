@@ -100,13 +100,17 @@ def pass_through(model: nn.Module, source: nn.Module, layer: EmptiableLayer, ret
     _set_module(model, layer.layer, replacement)
 
 
-def build_manifest(model: nn.Module, groups: list[UnitGroup], replaced: list[str]) -> dict:
+def build_manifest(
+    model: nn.Module, groups: list[UnitGroup], replaced: list[str], prepare: list[str] = ()
+) -> dict:
     """The shape manifest of a pruned model, read back from the modules pruning changed.
 
     Args:
         model: The pruned model.
         groups: The unit groups that were pruned.
         replaced: Paths of the modules replaced whole (`EmptyAttention`, pass-throughs).
+        prepare: `runtime.PREPARATIONS` to apply before the manifest (a plain module holding a
+            WavLM needs its attention rebuilt, as the pruned WavLM classes do themselves).
     """
     inside = tuple(path + "." for path in replaced)
     replaced = [path for path in replaced if not path.startswith(inside)]  # outermost only
@@ -125,7 +129,8 @@ def build_manifest(model: nn.Module, groups: list[UnitGroup], replaced: list[str
             if path not in replaced:
                 module = model.get_submodule(path)
                 attributes[path] = {name: getattr(module, name) for name in names}
-    return {"modules": modules, "attributes": attributes, "parameters": parameters}
+    manifest = {"modules": modules, "attributes": attributes, "parameters": parameters}
+    return {**manifest, "prepare": list(prepare)} if prepare else manifest
 
 
 def pruned_copy(mm, kept: KeptUnits) -> tuple[nn.Module, dict]:
@@ -148,7 +153,8 @@ def pruned_copy(mm, kept: KeptUnits) -> tuple[nn.Module, dict]:
             stock = type(mm.model.get_submodule(layer.layer)).__name__
             pass_through(pruned, mm.model, layer, returns[stock])
             replaced.append(layer.layer)
-    return pruned, build_manifest(pruned, mm.unit_groups, replaced)
+    prepare = [f.prepare for f in mm.layout.families if f.prepare]
+    return pruned, build_manifest(pruned, mm.unit_groups, replaced, prepare)
 
 
 def pruning_record(mm, kept: KeptUnits | None = None) -> dict:

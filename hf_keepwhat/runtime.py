@@ -330,11 +330,13 @@ def apply_manifest(model: nn.Module, manifest: dict | None, pass_through_returns
     Args:
         model: A freshly constructed stock model.
         manifest: `{"modules": {path: spec}, "attributes": {path: {name: value}},
-            "parameters": {path: shape}}`, or None.
+            "parameters": {path: shape}, "prepare": [name]}`, or None.
         pass_through_returns: See `build_module`.
     """
     if not manifest:
         return
+    for name in manifest.get("prepare", []):
+        PREPARATIONS[name](model)
     for path, spec in _entries(model, manifest.get("modules", {})):
         parent, _, child = path.rpartition(".")
         parent = model.get_submodule(parent)

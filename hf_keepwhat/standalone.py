@@ -176,11 +176,15 @@ class PrunedModelMixin:
 
     def _auto_map(self) -> dict:
         module = MODELING_FILE.removesuffix(".py")
-        auto_map = {"AutoConfig": f"{module}.{type(self.config).__name__}"}
-        for stock_name, auto in self._keepwhat_family.models.items():
-            # A task model's folder also loads as the bare model (AutoModel), as stock ones do.
-            if stock_name == self._keepwhat_stock_class.__name__ or auto == "AutoModel":
-                auto_map[auto] = f"{module}.{pruned_class_name(stock_name)}"
+        own = self._keepwhat_stock_class.__name__
+        auto_map = {
+            "AutoConfig": f"{module}.{type(self.config).__name__}",
+            self.auto_class_name: f"{module}.{pruned_class_name(own)}",
+        }
+        # A task model's folder also loads as the bare model (AutoModel), as stock ones do.
+        bare = next((n for n, a in self._keepwhat_family.models.items() if a == "AutoModel"), None)
+        if bare and "AutoModel" not in auto_map:
+            auto_map["AutoModel"] = f"{module}.{pruned_class_name(bare)}"
         return auto_map
 
     @staticmethod
@@ -235,18 +239,29 @@ class PrunedModelMixin:
         found = safetensors_shapes(weights_file)
         with torch.device("meta"):
             expected = _state_shapes(cls(config))
-        prefix = getattr(cls, "base_model_prefix", "") + "."
-        if not any(k.startswith(prefix) for k in expected) and any(
-            k.startswith(prefix) for k in found
-        ):
-            # A bare model read from a task model's folder: the head's tensors are not its own.
-            found = {k[len(prefix) :]: v for k, v in found.items() if k.startswith(prefix)}
+        # A bare model read from a task model's folder: the head's tensors are not its own, and
+        # its own sit under the task model's path to it (`wav2vec2.`, `audio_model.`).
+        found = _under_common_prefix(expected, found)
         if set(expected) <= set(found):
             check_shapes(expected, found, weights_file, "config.json")
         else:
             # transformers saved the weights under legacy names (its checkpoint conversion
             # mapping, e.g. AST): compare the shapes without the names.
             check_shape_counts(expected, found, weights_file, "config.json")
+
+
+def _under_common_prefix(expected: dict, found: dict) -> dict:
+    """`found` reduced to the keys under the prefix that makes `expected`'s keys appear in it
+    (none when they already do)."""
+    if not expected or set(expected) <= set(found):
+        return found
+    anchor = next(iter(expected))
+    for key in found:
+        if key.endswith("." + anchor):
+            prefix = key[: -len(anchor)]
+            if all(prefix + k in found for k in expected):
+                return {k[len(prefix) :]: v for k, v in found.items() if k.startswith(prefix)}
+    return found
 
 
 def _family_classes(family: Family) -> tuple[type, dict[str, type]]:
@@ -281,8 +296,11 @@ def register_auto_classes() -> None:
     """Registers the pruned configs and models with the Auto classes (done on import)."""
     for model_type, config_class in PRUNED_CONFIGS.items():
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        registered = set()
         for stock_name, auto in FAMILIES[model_type].models.items():
-            AUTO_CLASSES[auto].register(config_class, PRUNED_CLASSES[stock_name], exist_ok=True)
+            if auto not in registered:  # the first class a family names for an Auto class
+                AUTO_CLASSES[auto].register(config_class, PRUNED_CLASSES[stock_name], exist_ok=True)
+                registered.add(auto)
 
 
 def to_pruned_model(model: PreTrainedModel, manifest: dict, record: dict) -> PreTrainedModel:

@@ -4,8 +4,9 @@
 
 ROUTE is `keepwhat` (import hf_keepwhat, then the Auto class), `remote` (hf_keepwhat cannot be
 imported at all; `trust_remote_code=True`) or `stock` (plain transformers, no custom code).
-JOBS.json lists {"path", "auto", "inputs", "output"}: each model's first output is saved to
-"output" with the class that loaded it.
+JOBS.json lists {"path", "auto", "inputs", "output"} and optionally "method" (called instead of
+the model, e.g. `get_audio_features`): each model's first output is saved to "output" with the
+class that loaded it.
 """
 
 import importlib.abc
@@ -39,8 +40,10 @@ def main() -> None:
         jobs = json.load(f)
     for job in jobs:
         model = getattr(transformers, job["auto"]).from_pretrained(job["path"], **kwargs).eval()
+        call = getattr(model, job["method"]) if "method" in job else model
         with torch.no_grad():
-            output = model(**torch.load(job["inputs"]))[0]
+            output = call(**torch.load(job["inputs"]))
+        output = output if isinstance(output, torch.Tensor) else output[0]
         loaded_by = f"{type(model).__module__}.{type(model).__name__}"
         torch.save({"output": output, "class": loaded_by}, job["output"])
     assert route != "remote" or "hf_keepwhat" not in sys.modules

@@ -18,6 +18,7 @@ from ..config import MaskConfig
 from ..runtime import MODEL_TYPE_PREFIX
 from .base import Family, Layout
 from .module import ModuleLayout
+from .scoped import ScopedLayout
 
 
 def _declared_layouts() -> tuple[type[Layout], ...]:
@@ -27,7 +28,8 @@ def _declared_layouts() -> tuple[type[Layout], ...]:
     while todo:
         cls = todo.pop()
         todo += cls.__subclasses__()
-        if "families" in cls.__dict__ and cls.families:  # its own, not a parent's
+        declared = cls.__dict__.get("families")  # its own, not a parent's (nor a scoped one's)
+        if isinstance(declared, tuple) and declared:
             found.append(cls)
     return tuple(sorted(found, key=lambda cls: cls.__name__))
 
@@ -86,20 +88,54 @@ def get_layout(
             keyword arguments, a tensor or a tuple of tensors).
     """
     config = getattr(model, "config", None)
-    if example_inputs is not None:
-        if stock_model_type(config) in LAYOUT_OF:
+    if stock_model_type(config) in LAYOUT_OF:
+        if example_inputs is not None:
             raise ValueError(
                 f"{type(model).__name__} is a supported transformers model ({config.model_type}); "
                 "its layout is known, so do not pass example_inputs."
             )
+        return layout_class_for_config(config, type(model).__name__)(model, mask_config)
+    embedded = embedded_models(model)
+    if len(embedded) > 1:
+        raise ValueError(
+            f"{type(model).__name__} holds several supported models ({', '.join(embedded)}); "
+            "hf_keepwhat masks one: wrap the module that holds only the one to prune."
+        )
+    if embedded:
+        prefix = embedded[0]
+        inner = model.get_submodule(prefix)
+        layout_class = layout_class_for_config(inner.config, type(inner).__name__)
+        return ScopedLayout(model, mask_config, layout_class(inner, mask_config), prefix)
+    if example_inputs is not None:
         return ModuleLayout(model, mask_config, example_inputs)
     if config is None:
         raise ValueError(
-            f"{type(model).__name__} is not a transformers model. To mask the conv channels of a "
-            "plain PyTorch model, pass example_inputs=... (inputs of one forward pass) to "
-            f"get_mask_model. Supported transformers model types: {', '.join(supported_model_types())}."
+            f"{type(model).__name__} is not a transformers model and holds none. To mask the conv "
+            "channels of a plain PyTorch model, pass example_inputs=... (inputs of one forward "
+            "pass) to get_mask_model. Supported transformers model types: "
+            f"{', '.join(supported_model_types())}."
         )
     return layout_class_for_config(config, type(model).__name__)(model, mask_config)
+
+
+def embedded_models(model: nn.Module) -> list[str]:
+    """Paths of the outermost submodules of `model` that a layout can be bound to: transformers
+    models of a supported type, and the encoders of the wav2vec2 family (they keep their config,
+    e.g. the `Wav2Vec2ConformerEncoder` inside MusicFM).
+
+    Args:
+        model: Any module.
+    """
+    found = []
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(f + ".") for f in found):
+            continue
+        config = getattr(module, "config", None)
+        if stock_model_type(config) in LAYOUT_OF and (
+            hasattr(module, "base_model_prefix") or hasattr(module, "layers")
+        ):
+            found.append(path)
+    return found
 
 
 def adapted_feature_extractor(feature_extractor, model_config, mask_config: MaskConfig):
@@ -121,7 +157,9 @@ __all__ = [
     "LAYOUTS",
     "Family",
     "Layout",
+    "ScopedLayout",
     "adapted_feature_extractor",
+    "embedded_models",
     "get_layout",
     "layout_class_for_config",
     "stock_model_type",

@@ -301,10 +301,3 @@ def is_per_channel_norm(norm: nn.Module | None) -> bool:
     if isinstance(norm, nn.GroupNorm):
         return norm.num_groups == norm.num_channels
     return isinstance(norm, nn.modules.batchnorm._BatchNorm)
-
-
-def conv_output_length(length: int, conv: nn.Conv1d) -> int:
-    """Output frames of a 1-D convolution for an input of `length` frames."""
-    padding = conv.padding[0] if isinstance(conv.padding, tuple) else 0
-    kernel, stride, dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
-    return (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

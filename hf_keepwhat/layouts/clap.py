@@ -10,6 +10,7 @@ reference input (the input MACs are counted for).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from ..units import UnitGroup
 from .base import Family, Layout, neuron_group
+from .scoped import ScopedLayout
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +55,19 @@ class ClapAudioLayout(Layout):
         Family(
             "clap_audio_model",
             "ClapAudioConfig",
-            {"ClapAudioModel": "AutoModel"},
+            # transformers has no Auto class for the projection model: the pruned one loads
+            # with AutoModel and trust_remote_code, or its own class.
+            {"ClapAudioModel": "AutoModel", "ClapAudioModelWithProjection": "AutoModel"},
             pass_through={"ClapAudioLayer": "swin_tuple"},
         ),
     )
 
-    @property
+    @functools.cached_property
     def backbone_path(self) -> str:
-        return "audio_encoder"
+        for path, module in self.model.named_modules():  # ClapAudioModel(WithProjection)
+            if type(module).__name__ == "ClapAudioEncoder":
+                return path
+        raise ValueError(f"{type(self.model).__name__} has no ClapAudioEncoder to mask.")
 
     @property
     def layers_path(self) -> str:
@@ -141,3 +148,24 @@ class ClapAudioLayout(Layout):
                 fc1, fc2 = f"{block}.intermediate.dense", f"{block}.output.dense"
                 groups.append(neuron_group(model, f"{block}.mlp", fc1, fc2, frames(fc1)))
         return groups
+
+
+class ClapLayout(ScopedLayout):
+    """`ClapModel`: its audio tower (the text tower is left as it is)."""
+
+    families = (
+        Family(
+            "clap",
+            "ClapConfig",
+            {"ClapModel": "AutoModel"},
+            pass_through={"ClapAudioLayer": "swin_tuple"},
+        ),
+    )
+
+    def __init__(self, model: nn.Module, mask_config=None):
+        inner = ClapAudioLayout(model.audio_model, mask_config)
+        super().__init__(model, mask_config, inner, "audio_model")
+
+    @classmethod
+    def adapt_feature_extractor(cls, feature_extractor, mask_config):
+        return feature_extractor

@@ -17,7 +17,6 @@ from ..units import UnitGroup
 from .base import (
     Layout,
     channel_group,
-    conv_output_length,
     head_group,
     is_per_channel_norm,
     layers_with_units,
@@ -53,11 +52,20 @@ class Wav2Vec2Layout(Layout):
     )
 
     @property
+    def encoder_only(self) -> bool:
+        """Bound to the transformer encoder alone (e.g. the `Wav2Vec2ConformerEncoder` a
+        research model holds): no feature encoder, hidden states in."""
+        return not hasattr(self.backbone, "feature_extractor") and hasattr(self.backbone, "layers")
+
+    @property
     def layers_path(self) -> str:
-        return self.path("encoder.layers")
+        return self.path("layers" if self.encoder_only else "encoder.layers")
 
     def reference_inputs(self) -> dict[str, torch.Tensor]:
         samples = int(self.mask_config.macs_input_seconds * SAMPLING_RATE)
+        if self.encoder_only:  # the frames the feature encoder would make of that audio
+            config = self.model.config
+            return {"hidden_states": torch.zeros(1, self.sequence_length, config.hidden_size)}
         return {"input_values": torch.zeros(1, samples)}
 
     def describe_reference_input(self) -> str:
@@ -77,12 +85,15 @@ class Wav2Vec2Layout(Layout):
         return [layer.feed_forward.intermediate_dense.out_features]
 
     def conv_frames(self) -> dict[str, int]:
-        """Output frames of every feature-encoder convolution for the reference input."""
-        length = self.reference_inputs()["input_values"].shape[-1]
-        conv_layers = self.model.get_submodule(self.path("feature_extractor.conv_layers"))
+        """Output frames of every feature-encoder convolution for the reference input (from the
+        config's kernels and strides: an encoder-only layout has no convolution to read)."""
+        length = int(self.mask_config.macs_input_seconds * SAMPLING_RATE)
+        config = self.model.config
         frames = {}
-        for i, layer in enumerate(conv_layers):
-            length = conv_output_length(length, layer.conv)
+        for i, (kernel, stride) in enumerate(
+            zip(config.conv_kernel, config.conv_stride, strict=True)
+        ):
+            length = (length - kernel) // stride + 1
             frames[self.path(f"feature_extractor.conv_layers.{i}.conv")] = length
         return frames
 
@@ -93,6 +104,14 @@ class Wav2Vec2Layout(Layout):
         return frames // getattr(self.model.config, "squeeze_factor", 1)
 
     def unit_groups(self) -> list[UnitGroup]:
+        groups = [] if self.encoder_only else self.conv_groups()
+        seq_len = self.sequence_length
+        for i in range(len(self.model.get_submodule(self.layers_path))):
+            groups += self.layer_groups(f"{self.layers_path}.{i}", seq_len)
+        return groups
+
+    def conv_groups(self) -> list[UnitGroup]:
+        """The feature encoder's conv-channel groups (where deleting a channel is exact)."""
         frames = self.conv_frames()
         conv_layers = self.model.get_submodule(self.path("feature_extractor.conv_layers"))
         groups, skipped = [], []
@@ -119,9 +138,6 @@ class Wav2Vec2Layout(Layout):
                 "channels follows them, so deleting one would change the others.",
                 skipped,
             )
-        seq_len = self.sequence_length
-        for i in range(len(self.model.get_submodule(self.layers_path))):
-            groups += self.layer_groups(f"{self.layers_path}.{i}", seq_len)
         return groups
 
     def layer_groups(self, layer: str, seq_len: int) -> list[UnitGroup]:

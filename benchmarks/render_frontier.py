@@ -1,0 +1,199 @@
+"""The README's frontier section and plot, from `frontier_gm.json` (and its latency file): accuracy
+against measured encoder MACs for every method and model, and the comparisons the frontier issue
+asks for, computed from the runs (nothing typed by hand)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from hf_keepwhat.tasks import saved_figure
+
+GRID = {"head": "linear", "steps": 2000, "mask_learning_rate": 0.02}  # the grid's own settings
+MASKS = ("mask_macs", "mask_lagrangian")
+STRUCTURED = ("random", "magnitude", "drop_layers")
+
+
+def _grid(run) -> bool:
+    return (
+        all(run.get(k) == v for k, v in GRID.items()) and abs(run["warmup_fraction"] - 1 / 3) < 1e-9
+    )
+
+
+def _mean_std(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(runs) -> list[dict]:
+    """Grid runs grouped by (model, layers, method, target), with seed statistics."""
+    groups = defaultdict(list)
+    for r in runs:
+        if "error" not in r and _grid(r):
+            groups[(r["model"], r["last_layer"], r["method"], r["target"])].append(r)
+    rows = []
+    for (model, last_layer, method, target), members in groups.items():
+        test, test_std = _mean_std([r["accuracy"]["test"] for r in members])
+        lora = [r["lora"]["accuracy"]["test"] for r in members if "lora" in r]
+        rows.append(
+            {
+                "model": model,
+                "last_layer": last_layer,
+                "method": method,
+                "target": target,
+                "seeds": sorted(r["seed"] for r in members),
+                "macs": statistics.mean(r["encoder_macs"] for r in members),
+                "removed": statistics.mean(r["macs_removed_fraction"] for r in members),
+                "removed_range": (
+                    min(r["macs_removed_fraction"] for r in members),
+                    max(r["macs_removed_fraction"] for r in members),
+                ),
+                "validation": statistics.mean(r["accuracy"]["validation"] for r in members),
+                "test": test,
+                "test_std": test_std,
+                "lora": statistics.mean(lora) if lora else None,
+                "keys": [r["key"] for r in members],
+            }
+        )
+    return sorted(rows, key=lambda r: (r["model"], str(r["last_layer"]), r["method"], r["target"]))
+
+
+def _label(row) -> str:
+    layers = "" if row["last_layer"] is None else f", layers 0-{row['last_layer']}"
+    return f"{row['model']}{layers}: {row['method']}"
+
+
+def plot(rows, path: str) -> None:
+    """Test accuracy against encoder MACs (log), one line per model, method and layer cut."""
+    with saved_figure(path, (8, 5)) as (_, ax):
+        lines = defaultdict(list)
+        for r in rows:
+            lines[(r["model"], r["last_layer"], r["method"])].append(r)
+        for (_, _, method), members in sorted(lines.items(), key=lambda kv: str(kv[0])):
+            members.sort(key=lambda r: r["macs"])
+            xs = [r["macs"] / 1e6 for r in members]
+            ys = [r["test"] for r in members]
+            errors = [r["test_std"] or 0.0 for r in members]
+            style = "o-" if method in MASKS else ("s" if len(xs) == 1 else "x--")
+            ax.errorbar(xs, ys, yerr=errors, fmt=style, capsize=2, label=_label(members[0]))
+            if any(r["lora"] is not None for r in members):
+                lora = [(r["macs"] / 1e6, r["lora"]) for r in members if r["lora"] is not None]
+                ax.plot(*zip(*lora, strict=True), "^:", label=_label(members[0]) + " + LoRA")
+        ax.set_xscale("log")
+        ax.set_xlabel("encoder MACs for a 1 s clip (millions, log scale)")
+        ax.set_ylabel("GM instrument family, test accuracy")
+        ax.legend(fontsize=5, ncol=2)
+
+
+def _find(rows, model, method, target=None, last_layer=None):
+    return next(
+        (
+            r
+            for r in rows
+            if r["model"] == model
+            and r["method"] == method
+            and r["last_layer"] == last_layer
+            and (target is None or abs(r["target"] - target) < 1e-9)
+        ),
+        None,
+    )
+
+
+def findings(frontier, rows) -> list[str]:
+    """The comparisons the issue asks for, each computed from the rows (or said to be missing)."""
+    out = []
+    models = sorted({r["model"] for r in rows})
+    for model in models:
+        probe, mask = _find(rows, model, "linear_probe"), _find(rows, model, "mask_macs", 0.5)
+        if probe and mask:
+            out.append(
+                f"- {model}, 50% of encoder MACs: masks {mask['test']:.3f} (seeds {mask['seeds']}, "
+                f"{mask['removed']:.1%} removed) vs dense probe {probe['test']:.3f} (seeds "
+                f"{probe['seeds']}): {100 * (mask['test'] - probe['test']):+.1f} points; with LoRA "
+                f"recovery {mask['lora']:.3f}."
+            )
+    for model, target in frontier.get("match_targets", {}).items():
+        reference = next((m for m in models if m != model), None)
+        probe = _find(rows, reference, "linear_probe") if reference else None
+        for last_layer in (None, *sorted({r["last_layer"] for r in rows} - {None})):
+            mask = _find(rows, model, "mask_macs", target, last_layer)
+            if mask is None or probe is None:
+                continue
+            layers = "all layers" if last_layer is None else f"layers 0-{last_layer}"
+            low, high = mask["removed_range"]
+            within = "every seed within" if low >= target - 1e-4 else "NOT every seed within"
+            out.append(
+                f"- {model} ({layers}) pruned towards {reference}'s encoder MACs (target "
+                f"{target:.3f} removed; realised {low:.3f}-{high:.3f}: {within} {reference}'s "
+                f"MACs): {mask['test']:.3f} vs dense {reference} probe {probe['test']:.3f}, "
+                f"{100 * (mask['test'] - probe['test']):+.1f} points (goal: +3); with LoRA "
+                f"{mask['lora']:.3f} ({100 * (mask['lora'] - probe['test']):+.1f})."
+            )
+    beaten = []
+    for r in rows:
+        if r["method"] != "mask_macs":
+            continue
+        rivals = [
+            b
+            for b in rows
+            if b["model"] == r["model"]
+            and b["last_layer"] == r["last_layer"]
+            and b["method"] in ("random", "magnitude")
+            and abs(b["target"] - r["target"]) < 1e-9
+        ]
+        if rivals:
+            beaten.append(all(r["test"] >= b["test"] for b in rivals))
+    if beaten:
+        out.append(
+            f"- mask_macs at or above random and magnitude structured pruning at {sum(beaten)} of "
+            f"{len(beaten)} (model, layers, target) points measured so far."
+        )
+    return out
+
+
+def frontier_section(frontier, latency=None) -> list[str]:
+    """The Markdown section (and the plot next to the JSON)."""
+    rows = aggregate(frontier["runs"])
+    plot(rows, "benchmarks/results/frontier_gm.png")
+    machines = sorted({r["environment"].get("cuda") or "CPU" for r in frontier["runs"]})
+    lines = [
+        "### Accuracy against encoder MACs on GM instrument families: `benchmarks/frontier.py`",
+        "",
+        f"{frontier['examples']['test']} test clips (pitches unseen in training), 16 classes, "
+        f"{frontier['window_s']} s window, batch {frontier['batch_size']}, 2000 steps, head at "
+        f"{frontier['learning_rate']:g}, masks at 0.02, full fine-tuning's encoder at "
+        f"{frontier['finetune_lr']:g}; LoRA recovery 500 steps at 5e-4 after each mask run. "
+        f"Trained on: {', '.join(machines)}. Plot: `benchmarks/results/frontier_gm.png`. The grid "
+        "is not complete yet: the JSON resumes, and rows appear as their runs finish.",
+        "",
+        *findings(frontier, rows),
+        "",
+        "| model | layers | method | target | seeds | MACs removed | encoder MACs (M) "
+        "| validation | test | test + LoRA |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        std = f" ± {r['test_std']:.3f}" if r["test_std"] is not None else ""
+        lora = f"{r['lora']:.3f}" if r["lora"] is not None else "-"
+        layers = "all" if r["last_layer"] is None else f"0-{r['last_layer']}"
+        lines.append(
+            f"| {r['model']} | {layers} | {r['method']} | {r['target']:g} | {r['seeds']} "
+            f"| {r['removed']:.1%} | {r['macs'] / 1e6:.1f} | {r['validation']:.3f} "
+            f"| {r['test']:.3f}{std} | {lora} |"
+        )
+    diagnostics = [r for r in frontier["runs"] if "error" not in r and not _grid(r)]
+    if diagnostics:
+        lines += [
+            "",
+            "Diagnostics (one seed, 50% of MACs unless said; choices are made on validation):",
+            "",
+            "| model | method | steps | head | mask lr | warm-up | validation | test | + LoRA |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in sorted(diagnostics, key=lambda r: (r["model"], r["method"], r["steps"])):
+            lora = f"{r['lora']['accuracy']['test']:.3f}" if "lora" in r else "-"
+            lines.append(
+                f"| {r['model']} | {r['method']} | {r['steps']} | {r['head']} "
+                f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} "
+                f"| {r['accuracy']['validation']:.3f} | {r['accuracy']['test']:.3f} | {lora} |"
+            )
+    return lines + [""]
