@@ -11,7 +11,6 @@ from test_pruning_equivalence import _random_masks
 from tiny_models import WAV2VEC2_FAMILY, tiny_wav2vec2, tiny_wavlm, tiny_whisper
 from torch import nn
 from transformers import (
-    AutoModel,
     ClapAudioModelWithProjection,
     ClapConfig,
     ClapModel,
