@@ -5,8 +5,11 @@ Not named `adapter_config.json`: transformers would take the folder for a PEFT a
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 
+import torch
 from safetensors.torch import save_file
 from torch import nn
 
@@ -27,6 +30,8 @@ from .pruning import pruning_record
 ADAPTER_CONFIG_FILE = "keepwhat_adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "keepwhat_adapter.safetensors"
 OWNED_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, "README.md")
+# Fields every adapter config holds, and their types.
+ADAPTER_FIELDS = {"model_class": str, "mask_config": dict, "unit_groups": list}
 # Config fields that shape the task head: loading the base model again needs them.
 HEAD_CONFIG_KEYS = (
     "num_labels",
@@ -57,6 +62,7 @@ def adapter_config(mm) -> dict:
             {"name": g.name, "kind": g.kind, "num_units": g.num_units, "unit_width": g.unit_width}
             for g in mm.unit_groups
         ],
+        "base_fingerprint": base_fingerprint(mm),
     }
 
 
@@ -119,7 +125,7 @@ def base_model_class(saved: dict) -> str:
     name = saved.get("model_class")
     if name not in AUTO_CLASS_OF:
         raise ValueError(
-            f"The adapter names model class {name!r}, which is not one hf_keepwhat supports "
+            f"The adapter's model_class {name!r} is not a class hf_keepwhat supports "
             f"({sorted(AUTO_CLASS_OF)}); it is corrupt or was not written by hf_keepwhat."
         )
     return name
@@ -138,28 +144,87 @@ def base_model_kwargs(saved: dict) -> dict:
     return dict(head)
 
 
-def load_adapter(mask_model_class: type, model: nn.Module, directory, **hub_kwargs):
+def read_adapter_config(path: str) -> dict:
+    """An adapter config, checked field by field: an adapter is data from anywhere, so a missing,
+    extra or mistyped field is an error naming it, never a traceback from deeper down.
+
+    Args:
+        path: The `keepwhat_adapter_config.json` file.
+    """
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds {type(saved).__name__}, not an adapter config object.")
+    for key, kind in ADAPTER_FIELDS.items():
+        if not isinstance(saved.get(key), kind):
+            raise ValueError(
+                f"{path}: field {key!r} is {saved.get(key)!r}, not a {kind.__name__}; the adapter "
+                "config is corrupt or was not written by hf_keepwhat."
+            )
+    for index, group in enumerate(saved["unit_groups"]):
+        if not (
+            isinstance(group, dict)
+            and isinstance(group.get("name"), str)
+            and type(group.get("num_units")) is int
+        ):
+            raise ValueError(f"{path}: unit_groups[{index}] is {group!r}, not a named unit group.")
+    base_model_class(saved)
+    base_model_kwargs(saved)
+    try:
+        MaskConfig.from_dict(saved["mask_config"])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: field 'mask_config' is not a valid MaskConfig: {e}") from e
+    return saved
+
+
+def load_adapter(
+    mask_model_class: type, model: nn.Module, directory, allow_other_base=False, **hub_kwargs
+):
     """Wraps `model` in a `mask_model_class` (a `MaskModel`) and restores the adapter saved in
-    `directory`, after checking that the adapter was made for this model's class and shapes.
+    `directory`, after checking that the adapter was made for this model's class and shapes;
+    on any failure the model is left as it was.
 
     Args:
         mask_model_class: The class to build (`MaskModel`), called as `cls(model, mask_config)`.
         model: The base model, freshly loaded.
         directory: A folder written by `save_adapter`, or a Hub repository id.
+        allow_other_base: Load onto weights other than those the masks were trained on (their
+            fingerprint differs) without a warning.
         **hub_kwargs: `revision`, `token`, `cache_dir`, `local_files_only` for a repository id.
     """
     directory = resolve_adapter(directory, **hub_kwargs)
     config_file = require_file(directory, ADAPTER_CONFIG_FILE, "hf_keepwhat mask adapter")
     weights_file = require_file(directory, ADAPTER_WEIGHTS_FILE, "hf_keepwhat mask adapter")
-    saved = read_json(config_file)
+    saved = read_adapter_config(config_file)
+    tensors = load_safetensors(weights_file)
     model_class = type(model).__name__
-    if saved.get("model_class") != model_class:
+    if saved["model_class"] != model_class:
         raise ValueError(
-            f"{directory} is a mask adapter for {saved.get('model_class')} "
+            f"{directory} is a mask adapter for {saved['model_class']} "
             f"({saved.get('base_model')}); it cannot be applied to a {model_class}. Load the base "
             "model the adapter was trained on."
         )
     mm = mask_model_class(model, MaskConfig.from_dict(saved["mask_config"]))
+    try:
+        _check_groups(mm, saved, config_file)
+        shapes = {k: tuple(v.shape) for k, v in mm.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        check_shapes(shapes, found, weights_file, "the model")
+        recorded = saved.get("base_fingerprint")
+        if recorded and recorded != base_fingerprint(mm) and not allow_other_base:
+            warnings.warn(
+                f"{directory} was trained on other weights than this {model_class}'s (their "
+                f"fingerprints differ; it records {saved.get('base_model')}): the masks may not "
+                "fit them. Pass allow_other_base=True if that is intended.",
+                stacklevel=3,
+            )
+        mm.load_state_dict(tensors, strict=True)
+    except BaseException:
+        mm.unload()
+        raise
+    return mm
+
+
+def _check_groups(mm, saved: dict, config_file: str) -> None:
     expected = [(g.name, g.num_units) for g in mm.unit_groups]
     recorded = [(g["name"], g["num_units"]) for g in saved["unit_groups"]]
     if expected != recorded:
@@ -173,14 +238,22 @@ def load_adapter(mask_model_class: type, model: nn.Module, directory, **hub_kwar
         )
         raise ValueError(
             f"{config_file} was made for a model of another shape than this "
-            f"{model_class} ({first}). Load the base model the adapter was trained on "
-            f"({saved.get('base_model')})."
+            f"{type(mm.model).__name__} ({first}). Load the base model the adapter was trained "
+            f"on ({saved.get('base_model')})."
         )
-    tensors = load_safetensors(weights_file)
-    shapes = {k: tuple(v.shape) for k, v in mm.state_dict().items()}
-    check_shapes(shapes, {k: tuple(v.shape) for k, v in tensors.items()}, weights_file, "the model")
-    mm.load_state_dict(tensors, strict=True)
-    return mm
+
+
+def base_fingerprint(mm) -> str:
+    """A cheap checksum of the backbone weights the masks apply to: 16 evenly spaced values of
+    every tensor (as float32, so fp16 weights and their fp32 copy agree), hashed in order."""
+    digest = hashlib.sha256()
+    for name, param in mm.layout.backbone.named_parameters():
+        flat = param.detach().reshape(-1)
+        if flat.numel():
+            index = torch.linspace(0, flat.numel() - 1, 16).long().to(flat.device)
+            digest.update(name.encode())
+            digest.update(flat[index].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 class MaskAdapterMixin:
@@ -206,6 +279,7 @@ class MaskAdapterMixin:
         token: str | bool | None = None,
         cache_dir: str | None = None,
         local_files_only: bool = False,
+        allow_other_base: bool = False,
     ):
         """Wraps `model` and restores a saved mask adapter exactly.
 
@@ -216,9 +290,12 @@ class MaskAdapterMixin:
             token: Hub token for private repositories.
             cache_dir: The Hub cache to use.
             local_files_only: Read the Hub cache only (also when `HF_HUB_OFFLINE=1`).
+            allow_other_base: No warning when `model`'s weights are not those the adapter was
+                trained on (it records their fingerprint).
         """
         hub = {"revision": revision, "token": token, "cache_dir": cache_dir}
-        return load_adapter(cls, model, adapter_path, **hub, local_files_only=local_files_only)
+        hub["local_files_only"] = local_files_only
+        return load_adapter(cls, model, adapter_path, allow_other_base, **hub)
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None, **kw):
         """Saves the mask adapter with its card and uploads it to the Hub.

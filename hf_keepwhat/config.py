@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -12,6 +13,46 @@ BUDGET_KINDS = ("units", "params", "macs")
 MASK_TYPES = ("straight_through",)
 PENALTY_ON = ("auto", "probability", "mask")
 BUDGET_MODES = ("penalty", "lagrangian")
+
+
+def _number(name: str, value, low: float | None = None, strict: bool = False, none: str = ""):
+    """`value` as a finite float, or an error naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"MaskConfig.{name} must be a number, not {value!r} ({type(value).__name__})."
+        )
+    value = float(value)
+    bound = "" if low is None else (f" > {low:g}" if strict else f" >= {low:g}")
+    if not math.isfinite(value) or (low is not None and (value <= low if strict else value < low)):
+        raise ValueError(
+            f"MaskConfig.{name}={value} must be a finite number{bound}{' ' + none if none else ''}."
+        )
+    return value
+
+
+def _integer(name: str, value, what: str) -> int:
+    """`value` as a non-negative int (an integral float such as 2.0 too), or an error naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"MaskConfig.{name} must be an integer ({what}), not {value!r}.")
+    if not math.isfinite(value) or value != int(value) or value < 0:
+        raise ValueError(f"MaskConfig.{name}={value} must be an integer {what}.")
+    return int(value)
+
+
+def _names(name: str, value, choices: tuple[str, ...] | None = None) -> list[str]:
+    """`value` as a list of names; a single string is refused (it would split into characters)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"MaskConfig.{name} must be a list of names, e.g. [{value!r}], not {value!r}."
+        )
+    if not all(isinstance(v, str) for v in value):
+        raise TypeError(f"MaskConfig.{name} must hold names (strings), not {value!r}.")
+    unknown = sorted(set(value) - set(choices)) if choices is not None else []
+    if unknown:
+        raise ValueError(
+            f"Unknown unit kind(s) {unknown} in MaskConfig.{name}; choose from {choices}."
+        )
+    return list(value)
 
 
 @dataclass
@@ -85,46 +126,47 @@ class MaskConfig:
     backbone_train_mode: bool = False
 
     def __post_init__(self):
-        self.unit_kinds = list(self.unit_kinds)
-        unknown = sorted(set(self.unit_kinds) - set(UNIT_KINDS))
-        if unknown:
-            raise ValueError(
-                f"Unknown unit kind(s) {unknown} in MaskConfig.unit_kinds; "
-                f"choose from {UNIT_KINDS}."
-            )
+        self.unit_kinds = _names("unit_kinds", self.unit_kinds, UNIT_KINDS)
         if not self.unit_kinds:
             raise ValueError(f"MaskConfig.unit_kinds is empty; name at least one of {UNIT_KINDS}.")
-        if self.budget not in BUDGET_KINDS:
-            raise ValueError(
-                f"Unknown budget {self.budget!r} in MaskConfig.budget; choose from {BUDGET_KINDS}."
-            )
-        if self.mask_type not in MASK_TYPES:
-            raise ValueError(
-                f"Unknown mask_type {self.mask_type!r}; the supported ones are {MASK_TYPES}."
-            )
-        if self.budget_mode not in BUDGET_MODES:
-            raise ValueError(
-                f"Unknown budget_mode {self.budget_mode!r}; choose from {BUDGET_MODES}."
-            )
-        if self.penalty_on not in PENALTY_ON:
-            raise ValueError(f"Unknown penalty_on {self.penalty_on!r}; choose from {PENALTY_ON}.")
-        if not 0.0 <= float(self.target_sparsity) < 1.0:
+        for name, choices in (
+            ("budget", BUDGET_KINDS),
+            ("mask_type", MASK_TYPES),
+            ("budget_mode", BUDGET_MODES),
+            ("penalty_on", PENALTY_ON),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(
+                    f"Unknown {name} {value!r} in MaskConfig.{name}; choose from {choices}."
+                )
+        self.target_sparsity = _number("target_sparsity", self.target_sparsity)
+        if not 0.0 <= self.target_sparsity < 1.0:
             raise ValueError(
                 f"target_sparsity={self.target_sparsity} is outside [0, 1): it is the fraction of "
                 "the budget to remove, e.g. 0.5 to remove half."
             )
-        if self.mask_learning_rate is not None and self.mask_learning_rate <= 0:
-            raise ValueError(f"mask_learning_rate={self.mask_learning_rate} must be > 0, or None.")
-        if self.penalty_weight < 0:
-            raise ValueError(f"penalty_weight={self.penalty_weight} must be >= 0.")
-        if self.last_layer is not None and self.last_layer < 0:
-            raise ValueError(f"last_layer={self.last_layer} must be a layer index >= 0, or None.")
-        if self.max_input_seconds is not None and self.max_input_seconds <= 0:
-            raise ValueError(f"max_input_seconds={self.max_input_seconds} must be > 0, or None.")
-        if self.macs_input_seconds <= 0:
-            raise ValueError(f"macs_input_seconds={self.macs_input_seconds} must be > 0.")
-        if self.target_warmup_steps < 0:
-            raise ValueError(f"target_warmup_steps={self.target_warmup_steps} must be >= 0.")
+        self.penalty_weight = _number("penalty_weight", self.penalty_weight, low=0.0)
+        self.mask_init = _number("mask_init", self.mask_init)
+        self.macs_input_seconds = _number(
+            "macs_input_seconds", self.macs_input_seconds, low=0.0, strict=True
+        )
+        for name in ("mask_learning_rate", "max_input_seconds"):
+            if getattr(self, name) is not None:
+                setattr(
+                    self,
+                    name,
+                    _number(name, getattr(self, name), low=0.0, strict=True, none="or None"),
+                )
+        if self.last_layer is not None:
+            self.last_layer = _integer("last_layer", self.last_layer, "a layer index >= 0, or None")
+        self.target_warmup_steps = _integer("target_warmup_steps", self.target_warmup_steps, ">= 0")
+        if self.modules_to_save is not None:
+            self.modules_to_save = _names("modules_to_save", self.modules_to_save)
+        if not isinstance(self.backbone_train_mode, bool):
+            raise TypeError(
+                f"MaskConfig.backbone_train_mode must be True or False, not {self.backbone_train_mode!r}."
+            )
 
     def resolved_penalty_on(self) -> str:
         """`penalty_on` with `"auto"` resolved for this budget."""
@@ -143,6 +185,10 @@ class MaskConfig:
         Args:
             data: A dict of field values; unknown keys are an error naming them.
         """
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"A MaskConfig is read from a dict of fields, not {type(data).__name__}."
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

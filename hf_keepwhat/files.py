@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fnmatch
 import json
 import os
 import shutil
@@ -13,43 +15,104 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+INCOMPLETE_MARKER = ".keepwhat_incomplete"
+
 
 @contextlib.contextmanager
 def atomic_directory(
     directory: str | os.PathLike, owned_files: tuple[str, ...] = ()
 ) -> Iterator[str]:
-    """Yields a temporary folder; on success its files replace those in `directory`.
+    """Yields an empty staging folder; on success `directory` becomes, all at once, the staged
+    files plus the files of the old folder that this artifact does not own (`owned_files`,
+    glob patterns: a stale shard or feature extractor of an earlier save goes, a file of the
+    user's stays).
 
-    Files are written in full under a temporary name next to `directory` and only then renamed
-    into place, so an interrupted save never leaves a half-written file where a good one was.
-    `owned_files` that the new save did not write are removed (e.g. a remote-code file that a
-    stock-config save no longer needs).
+    The staging folder sits beside `directory` on the same filesystem and is exchanged with it
+    in one `renameat2(RENAME_EXCHANGE)` where Linux has it (two renames elsewhere), so a crash
+    leaves the old folder or the new one, never a mix. A destination that is a mount point
+    cannot be renamed: the files are then moved one by one under a `.keepwhat_incomplete` marker
+    that loaders refuse (`require_complete`) until the last one is in place.
 
     Args:
         directory: The destination folder; created if missing.
-        owned_files: Names this kind of artifact may write, and so may remove when stale.
+        owned_files: Glob patterns of the names this kind of artifact writes.
     """
-    directory = os.fspath(directory)
-    parent = os.path.dirname(os.path.abspath(directory))
+    directory = os.path.abspath(os.fspath(directory))
+    mount = os.path.ismount(directory)
+    parent = directory if mount else os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
     try:
         yield staging
-        os.makedirs(directory, exist_ok=True)
-        written = set()
-        for root, _, files in os.walk(staging):
-            for name in files:
-                source = os.path.join(root, name)
-                relative = os.path.relpath(source, staging)
-                target = os.path.join(directory, relative)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.replace(source, target)
-                written.add(relative)
-        for name in owned_files:
-            if name not in written and os.path.isfile(os.path.join(directory, name)):
-                os.remove(os.path.join(directory, name))
+        _keep_foreign_files(directory, staging, owned_files)
+        if mount:
+            _move_files_in(staging, directory, owned_files)
+        elif not os.path.exists(directory):
+            os.rename(staging, directory)
+        else:
+            _exchange(staging, directory)  # the old folder is now at `staging`
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _owned(name: str, owned_files) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in owned_files)
+
+
+def _keep_foreign_files(directory: str, staging: str, owned_files) -> None:
+    """Copies what the old folder holds besides this artifact's own files into the staging one."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        source, target = os.path.join(directory, name), os.path.join(staging, name)
+        if _owned(name, owned_files) or name == INCOMPLETE_MARKER or os.path.exists(target):
+            continue
+        if os.path.isdir(source):
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            shutil.copy2(source, target)
+
+
+def _exchange(new: str, old: str) -> None:
+    """Swaps two folders atomically where the kernel can, else with two renames."""
+    try:
+        renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except OSError:  # no C library to ask (Windows)
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, new.encode(), at_fdcwd, old.encode(), rename_exchange) == 0:
+            return
+    backup = new + ".old"
+    os.rename(old, backup)
+    os.rename(new, old)
+    os.rename(backup, new)
+
+
+def _move_files_in(staging: str, directory: str, owned_files) -> None:
+    marker = os.path.join(directory, INCOMPLETE_MARKER)
+    with open(marker, "w", encoding="utf-8") as f:
+        f.write("an hf_keepwhat save into this folder did not finish\n")
+    for name in os.listdir(directory):
+        if _owned(name, owned_files) and not os.path.exists(os.path.join(staging, name)):
+            os.remove(os.path.join(directory, name))
+    for name in os.listdir(staging):
+        os.replace(os.path.join(staging, name), os.path.join(directory, name))
+    os.remove(marker)
+
+
+def require_complete(directory: str | os.PathLike, what: str) -> None:
+    """Refuses a folder whose save was interrupted (see `atomic_directory`).
+
+    Args:
+        directory: The artifact folder.
+        what: What the folder should be, for the message.
+    """
+    if os.path.exists(os.path.join(directory, INCOMPLETE_MARKER)):
+        raise ValueError(
+            f"{directory} holds a {what} whose save was interrupted: its files may be a mix of "
+            "two saves. Save it again."
+        )
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
@@ -76,6 +139,7 @@ def require_file(directory: str | os.PathLike, name: str, what: str) -> str:
         name: The file name.
         what: What the folder should be, for the message (e.g. "a pruned model").
     """
+    require_complete(directory, what)
     path = os.path.join(directory, name)
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -176,3 +240,23 @@ def check_shape_counts(
             f"{path} does not match {source}: {source} describes tensors of shapes {missing} that "
             f"the weights lack, and the weights hold shapes {extra} it does not describe."
         )
+
+
+def weights_shapes(directory: str, weights_name: str, what: str) -> tuple[str, dict]:
+    """Tensor shapes of a saved model's weights, one file or shards with their index
+    (`save_pretrained(max_shard_size=...)`); returns the file named in messages, and the shapes.
+
+    Args:
+        directory: The model folder.
+        weights_name: The single-file name, e.g. `model.safetensors`.
+        what: What the folder should be, for the message.
+    """
+    single = os.path.join(directory, weights_name)
+    index = single + ".index.json"
+    if os.path.isfile(single) or not os.path.isfile(index):
+        return require_file(directory, weights_name, what), safetensors_shapes(single)
+    shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+    shapes = {}
+    for shard in shards:
+        shapes.update(safetensors_shapes(require_file(directory, shard, what)))
+    return index, shapes

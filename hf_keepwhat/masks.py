@@ -12,6 +12,9 @@ step whatever the gradient's scale, so the logit moves `rate` times as far, the 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 from torch import nn
 
@@ -159,3 +162,56 @@ def build_mask(mask_type: str, num_units: int, init: float) -> MaskParametrizati
     if mask_type not in MASK_CLASSES:
         raise ValueError(f"Unknown mask_type {mask_type!r}; choose from {sorted(MASK_CLASSES)}.")
     return MASK_CLASSES[mask_type](num_units, init)
+
+
+def mask_key(group_name: str) -> str:
+    """The `nn.ModuleDict` key of a group's mask (keys may not contain dots)."""
+    return group_name.replace(".", "__")
+
+
+class MaskHooks:
+    """Forward pre-hooks that multiply each group's units, where its consumer reads them, by
+    the group's mask (no copied `forward`).
+
+    Args:
+        model: The model the groups' paths are relative to.
+        groups: The unit groups.
+        masks: Their masks, keyed by `mask_key`.
+    """
+
+    def __init__(self, model: nn.Module, groups, masks: nn.ModuleDict):
+        self.model, self.groups, self.masks = model, groups, masks
+        self.handles = []
+        self.add()
+
+    def add(self) -> None:
+        """Registers one hook per group."""
+        for group in self.groups:
+            consumer = self.model.get_submodule(group.mask_module)
+            hook = functools.partial(self.apply, group)
+            self.handles.append(consumer.register_forward_pre_hook(hook))
+
+    def remove(self) -> None:
+        """Removes every hook."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    @contextlib.contextmanager
+    def removed(self):
+        """Runs a block with the hooks off."""
+        self.remove()
+        try:
+            yield
+        finally:
+            self.add()
+
+    def apply(self, group, module: nn.Module, args: tuple):
+        """The hook: the consumer's input times the mask, on the group's dimension."""
+        hidden = args[0]
+        mask = self.masks[mask_key(group.name)]()
+        if group.unit_width > 1:
+            mask = mask.repeat_interleave(group.unit_width)
+        shape = [1] * hidden.dim()
+        shape[group.mask_dim] = -1
+        return (hidden * mask.view(shape).to(hidden.device, hidden.dtype), *args[1:])

@@ -7,7 +7,6 @@ their own modules; the methods here that reach them are one-line doors.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
@@ -20,21 +19,17 @@ from torch.nn.modules.module import _IncompatibleKeys
 from .adapter import MaskAdapterMixin
 from .config import MaskConfig
 from .layouts import get_layout
-from .masks import MaskParametrization, build_mask
+from .masks import MaskHooks, MaskParametrization, build_mask, mask_key
 from .optimization import OptimizationMixin
 from .profiling import count_macs, count_params
 from .pruning import PruningMixin
+from .runtime import MODEL_TYPE_PREFIX
 from .sparsity import Budget, CostModel
 from .units import KeptUnits, find_emptiable_layers
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODULES_TO_SAVE = ("projector", "classifier", "layer_weights", "lm_head")
-
-
-def _mask_key(group_name: str) -> str:
-    # nn.ModuleDict keys may not contain dots.
-    return group_name.replace(".", "__")
 
 
 def _like_module(inputs: dict, module: nn.Module) -> dict:
@@ -89,6 +84,44 @@ def _adapter_keys(keys, head: list[str]) -> set[str]:
     return {k for k in keys if k in exact or k.startswith(prefixes)}
 
 
+def _backbone_cost(layout, reference_inputs: dict) -> dict:
+    backbone = layout.backbone
+    return {"params": count_params(backbone), "macs": count_macs(backbone, reference_inputs)}
+
+
+def check_wrappable(model: nn.Module, mask_config) -> None:
+    """Refuses, before anything changes, what cannot be wrapped: a `MaskModel`, a model another
+    `MaskModel` wraps (its masks would still apply), a pruned model, a config of another type.
+
+    Args:
+        model: The model to wrap.
+        mask_config: The `MaskConfig`.
+    """
+    if not isinstance(mask_config, MaskConfig):
+        raise TypeError(f"mask_config must be a MaskConfig, not {type(mask_config).__name__}.")
+    if isinstance(model, MaskModel):
+        raise TypeError("This is a MaskModel already; wrap its base model (mm.unload()).")
+    if getattr(model, "_keepwhat_mask_model", False):
+        raise ValueError(
+            f"This {type(model).__name__} is already wrapped by a MaskModel, whose masks still "
+            "apply to it. Use that MaskModel, or call its unload() first."
+        )
+    model_type = getattr(type(getattr(model, "config", None)), "model_type", "")
+    if isinstance(model_type, str) and model_type.startswith(MODEL_TYPE_PREFIX):
+        raise ValueError(
+            f"This {type(model).__name__} was pruned by hf_keepwhat already ({model_type}); "
+            "masking it again is not supported. Wrap the base model."
+        )
+
+
+def _restore_requires_grad(model: nn.Module, original: dict[str, bool]) -> None:
+    for name, param in model.named_parameters():
+        param.requires_grad_(original.get(name, param.requires_grad))
+    for module in model.modules():  # wav2vec2's freeze_feature_encoder() flag
+        if hasattr(module, "_requires_grad"):
+            module._requires_grad = any(p.requires_grad for p in module.parameters())
+
+
 def _is_module(model: nn.Module, name: str) -> bool:
     try:
         model.get_submodule(name)
@@ -100,7 +133,7 @@ def _is_module(model: nn.Module, name: str) -> bool:
 def _build_masks(groups, mask_config: MaskConfig) -> nn.ModuleDict:
     return nn.ModuleDict(
         {
-            _mask_key(g.name): build_mask(mask_config.mask_type, g.num_units, mask_config.mask_init)
+            mask_key(g.name): build_mask(mask_config.mask_type, g.num_units, mask_config.mask_init)
             for g in groups
         }
     )
@@ -185,16 +218,29 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
 
     def __init__(self, model: nn.Module, mask_config: MaskConfig, example_inputs=None):
         super().__init__()
+        check_wrappable(model, mask_config)
         self.mask_config = mask_config
+        # Every change to `model` registers how to undo it: a failure anywhere leaves the model
+        # as it was, and `unload()` gives it back.
+        self._undo = []
+        try:
+            self._wrap(model, example_inputs)
+        except BaseException:
+            self._restore()
+            raise
+
+    def _wrap(self, model: nn.Module, example_inputs) -> None:
+        mask_config = self.mask_config
         self.layout = layout = get_layout(model, mask_config, example_inputs)
-        layout.prepare()
+        layout.check_supported()
+        self._undo.append(layout.prepare())
         if mask_config.max_input_seconds is not None:
             # Part of the task's definition: the shortened model is the dense reference.
-            layout.set_input_window(mask_config.max_input_seconds)
-        totals = self._backbone_cost()
+            self._undo.append(layout.set_input_window(mask_config.max_input_seconds))
+        totals = _backbone_cost(layout, self.reference_inputs)
         if mask_config.last_layer is not None:
-            layout.drop_layers_above(mask_config.last_layer)
-        after_drop = self._backbone_cost()
+            self._undo.append(layout.drop_layers_above(mask_config.last_layer))
+        after_drop = _backbone_cost(layout, self.reference_inputs)
         self.model = model
         all_groups = layout.unit_groups()
         self.unit_groups = [g for g in all_groups if g.kind in mask_config.unit_kinds]
@@ -205,37 +251,48 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
             layout.pass_through_layers(), all_groups, self.unit_groups
         )
         device = next(model.parameters()).device
+        if device.type == "meta":  # masks hold values from the start, whatever the model holds
+            device = torch.device("cpu")
         self.masks = _build_masks(self.unit_groups, mask_config).to(device)
         self.costs = CostModel(model, self.unit_groups, totals, after_drop, self.emptiable_layers)
         self.budget = Budget(mask_config.budget, self.costs)
         _check_reachable(self.budget, mask_config)
         self.current_target = mask_config.target_sparsity
-        # Lagrange multipliers (l1, l2) of the exact budget, maximised by the optimizer: the
-        # quadratic one starts as the paper's penalty weight, the linear one at 0 integrates the
-        # gap, so training only settles where the gap is 0.
+        # Lagrange multipliers (l1, l2) of the exact budget: the quadratic one starts as the
+        # paper's penalty weight, the linear one at 0 integrates the gap, so training only
+        # settles where the gap is 0.
         self.lagrange = None
         if mask_config.budget_mode == "lagrangian":
-            self.lagrange = nn.Parameter(
-                torch.tensor([0.0, mask_config.penalty_weight], device=device)
-            )
+            initial = torch.tensor([0.0, mask_config.penalty_weight], device=device)
+            self.lagrange = nn.Parameter(initial)
         self.original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+        self._undo.append(
+            functools.partial(_restore_requires_grad, model, self.original_requires_grad)
+        )
         self._head = freeze_backbone(model, layout.backbone_path, mask_config.modules_to_save)
         self._adapter_keys = _adapter_keys(nn.Module.state_dict(self), self._head)
-        self._hooks = []
-        self._add_hooks()
+        self._hooks = MaskHooks(model, self.unit_groups, self.masks)
+        self._undo.append(self._hooks.remove)
+        model._keepwhat_mask_model = True
+        self._undo.append(lambda: delattr(model, "_keepwhat_mask_model"))
+
+    def _restore(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    def unload(self) -> nn.Module:
+        """Gives the wrapped model back as it was before wrapping (window, layers, trainable
+        parameters, modules; no hook), as PEFT's `unload()` does; this MaskModel is then empty.
+        """
+        model = self.model
+        self._restore()
+        return model
 
     @property
     def reference_inputs(self) -> dict[str, torch.Tensor]:
         """The input MACs are counted for: the layout's (batch 1), on the backbone's device and
         in its dtype."""
         return _like_module(self.layout.reference_inputs(), self.layout.backbone)
-
-    def _backbone_cost(self) -> dict:
-        backbone = self.layout.backbone
-        return {
-            "params": count_params(backbone),
-            "macs": count_macs(backbone, self.reference_inputs),
-        }
 
     def train(self, mode: bool = True):
         """Sets the task head's mode; the frozen model stays in eval mode (no dropout, LayerDrop
@@ -253,34 +310,9 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         keep_frozen_norms_in_eval(self.model)
         return self
 
-    def _add_hooks(self) -> None:
-        for group in self.unit_groups:
-            consumer = self.model.get_submodule(group.mask_module)
-            hook = functools.partial(self._apply_mask, group)
-            self._hooks.append(consumer.register_forward_pre_hook(hook))
-
-    def _remove_hooks(self) -> None:
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
-
-    @contextlib.contextmanager
     def hooks_removed(self):
-        """Runs a block with the mask hooks off (e.g. to copy the model without them)."""
-        self._remove_hooks()
-        try:
-            yield
-        finally:
-            self._add_hooks()
-
-    def _apply_mask(self, group, module: nn.Module, args: tuple):
-        hidden = args[0]
-        mask = self.masks[_mask_key(group.name)]()
-        if group.unit_width > 1:
-            mask = mask.repeat_interleave(group.unit_width)
-        shape = [1] * hidden.dim()
-        shape[group.mask_dim] = -1
-        return (hidden * mask.view(shape).to(hidden.dtype), *args[1:])
+        """A context in which the mask hooks are off (e.g. to copy the model without them)."""
+        return self._hooks.removed()
 
     @property
     def config(self):
@@ -306,7 +338,7 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         Args:
             name: A group name from `unit_groups`.
         """
-        key = _mask_key(name)
+        key = mask_key(name)
         if key not in self.masks:
             known = [g.name for g in self.unit_groups]
             raise KeyError(
@@ -329,7 +361,7 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         return KeptUnits({g.name: self.get_mask(g.name).kept_indices() for g in self.unit_groups})
 
     def _masks_in_order(self) -> list[MaskParametrization]:
-        return [self.masks[_mask_key(g.name)] for g in self.unit_groups]
+        return [self.masks[mask_key(g.name)] for g in self.unit_groups]
 
     def sparsity_penalty(self) -> torch.Tensor:
         """The differentiable sparsity penalty at the current target (`current_target`)."""

@@ -171,16 +171,29 @@ class KeepWhatWavLMAttention(WavLMAttention):
         return self.out_proj(context), None, position_bias
 
 
-def use_keepwhat_wavlm_attention(model: nn.Module) -> None:
-    """Turns every `WavLMAttention` of `model` into a `KeepWhatWavLMAttention`, in place.
+def use_keepwhat_wavlm_attention(model: nn.Module) -> list[nn.Module]:
+    """Turns every `WavLMAttention` of `model` into a `KeepWhatWavLMAttention`, in place;
+    returns the modules it turned (`undo_keepwhat_wavlm_attention` turns them back).
 
     Args:
         model: A WavLM model.
     """
-    for module in model.modules():
-        if type(module) is WavLMAttention:
-            module.__class__ = KeepWhatWavLMAttention
-            module.keepwhat_setup()
+    turned = [m for m in model.modules() if type(m) is WavLMAttention]
+    for module in turned:
+        module.__class__ = KeepWhatWavLMAttention
+        module.keepwhat_setup()
+    return turned
+
+
+def undo_keepwhat_wavlm_attention(modules: list[nn.Module]) -> None:
+    """Turns modules `use_keepwhat_wavlm_attention` turned back into stock `WavLMAttention`s.
+
+    Args:
+        modules: What `use_keepwhat_wavlm_attention` returned.
+    """
+    for module in modules:
+        module.__class__ = WavLMAttention
+        del module._buffers["kept_heads"], module.total_heads
 
 
 # Rebuilds a family's modules before masking and before a manifest applies, by the name a

@@ -35,7 +35,7 @@ from .files import (
     check_shapes,
     read_json,
     require_file,
-    safetensors_shapes,
+    weights_shapes,
     write_json,
 )
 from .hub import push_folder
@@ -46,8 +46,17 @@ from .version import __version__
 RECORD_KEY = "keepwhat"
 MODELING_FILE = "modeling_keepwhat.py"
 WEIGHTS_FILE = "model.safetensors"
-# Files a save may leave stale: hf_keepwhat 0.1.0 named its modeling file modeling_pruned.py.
-OWNED_FILES = ("config.json", WEIGHTS_FILE, MODELING_FILE, "modeling_pruned.py", "README.md")
+# What a pruned model's folder holds of its own (a re-save replaces them all, stale shards and
+# feature extractors included); hf_keepwhat 0.1.0 named its modeling file modeling_pruned.py.
+OWNED_FILES = (
+    "config.json",
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    MODELING_FILE,
+    "modeling_pruned.py",
+    "README.md",
+    "preprocessor_config.json",
+)
 AUTO_CLASSES = {
     "AutoModel": AutoModel,
     "AutoModelForAudioClassification": AutoModelForAudioClassification,
@@ -235,8 +244,7 @@ class PrunedModelMixin:
         """
         config_file = require_file(path, "config.json", "pruned model")
         config = cls.config_class.from_dict(read_json(config_file))
-        weights_file = require_file(path, WEIGHTS_FILE, "pruned model")
-        found = safetensors_shapes(weights_file)
+        weights_file, found = weights_shapes(path, WEIGHTS_FILE, "pruned model")
         with torch.device("meta"):
             expected = _state_shapes(cls(config))
         # A bare model read from a task model's folder: the head's tensors are not its own, and
@@ -317,7 +325,8 @@ def to_pruned_model(model: PreTrainedModel, manifest: dict, record: dict) -> Pre
         raise ValueError(
             f"No pruned class for {stock_name}; pruned models exist for {sorted(PRUNED_CLASSES)}."
         )
-    config = PRUNED_CONFIGS[stock_model_type(model.config)].from_dict(model.config.to_dict())
+    data = {k: v for k, v in model.config.to_dict().items() if k != "model_type"}  # the class's
+    config = PRUNED_CONFIGS[stock_model_type(model.config)].from_dict(data)
     setattr(config, MANIFEST_KEY, manifest)
     setattr(config, RECORD_KEY, record)
     pruned = PRUNED_CLASSES[stock_name](config).to(model.dtype)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from common import Task, main
+from datasets import Audio
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
 
-from hf_keepwhat.tasks import checked_waveform, load_metric, require_column
+from hf_keepwhat.tasks import decoded_waveform, load_metric, require_column
 
 WER = load_metric("wer")
 CER = load_metric("cer")
@@ -30,7 +31,7 @@ def prepare(train, test, feature_extractor, model_path, data_args, config):
         def process(batch, indices):
             warned = {}
             waves = [
-                checked_waveform(a, rate, f"{split} example {i}", warned)
+                decoded_waveform(a, rate, f"{split} example {i}", warned)
                 for a, i in zip(batch[data_args.audio_column], indices, strict=True)
             ]
             out = {
@@ -47,10 +48,12 @@ def prepare(train, test, feature_extractor, model_path, data_args, config):
         require_column(
             split.column_names, data_args.text_column, "transcript", "--text_column", where
         )
-    train = train.map(
+    # Decoded file by file in `encode`, so that a bad file is named, not a decoder traceback.
+    undecoded = Audio(decode=False)
+    train = train.cast_column(data_args.audio_column, undecoded).map(
         encode("train"), batched=True, with_indices=True, remove_columns=train.column_names
     )
-    test = test.map(
+    test = test.cast_column(data_args.audio_column, undecoded).map(
         encode("test"), batched=True, with_indices=True, remove_columns=test.column_names
     )
     tokenizer = processor.tokenizer

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import MaskConfig
-from ..runtime import PREPARATIONS, PassThroughLayer
+from ..runtime import PREPARATIONS, PassThroughLayer, undo_keepwhat_wavlm_attention
 from ..units import UnitGroup
 
 
@@ -84,12 +84,26 @@ class Layout:
         """Return format of every pre-LN layer class of this layout's families."""
         return {k: v for family in cls.families for k, v in family.pass_through.items()}
 
-    def prepare(self) -> None:
+    def prepare(self):
         """Rebuilds, in place, modules that masking and pruning cannot work on as they are
-        (the family's `prepare`; the pruned classes do the same)."""
+        (the family's `prepare`; the pruned classes do the same); returns what undoes it."""
+        turned = []
         for family in self.families:
             if family.prepare:  # idempotent: only stock modules are rebuilt
-                PREPARATIONS[family.prepare](self.model)
+                turned += PREPARATIONS[family.prepare](self.model) or []
+        return lambda: undo_keepwhat_wavlm_attention(turned)
+
+    def check_supported(self) -> None:
+        """Refuses, before anything changes, a model whose class no pruned class exists for
+        (what `prune()` could not finish), naming the classes that are supported."""
+        supported = {name for family in self.families for name in family.models}
+        if not supported.intersection(c.__name__ for c in type(self.model).__mro__):
+            raise ValueError(
+                f"hf_keepwhat cannot prune a {type(self.model).__name__}: it supports "
+                f"{sorted(supported)} of this family (for Whisper, WhisperForAudioClassification: "
+                "the encoder alone; WhisperForConditionalGeneration's decoder is not pruned). Or "
+                "wrap the encoder in a module of your own, which hf_keepwhat masks at its path."
+            )
 
     @functools.cached_property
     def backbone_path(self) -> str:
@@ -148,7 +162,7 @@ class Layout:
             and getattr(layer, "adapter_layer", None) is None
         ]
 
-    def set_input_window(self, seconds: float) -> None:
+    def set_input_window(self, seconds: float):
         """Shortens a fixed input window to `seconds` (only models that have one, like Whisper)."""
         raise ValueError(
             f"{type(self.model).__name__} has no fixed input window; leave "
@@ -165,8 +179,9 @@ class Layout:
         """
         return feature_extractor
 
-    def drop_layers_above(self, last_layer: int) -> None:
-        """Deletes the transformer layers above `last_layer` in place and updates the config.
+    def drop_layers_above(self, last_layer: int):
+        """Deletes the transformer layers above `last_layer` in place and updates the config;
+        returns what undoes it.
 
         Args:
             last_layer: Index of the last layer to keep.
@@ -178,12 +193,21 @@ class Layout:
                 f"last_layer={last_layer} but the model has {num_layers} layers "
                 f"(indices 0..{num_layers - 1})."
             )
+        dropped = list(layers[last_layer + 1 :])
+        config, weights = self.model.config, getattr(self.model, "layer_weights", None)
         del layers[last_layer + 1 :]
-        self.model.config.num_hidden_layers = last_layer + 1
+        config.num_hidden_layers = last_layer + 1
         # Classifiers with `use_weighted_layer_sum` hold one weight per hidden state (layers + 1).
-        weights = getattr(self.model, "layer_weights", None)
         if isinstance(weights, nn.Parameter) and weights.numel() == num_layers + 1:
             self.model.layer_weights = nn.Parameter(weights.data[: last_layer + 2].clone())
+
+        def undo():
+            layers.extend(dropped)
+            config.num_hidden_layers = num_layers
+            if isinstance(weights, nn.Parameter):
+                self.model.layer_weights = weights
+
+        return undo
 
 
 def layers_with_units(layers: nn.ModuleList) -> list[nn.Module]:

@@ -79,6 +79,9 @@ class ModuleLayout(Layout):
         """None: only conv channels are pruned, never a whole layer."""
         return []
 
+    def check_supported(self) -> None:
+        """Every module: its pruned form is its own class with a manifest."""
+
     def reference_inputs(self) -> dict[str, torch.Tensor]:
         return self.example_inputs
 

@@ -71,8 +71,11 @@ class ScopedLayout(Layout):
     def pass_through_returns(self) -> dict[str, str]:
         return self.inner.pass_through_returns()
 
-    def prepare(self) -> None:
-        self.inner.prepare()
+    def prepare(self):
+        return self.inner.prepare()
+
+    def check_supported(self) -> None:
+        """Any module may hold a supported model: it is pruned as a plain module."""
 
     @property
     def backbone_path(self) -> str:
@@ -94,11 +97,11 @@ class ScopedLayout(Layout):
     def pass_through_layers(self) -> list[str]:
         return [_join(self.prefix, path) for path in self.inner.pass_through_layers()]
 
-    def set_input_window(self, seconds: float) -> None:
-        self.inner.set_input_window(seconds)
+    def set_input_window(self, seconds: float):
+        return self.inner.set_input_window(seconds)
 
     def adapt_feature_extractor(self, feature_extractor, mask_config: MaskConfig):
         return self.inner.adapt_feature_extractor(feature_extractor, mask_config)
 
-    def drop_layers_above(self, last_layer: int) -> None:
-        self.inner.drop_layers_above(last_layer)
+    def drop_layers_above(self, last_layer: int):
+        return self.inner.drop_layers_above(last_layer)

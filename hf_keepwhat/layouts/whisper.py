@@ -48,7 +48,7 @@ class WhisperLayout(Layout):
         """Encoder positions of the input window."""
         return self.backbone.config.max_source_positions
 
-    def set_input_window(self, seconds: float) -> None:
+    def set_input_window(self, seconds: float):
         """Keeps the first `seconds` of the positional table and sets `max_source_positions`.
 
         A clip keeps the positional embeddings it had in the full window; attention no longer
@@ -57,6 +57,9 @@ class WhisperLayout(Layout):
         Args:
             seconds: The new window in whole seconds (the feature extractor's `chunk_length` is
                 an integer), e.g. 3.
+
+        Returns:
+            What undoes it.
         """
         encoder = self.backbone
         positions = seconds * POSITIONS_PER_SECOND
@@ -66,7 +69,7 @@ class WhisperLayout(Layout):
                 f"max_input_seconds={seconds} must be a whole number of seconds in "
                 f"(0, {longest:g}] for this Whisper model."
             )
-        positions = int(positions)
+        positions, full = int(positions), encoder.max_source_positions
         table = encoder.embed_positions
         shortened = nn.Embedding(
             positions, table.embedding_dim, device=table.weight.device, dtype=table.weight.dtype
@@ -74,8 +77,13 @@ class WhisperLayout(Layout):
         shortened.weight.data.copy_(table.weight.data[:positions])
         shortened.requires_grad_(table.weight.requires_grad)
         encoder.embed_positions = shortened
-        encoder.max_source_positions = positions
-        self.model.config.max_source_positions = positions
+        encoder.max_source_positions = self.model.config.max_source_positions = positions
+
+        def undo():
+            encoder.embed_positions = table
+            encoder.max_source_positions = self.model.config.max_source_positions = full
+
+        return undo
 
     @classmethod
     def adapt_feature_extractor(cls, feature_extractor, mask_config: MaskConfig):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import wave
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,6 +168,51 @@ def checked_waveform(audio, expected_rate: int, where: str, warned: dict) -> np.
     return array
 
 
+def declared_seconds(value: dict) -> float | None:
+    """The duration a PCM WAV file's header declares (None for other files or in-memory audio):
+    FFmpeg decodes a truncated WAV without complaint, so this is what reveals the truncation."""
+    path = value.get("path") if isinstance(value, dict) else None
+    if value.get("bytes") is not None or not path or not path.lower().endswith(".wav"):
+        return None
+    try:
+        with wave.open(path) as f:
+            return f.getnframes() / f.getframerate()
+    except (wave.Error, EOFError, OSError):  # not PCM (float WAV): the decoder alone decides
+        return None
+
+
+def decoded_waveform(value: dict, rate: int, where: str, warned: dict) -> np.ndarray:
+    """Decodes one undecoded `Audio` value (`{"path", "bytes"}`) at `rate`, checks it, and turns
+    every failure, a decoder's included, into an `AudioDataError` naming the file.
+
+    Args:
+        value: The value of an `Audio(decode=False)` column.
+        rate: The feature extractor's sampling rate.
+        where: Which example this is when the value has no path.
+        warned: See `checked_waveform`.
+    """
+    where = value.get("path") or where
+    try:
+        array = checked_waveform(
+            Audio(sampling_rate=rate).decode_example(value), rate, where, warned
+        )
+    except AudioDataError:
+        raise
+    except Exception as e:  # torchcodec's errors are C++ tracebacks: keep their first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AudioDataError(
+            f"{where}: the audio cannot be decoded ({first[-160:]}): the file is corrupt, empty "
+            "or not audio. Remove it from the dataset."
+        ) from e
+    declared = declared_seconds(value)
+    if declared is not None and array.size / rate < declared - 0.01:
+        raise AudioDataError(
+            f"{where}: the file is truncated: its header declares {declared:.3f} s of audio, "
+            f"it holds {array.size / rate:.3f} s. Replace it or remove it from the dataset."
+        )
+    return array
+
+
 def label_names(train: Dataset, label_column: str) -> list[str]:
     """The label vocabulary, from the train split (ClassLabel names, or sorted values).
 
@@ -228,7 +274,7 @@ def featurize(
 
     def process(batch, indices):
         waves = [
-            checked_waveform(a, rate, f"{split} example {i}", warned)
+            decoded_waveform(a, rate, f"{split} example {i}", warned)
             for a, i in zip(batch[audio_column], indices, strict=True)
         ]
         features = feature_extractor(waves, sampling_rate=rate)
@@ -248,7 +294,8 @@ def featurize(
         out["labels"] = labels
         return out
 
-    return dataset.map(
+    undecoded = dataset.cast_column(audio_column, Audio(decode=False))  # decoded per file above
+    return undecoded.map(
         process,
         batched=True,
         batch_size=64,
