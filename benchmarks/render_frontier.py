@@ -150,6 +150,27 @@ def findings(frontier, rows) -> list[str]:
     return out
 
 
+def _speedups(row, latency) -> str:
+    """Dense / pruned CPU latency at batch 1 and 8 (the first seed's model: speed depends only
+    on the shapes), or '-' when not measured."""
+    if not latency:
+        return "- | -"
+    rows = latency["rows"]
+    dense, pruned = rows.get(f"dense:{row['model']}"), rows.get(row["keys"][0])
+    if dense is None or pruned is None:
+        return "- | -"
+    cells = []
+    for batch in ("batch_1", "batch_8"):
+        ratio = dense["latency"][batch]["median_s"] / pruned["latency"][batch]["median_s"]
+        cells.append(f"{ratio:.2f}")
+    return " | ".join(cells)
+
+
+def _latency_machine(latency) -> str:
+    env = latency.get("environment", {})
+    return f"{env.get('machine', '?')}, {latency.get('threads')} threads, torch {env.get('torch')}"
+
+
 def frontier_section(frontier, latency=None) -> list[str]:
     """The Markdown section (and the plot next to the JSON)."""
     rows = aggregate(frontier["runs"])
@@ -163,13 +184,19 @@ def frontier_section(frontier, latency=None) -> list[str]:
         f"{frontier['learning_rate']:g}, masks at 0.02, full fine-tuning's encoder at "
         f"{frontier['finetune_lr']:g}; LoRA recovery 500 steps at 5e-4 after each mask run. "
         f"Trained on: {', '.join(machines)}. Plot: `benchmarks/results/frontier_gm.png`. The grid "
-        "is not complete yet: the JSON resumes, and rows appear as their runs finish.",
+        "is not complete yet: the JSON resumes, and rows appear as their runs finish. CPU speedup: "
+        "dense / pruned latency of the same base, same run, same 1 s input "
+        + (
+            f"({_latency_machine(latency)}, `benchmarks/frontier_latency.py`)."
+            if latency
+            else "(not measured yet)."
+        ),
         "",
         *findings(frontier, rows),
         "",
         "| model | layers | method | target | seeds | MACs removed | encoder MACs (M) "
-        "| validation | test | test + LoRA |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| validation | test | test + LoRA | CPU speedup b1 | b8 |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         std = f" ± {r['test_std']:.3f}" if r["test_std"] is not None else ""
@@ -178,7 +205,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
         lines.append(
             f"| {r['model']} | {layers} | {r['method']} | {r['target']:g} | {r['seeds']} "
             f"| {r['removed']:.1%} | {r['macs'] / 1e6:.1f} | {r['validation']:.3f} "
-            f"| {r['test']:.3f}{std} | {lora} |"
+            f"| {r['test']:.3f}{std} | {lora} | {_speedups(r, latency)} |"
         )
     diagnostics = [r for r in frontier["runs"] if "error" not in r and not _grid(r)]
     if diagnostics:

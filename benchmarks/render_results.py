@@ -216,7 +216,65 @@ def crepe_section(crepe) -> list[str]:
         f"{crepe['ratios']['speedup']:.2f} for a MAC ratio of {crepe['ratios']['macs']:.2f}; "
         f"pruned vs masked max abs difference {crepe['max_abs_diff_pruned_vs_masked']:.1e}.",
         "",
+        *frozen_mode_lines(crepe, _load("crepe_cpu_train_mode.json")),
     ]
+
+
+def frozen_mode_lines(eval_mode, train_mode) -> list[str]:
+    """The same CREPE run with the frozen CNN in training mode (its dropout on, as before
+    hf_keepwhat 0.2) against eval mode (the default)."""
+    if train_mode is None:
+        return []
+    return [
+        "Frozen backbone in eval mode (default) vs training mode (`backbone_train_mode=True`: "
+        "CREPE's dropout on while masks train), same seed and steps: pitch accuracy "
+        f"{eval_mode['accuracy']['pruned']:.3f} vs {train_mode['accuracy']['pruned']:.3f}, "
+        f"channels removed {eval_mode['removed']['units_removed_fraction']:.1%} vs "
+        f"{train_mode['removed']['units_removed_fraction']:.1%}, MACs removed "
+        f"{eval_mode['removed']['macs_removed_fraction']:.1%} vs "
+        f"{train_mode['removed']['macs_removed_fraction']:.1%} "
+        "(`crepe_cpu.json`, `crepe_cpu_train_mode.json`).",
+        "",
+    ]
+
+
+def plain_trainer_section(results) -> list[str]:
+    """The README snippet with and without `optimizer_cls_and_kwargs`, per seed and on average."""
+    lines = [
+        "### The plain Trainer path: `benchmarks/plain_trainer.py`",
+        "",
+        "The README's mask training on real Whisper tiny.en + FSDD (test split), with the masks' "
+        "parameter groups (`readme`) and with the optimizer a plain `Trainer` builds (`plain`).",
+        "",
+        "| steps | seed | readme: removed | readme: accuracy | plain: removed | plain: accuracy |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        runs = [r for r in result["runs"] if r.get("threads", 2) == 2 or "threads" not in r]
+        by = {(r["seed"], r["path"]): r for r in runs}
+        seeds = sorted(
+            {seed for seed, path in by if (seed, "plain") in by and (seed, "readme") in by}
+        )
+        if not seeds:
+            continue
+        steps = runs[0]["steps"]
+        for seed in seeds:
+            a, b = by[(seed, "readme")], by[(seed, "plain")]
+            lines.append(
+                f"| {steps} | {seed} | {a['params_removed_fraction']:.1%} | {a['accuracy']:.3f} "
+                f"| {b['params_removed_fraction']:.1%} | {b['accuracy']:.3f} |"
+            )
+        mean = {
+            (path, key): statistics.mean(by[(seed, path)][key] for seed in seeds)
+            for path in ("readme", "plain")
+            for key in ("params_removed_fraction", "accuracy")
+        }
+        lines.append(
+            f"| {steps} | mean | {mean[('readme', 'params_removed_fraction')]:.1%} "
+            f"| {mean[('readme', 'accuracy')]:.3f} | {mean[('plain', 'params_removed_fraction')]:.1%} "
+            f"| {mean[('plain', 'accuracy')]:.3f} |"
+        )
+    return lines + [""]
 
 
 def round_to_section(result) -> list[str]:
@@ -254,6 +312,13 @@ def main() -> None:
         result = _load(name)
         if result is not None:
             lines += section(result)
+    plain = [
+        _load(n)
+        for n in sorted(os.listdir(RESULTS))
+        if n.startswith("plain_trainer_fsdd") and n.endswith(".json")
+    ]
+    if plain:
+        lines += plain_trainer_section(plain)
     accuracy = [
         _load(n)
         for n in sorted(os.listdir(RESULTS))

@@ -71,8 +71,8 @@ class SparsityCallback(TrainerCallback):
             state.log_history[-1].update(extra)
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero:
-            return
+        if not state.is_world_process_zero or not _mask_model(model).is_transformers_model:
+            return  # a plain module's masks are in Trainer's own checkpoint state
         # Trainer already wrote the state (masks + head) it resumes from; the adapter files next
         # to it make every checkpoint loadable with MaskModel.from_pretrained.
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")

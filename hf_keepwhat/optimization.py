@@ -57,6 +57,25 @@ class OptimizationMixin:
 
     lagrange_rate = 1.0
 
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict | None = None, **options
+    ):
+        """Activation checkpointing in the wrapped model (`TrainingArguments(
+        gradient_checkpointing=True)` calls it), non-reentrant: with a frozen backbone the
+        reentrant variant would give the masks inside checkpointed layers no gradient.
+
+        Args:
+            gradient_checkpointing_kwargs: Passed to `torch.utils.checkpoint.checkpoint`.
+            **options: Passed to the model's `gradient_checkpointing_enable` (`Trainer` passes
+                `every_n_layers`).
+        """
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs, **options)
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Turns activation checkpointing off again."""
+        self.model.gradient_checkpointing_disable()
+
     def lagrange_multipliers(self) -> torch.Tensor | None:
         """The Lagrange multipliers `(l1, l2)`, ascending under a minimising optimizer."""
         if self.lagrange is None:

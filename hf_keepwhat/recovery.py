@@ -47,7 +47,7 @@ def default_lora_config(model: nn.Module, r: int = 8, lora_alpha: int = 16, drop
     """
     from peft import LoraConfig
 
-    head = [name for name in DEFAULT_MODULES_TO_SAVE if hasattr(model, name)]
+    head = [name for name in DEFAULT_MODULES_TO_SAVE if hasattr(model, name)]  # the task head
     return LoraConfig(
         r=r,
         lora_alpha=lora_alpha,
@@ -102,8 +102,7 @@ def recover_with_lora(
     )
     trainer.train()
     merged = peft_model.merge_and_unload()
-    record = dict(getattr(merged.config, RECORD_KEY, None) or {})
-    record["recovery"] = {
+    recovery = {
         "method": "lora",
         "r": config.r,
         "lora_alpha": config.lora_alpha,
@@ -112,5 +111,9 @@ def recover_with_lora(
         "steps": trainer.state.global_step,
         "learning_rate": args.learning_rate,
     }
-    setattr(merged.config, RECORD_KEY, record)
+    if hasattr(merged, "config"):  # a transformers model: its config carries the record
+        record = dict(getattr(merged.config, RECORD_KEY, None) or {})
+        setattr(merged.config, RECORD_KEY, {**record, "recovery": recovery})
+    else:  # a plain module: the record `save_pruned_module` writes
+        merged.keepwhat_record = {**getattr(merged, "keepwhat_record", {}), "recovery": recovery}
     return merged.eval()

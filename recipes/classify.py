@@ -13,15 +13,17 @@ from transformers import AutoModelForAudioClassification
 from hf_keepwhat.tasks import load_metric
 
 ACCURACY = load_metric("accuracy")
+BALANCED = load_metric("balanced_accuracy")
 F1 = load_metric("f1")
 
 
 def compute_metrics(prediction):
-    """Accuracy and macro-F1 of the arg-max class."""
+    """Accuracy, balanced (macro) accuracy and macro-F1 of the arg-max class."""
     predicted = np.argmax(prediction.predictions, axis=-1)
     labels = prediction.label_ids
     return {
         **ACCURACY.compute(predictions=predicted, references=labels),
+        **BALANCED.compute(predictions=predicted, references=labels),
         **F1.compute(predictions=predicted, references=labels, average="macro"),
     }
 

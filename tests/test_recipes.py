@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from recipe_fixtures import save_tiny_ctc_model, save_tiny_model, tone, write_digit_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,3 +141,45 @@ def test_accelerate_two_processes_end_with_identical_masks(tmp_path, digits):
     run = json.loads((out / "report.json").read_text())["runs"][0]
     assert run["processes"] == 2
     assert run["mask_checksums_agree"]
+
+
+def test_classify_with_the_papers_mlp_head_on_any_backbone(tmp_path, digits):
+    from safetensors.torch import load_file
+
+    from hf_keepwhat import load_pruned_module
+    from hf_keepwhat.tasks import pooled_classifier
+
+    model = save_tiny_model("wav2vec2", str(tmp_path / "model"))
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", model, "--head", "mlp", "--data_dir", digits,
+            "--filename_label_regex", DIGIT_REGEX, "--test_group", "index", "--test_values", "0",
+            "1", "--target_sparsity", "0.3", "--output_dir", str(out), *COMMON]  # fmt: skip
+    result = _recipe("classify", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    (run,) = report["runs"]
+    assert run["removed"]["params_removed_fraction"] > 0 and run["ratios"]["macs"] > 1
+    folder = out / "target0.30"
+    assert set(load_file(folder / "adapter" / "keepwhat_masks.safetensors")) >= {
+        "model.classifier.0.weight",  # the MLP head trained with the masks
+    }
+    num_labels = 3  # the digits fixture's classes
+    pruned = load_pruned_module(pooled_classifier(model, num_labels, "mlp"), folder / "pruned")
+    logits = pruned(input_values=torch.randn(1, 1600)).logits
+    assert logits.shape == (1, num_labels)
+    assert (folder / "pruned" / "preprocessor_config.json").exists()
+
+
+def test_classify_with_a_fold_split_reports_balanced_accuracy(tmp_path, digits):
+    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex",
+            DIGIT_REGEX, "--test_fold", "ann", "--fold_column", "speaker", "--target_sparsity", "0.3",
+            "--max_input_seconds", "1", "--output_dir", str(out), *COMMON]  # fmt: skip
+    result = _recipe("classify", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["test_examples"] == 18  # every file of speaker "ann": 3 labels x 6
+    assert 0 <= report["runs"][0]["metrics"]["balanced_accuracy"] <= 1
+    bad = _recipe("classify", [*args[: -len(COMMON)], "--test_fold", "zoe", *COMMON], tmp_path)
+    assert bad.returncode == 2 and "--test_fold ['zoe'] selects 0 of 36 rows" in bad.stderr

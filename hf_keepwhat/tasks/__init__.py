@@ -6,6 +6,8 @@ it needs `datasets` and `evaluate`, which the core does not.
   file-name regex), `cast_audio`, `featurize`, `label_names`, `AudioCollator`, and the checks
   that raise `AudioDataError` with one clear line;
 - `metrics`: `load_metric` (accuracy, f1, mean_average_precision, roc_auc, wer, cer);
+- `heads`: `PooledAudioClassifier` / `pooled_classifier`: any backbone's mean-pooled features into
+  a linear layer or the paper's MLP (recipes' `--head linear|mlp`);
 - `reports`: `write_report` (report.json, report.md, plots), `compare`, `saved_figure`.
 """
 
@@ -20,12 +22,15 @@ from .audio import (
     load_audio_dataset,
     require_column,
 )
+from .heads import PooledAudioClassifier, audio_backbone, pooled_classifier
 from .metrics import load_metric
 from .reports import compare, saved_figure, write_report
 
 __all__ = [
     "AudioCollator",
     "AudioDataError",
+    "PooledAudioClassifier",
+    "audio_backbone",
     "cast_audio",
     "checked_waveform",
     "compare",
@@ -34,6 +39,7 @@ __all__ = [
     "label_names",
     "load_audio_dataset",
     "load_metric",
+    "pooled_classifier",
     "require_column",
     "saved_figure",
     "write_report",

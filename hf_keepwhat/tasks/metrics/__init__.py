@@ -11,7 +11,15 @@ import os
 import evaluate
 
 METRICS_DIR = os.path.dirname(__file__)
-AVAILABLE = ("accuracy", "f1", "mean_average_precision", "roc_auc", "wer", "cer")
+AVAILABLE = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "mean_average_precision",
+    "roc_auc",
+    "wer",
+    "cer",
+)
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:
