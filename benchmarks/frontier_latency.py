@@ -1,7 +1,8 @@
 """CPU latency of every model of the frontier (`benchmarks/frontier.py`), rebuilt from the kept
 units its JSON records: speed depends only on the shapes, so the pruned model is rebuilt from the
 base weights and the recorded masks, pruned, and timed against the dense model of the same base
-in the same run, on the same input (the 1 s window), at batch 1 and 8.
+in the same run, on the same input (the 1 s window), at batch 1 and 8, the two timed in
+alternation.
 
     python benchmarks/frontier_latency.py --frontier benchmarks/results/frontier_gm.json \\
         --model whisper-tiny.en=$KEEPWHAT_WHISPER_TINY --model whisper-base=$KEEPWHAT_WHISPER_BASE
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -32,9 +34,8 @@ def unpack(hex_bits: str, num_units: int) -> list[int]:
 
 def rebuild(run: dict, path: str, window: int, num_labels: int):
     """The pruned model of one frontier run (dense when it kept everything)."""
-    fields = {k: run[k] for k in Point.__dataclass_fields__}
+    point = Point(**{k: run[k] for k in Point.__dataclass_fields__ if k in run})
     model = WhisperForAudioClassification.from_pretrained(path, num_labels=num_labels)
-    point = Point(**fields)
     mm = get_mask_model(model, mask_config(point, window, model.config.encoder_layers))
     for group in mm.unit_groups:
         if group.name in run.get("kept", {}):
@@ -50,7 +51,8 @@ def main() -> None:
     parser.add_argument("--frontier", default="benchmarks/results/frontier_gm.json")
     parser.add_argument("--model", action="append", required=True, help="NAME=PATH, repeatable")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5, help="alternations dense/pruned")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="benchmarks/results/frontier_gm_latency.json")
     args = parser.parse_args()
@@ -61,21 +63,40 @@ def main() -> None:
     rows = {}
     for name, path in paths.items():
         runs = [r for r in frontier["runs"] if r["model"] == name and "error" not in r]
-        dense_run = {"model": name, "method": "linear_probe", "target": 0.0, "seed": 0}
-        for run in [dense_run, *runs]:
+        dense = rebuild({"model": name, "method": "linear_probe", "target": 0.0, "seed": 0},
+                        path, window, num_labels)  # fmt: skip
+        for run in runs:
             model = rebuild(run, path, window, num_labels)
-            mels = model.config.num_mel_bins
-            timings = {}
-            for batch in args.batch_sizes:
-                x = {"input_features": torch.randn(batch, mels, 100 * window)}
-                measured = measure_latency(model, x, repeats=args.repeats, threads=args.threads)
-                timings[f"batch_{batch}"] = {k: measured[k] for k in ("median_s", "iqr_s", "min_s")}
-            key = run.get("key", f"dense:{name}")
-            rows[key] = {"model": name, "latency": timings}
-            print(key, {b: round(t["median_s"] * 1e3, 2) for b, t in timings.items()}, flush=True)
+            rows[run["key"]] = {"model": name, "latency": interleaved(dense, model, args)}
+            ratios = {b: round(t["speedup"], 2) for b, t in rows[run["key"]]["latency"].items()}
+            print(name, run["method"], run["target"], run["last_layer"], ratios, flush=True)
             write_json(args.out, {"benchmark": "frontier_latency", "window_s": window,
                                   "environment": environment(), "threads": args.threads,
+                                  "rounds": args.rounds, "repeats": args.repeats,
                                   "rows": rows})  # fmt: skip
+
+
+def interleaved(dense, pruned, args) -> dict:
+    """Dense and pruned timed in alternation (`rounds` x `repeats` runs each, per batch size),
+    so that a drift of the machine's speed during the benchmark hits both alike."""
+    out = {}
+    mels = dense.config.num_mel_bins
+    frames = 2 * dense.config.max_source_positions
+    for batch in args.batch_sizes:
+        x = {"input_features": torch.randn(batch, mels, frames)}
+        times = {"dense": [], "pruned": []}
+        for _ in range(args.rounds):
+            for key, model in (("dense", dense), ("pruned", pruned)):
+                measured = measure_latency(model, x, warmup=1, repeats=args.repeats,
+                                           threads=args.threads)  # fmt: skip
+                times[key].append(measured["median_s"])
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        out[f"batch_{batch}"] = {
+            "dense_median_s": medians["dense"],
+            "median_s": medians["pruned"],
+            "speedup": medians["dense"] / medians["pruned"],
+        }
+    return out
 
 
 if __name__ == "__main__":

@@ -62,26 +62,46 @@ def _label(row) -> str:
     return f"{row['model']}{layers}: {row['method']}"
 
 
+COLORS = {
+    "mask_macs": "tab:blue",
+    "mask_lagrangian": "tab:cyan",
+    "random": "tab:gray",
+    "magnitude": "tab:brown",
+    "drop_layers": "tab:olive",
+    "linear_probe": "tab:red",
+    "full_finetune": "tab:green",
+}
+
+
 def plot(rows, path: str) -> None:
-    """Test accuracy against encoder MACs (log), one line per model, method and layer cut."""
-    with saved_figure(path, (8, 5)) as (_, ax):
-        lines = defaultdict(list)
-        for r in rows:
-            lines[(r["model"], r["last_layer"], r["method"])].append(r)
-        for (_, _, method), members in sorted(lines.items(), key=lambda kv: str(kv[0])):
-            members.sort(key=lambda r: r["macs"])
-            xs = [r["macs"] / 1e6 for r in members]
-            ys = [r["test"] for r in members]
-            errors = [r["test_std"] or 0.0 for r in members]
-            style = "o-" if method in MASKS else ("s" if len(xs) == 1 else "x--")
-            ax.errorbar(xs, ys, yerr=errors, fmt=style, capsize=2, label=_label(members[0]))
-            if any(r["lora"] is not None for r in members):
+    """Test accuracy against encoder MACs (log), one panel per model: a colour per method, solid
+    for all layers and dashed with layers cut, LoRA recovery as triangles on a dotted line."""
+    models = sorted({r["model"] for r in rows})
+    with saved_figure(path, (6 * len(models), 5)) as (figure, _):
+        figure.clear()
+        axes = figure.subplots(1, len(models), sharey=True, squeeze=False)[0]
+        for ax, model in zip(axes, models, strict=True):
+            lines = defaultdict(list)
+            for r in rows:
+                if r["model"] == model:
+                    lines[(r["last_layer"], r["method"])].append(r)
+            for (last_layer, method), members in sorted(lines.items(), key=lambda kv: str(kv[0])):
+                members.sort(key=lambda r: r["macs"])
+                xs = [r["macs"] / 1e6 for r in members]
+                ys, errors = [r["test"] for r in members], [r["test_std"] or 0.0 for r in members]
+                style = "--" if last_layer is not None else "-"
+                label = method + ("" if last_layer is None else f", layers 0-{last_layer}")
+                ax.errorbar(xs, ys, yerr=errors, fmt="o" + style, capsize=2,
+                            color=COLORS.get(method), label=label)  # fmt: skip
                 lora = [(r["macs"] / 1e6, r["lora"]) for r in members if r["lora"] is not None]
-                ax.plot(*zip(*lora, strict=True), "^:", label=_label(members[0]) + " + LoRA")
-        ax.set_xscale("log")
-        ax.set_xlabel("encoder MACs for a 1 s clip (millions, log scale)")
-        ax.set_ylabel("GM instrument family, test accuracy")
-        ax.legend(fontsize=5, ncol=2)
+                if lora:
+                    ax.plot(*zip(*lora, strict=True), "^:", color=COLORS.get(method),
+                            label=label + " + LoRA")  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_title(model)
+            ax.set_xlabel("encoder MACs for a 1 s clip (millions, log scale)")
+            ax.legend(fontsize=6)
+        axes[0].set_ylabel("GM instrument family, test accuracy")
 
 
 def _find(rows, model, method, target=None, last_layer=None):
@@ -155,15 +175,10 @@ def _speedups(row, latency) -> str:
     on the shapes), or '-' when not measured."""
     if not latency:
         return "- | -"
-    rows = latency["rows"]
-    dense, pruned = rows.get(f"dense:{row['model']}"), rows.get(row["keys"][0])
-    if dense is None or pruned is None:
+    pruned = latency["rows"].get(row["keys"][0])
+    if pruned is None:
         return "- | -"
-    cells = []
-    for batch in ("batch_1", "batch_8"):
-        ratio = dense["latency"][batch]["median_s"] / pruned["latency"][batch]["median_s"]
-        cells.append(f"{ratio:.2f}")
-    return " | ".join(cells)
+    return " | ".join(f"{pruned['latency'][b]['speedup']:.2f}" for b in ("batch_1", "batch_8"))
 
 
 def _latency_machine(latency) -> str:
@@ -185,7 +200,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
         f"{frontier['finetune_lr']:g}; LoRA recovery 500 steps at 5e-4 after each mask run. "
         f"Trained on: {', '.join(machines)}. Plot: `benchmarks/results/frontier_gm.png`. The grid "
         "is not complete yet: the JSON resumes, and rows appear as their runs finish. CPU speedup: "
-        "dense / pruned latency of the same base, same run, same 1 s input "
+        "dense / pruned latency of the same base, timed in alternation in one run, same 1 s input "
         + (
             f"({_latency_machine(latency)}, `benchmarks/frontier_latency.py`)."
             if latency
