@@ -6,6 +6,7 @@ push it to the Hub.
     keepwhat card out/pruned --dataset fsdd --metric accuracy=0.98
     keepwhat push out/pruned me/whisper-tiny-digits-keep50
     keepwhat bench out/pruned --batch_size 8 --json out/pruned-bench.json
+    keepwhat export out/pruned out/pruned-onnx --onnx --int8
 """
 
 from __future__ import annotations
@@ -156,28 +157,39 @@ def cmd_push(args) -> None:
     print(f"pushed {args.path} to {url}")
 
 
-def cmd_bench(args) -> None:
-    """Measures a saved model (dense or pruned): parameters, MACs, disk size and latency."""
-    import torch
+def _load_saved(path: str, device: str = "cpu"):
+    """A model saved with `save_pretrained` (dense or pruned), by its Auto class, in eval mode."""
     import transformers
+
+    config = read_json(os.path.join(path, "config.json"))
+    stock_name = config["architectures"][0].removeprefix(CLASS_PREFIX)
+    auto = getattr(transformers, AUTO_CLASS_OF.get(stock_name, "AutoModel"))
+    return auto.from_pretrained(path).to(device).eval()
+
+
+def _example_inputs(model, seconds: float, batch_size: int, device: str = "cpu"):
+    """Random inputs shaped as the layout's reference input (Whisper: its window; others:
+    `seconds` of audio), batched, and the layout."""
+    import torch
 
     from .config import MaskConfig
     from .layouts import get_layout
-    from .profiling import count_macs, count_params, disk_size, measure_latency
 
-    config = read_json(os.path.join(args.path, "config.json"))
-    stock_name = config["architectures"][0].removeprefix(CLASS_PREFIX)
-    auto = getattr(transformers, AUTO_CLASS_OF.get(stock_name, "AutoModel"))
-    device = torch.device(args.device)
-    model = auto.from_pretrained(args.path).to(device).eval()
-    layout = get_layout(model, MaskConfig(macs_input_seconds=args.seconds))
-    # The layout's reference input (Whisper: its window; others: `--seconds` of audio), batched.
-    single = layout.reference_inputs()
+    layout = get_layout(model, MaskConfig(macs_input_seconds=seconds))
     generator = torch.Generator().manual_seed(0)
     inputs = {
-        name: torch.randn((args.batch_size, *value.shape[1:]), generator=generator).to(device)
-        for name, value in single.items()
+        name: torch.randn((batch_size, *value.shape[1:]), generator=generator).to(device)
+        for name, value in layout.reference_inputs().items()
     }
+    return inputs, layout
+
+
+def cmd_bench(args) -> None:
+    """Measures a saved model (dense or pruned): parameters, MACs, disk size and latency."""
+    from .profiling import count_macs, count_params, disk_size, measure_latency
+
+    model = _load_saved(args.path, args.device)
+    inputs, layout = _example_inputs(model, args.seconds, args.batch_size, args.device)
     backbone = layout.backbone
     result = {
         "path": args.path,
@@ -196,6 +208,28 @@ def cmd_bench(args) -> None:
         write_json(args.json, result)
     for key, value in result.items():
         print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+
+
+def cmd_export(args) -> None:
+    """Exports a saved model (dense or pruned) to ONNX, checked with ONNX Runtime; the
+    feature extractor is copied beside the graph."""
+    from .export import export_onnx
+
+    model = _load_saved(args.path)
+    inputs, _ = _example_inputs(model, args.seconds, 1)
+    result = export_onnx(
+        model, args.output, inputs, opset_version=args.opset, atol=args.atol, int8=args.int8
+    )
+    extractor = os.path.join(args.path, "preprocessor_config.json")
+    if os.path.isfile(extractor):
+        shutil.copy(extractor, args.output)
+    write_json(os.path.join(args.output, "keepwhat_export.json"), result)
+    print(f"exported {args.path} to {os.path.join(args.output, result['onnx_file'])}")
+    print(f"ONNX Runtime vs PyTorch, largest difference: {result['max_abs_difference']:.3g}")
+    if args.int8:
+        print(
+            f"int8 graph: {result['int8_file']} (difference {result['int8_max_abs_difference']:.3g})"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="a saved model as an ONNX graph, checked with ONNX Runtime")
+    p.add_argument("path", help="a folder written by save_pretrained (dense or pruned)")
+    p.add_argument("output", help="folder for model.onnx, config and feature extractor")
+    formats = p.add_mutually_exclusive_group(required=True)
+    formats.add_argument("--onnx", action="store_true", help="export to ONNX (torch.onnx)")
+    p.add_argument("--seconds", type=float, default=1.0, help="traced input length (not Whisper)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: torch.onnx's)")
+    p.add_argument("--atol", type=float, default=1e-4, help="allowed difference from PyTorch")
+    p.add_argument("--int8", action="store_true", help="also write ONNX Runtime's int8 graph")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -257,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

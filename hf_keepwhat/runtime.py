@@ -167,7 +167,10 @@ class KeepWhatWavLMAttention(WavLMAttention):
             padded = attention_mask.ne(1)[:, None, None, :]
             scores = scores.masked_fill(padded, float("-inf"))
         probs = nn.functional.dropout(scores.softmax(dim=-1), self.dropout, self.training)
-        context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, length, -1)
+        # An explicit width, not -1: exporters (ONNX) cannot infer it when no head is left.
+        context = (
+            torch.matmul(probs, value).transpose(1, 2).reshape(batch, length, heads * self.head_dim)
+        )
         return self.out_proj(context), None, position_bias
 
 
