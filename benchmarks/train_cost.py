@@ -1,11 +1,16 @@
-"""Training cost: step time and peak memory of mask training vs full fine-tuning vs linear probe.
+"""Training cost: step time and peak memory of mask training vs full fine-tuning vs linear probe,
+mask training and full fine-tuning also with gradient checkpointing.
 
 Each mode runs in its own process so that its peak memory (max RSS on CPU,
-`torch.cuda.max_memory_allocated` on GPU) is its own. All modes use the same model, batch and
-input; the figures to quote are the ratios within one run of this script.
+`torch.cuda.max_memory_allocated` on GPU) is its own. On the CPU the process's peak RSS also
+holds torch and the weights, so the peak of training above the loaded model (peak RSS reset
+before the first step) is recorded too. All modes use the same model, batch and input; the
+figures to quote are the ratios within one run of this script.
 
     python benchmarks/train_cost.py --model $KEEPWHAT_WHISPER_TINY \
         --out benchmarks/results/train_cost_cpu.json
+    python benchmarks/train_cost.py --model $KEEPWHAT_WHISPER_BASE \
+        --out benchmarks/results/train_cost_base_cpu.json
 """
 
 from __future__ import annotations
@@ -22,10 +27,48 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-MODES = ("masked", "full_finetune", "linear_probe")
+MODES = (
+    "masked",
+    "full_finetune",
+    "linear_probe",
+    "masked_checkpointing",
+    "full_finetune_checkpointing",
+)
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (VmRSS: resident now; VmHWM: its peak), in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so that the peak read after training
+    # is the peak of training, not of loading the checkpoint.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _build(mode: str, model_path: str, window: float):
+    checkpointing = mode.endswith("_checkpointing")
+    mode = mode.removesuffix("_checkpointing")
+    model = _build_mode(mode, model_path, window)
+    if checkpointing:  # what TrainingArguments(gradient_checkpointing=True) calls
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def _build_mode(mode: str, model_path: str, window: float):
     import torch
     from transformers import WhisperForAudioClassification
     from transformers.utils import logging as hf_logging
@@ -65,6 +108,8 @@ def run_mode(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    resident_before = _proc_status_bytes("VmRSS")
+    peak_reset = _reset_peak_rss()
     wall, cpu = [], []
     for step in range(args.warmup + args.steps):
         sync()
@@ -77,10 +122,15 @@ def run_mode(args) -> dict:
         if step >= args.warmup:
             wall.append(time.perf_counter() - t_wall)
             cpu.append(time.process_time() - t_cpu)
+    training_peak = None
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:  # ru_maxrss is in KiB on Linux
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        if peak_reset and resident_before is not None:
+            # What training adds above the loaded model: activations, gradients, optimizer
+            # state (the process's own footprint, torch and the weights, cancels out).
+            training_peak = _proc_status_bytes("VmHWM") - resident_before
     return {
         "mode": args.mode,
         "trainable_params": sum(p.numel() for p in params),
@@ -89,7 +139,13 @@ def run_mode(args) -> dict:
         "step_cpu_s_median": statistics.median(cpu),
         "peak_memory_bytes": peak,
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+        "training_peak_above_loaded_bytes": training_peak,
     }
+
+
+def _training_peak_ratio(result: dict, full: dict) -> dict:
+    above, full_above = (r["training_peak_above_loaded_bytes"] for r in (result, full))
+    return {"training_peak_above_loaded": above / full_above} if above and full_above else {}
 
 
 def main() -> None:
@@ -138,8 +194,10 @@ def main() -> None:
                 "step_wall": results[mode]["step_wall_s_median"] / full["step_wall_s_median"],
                 "step_cpu": results[mode]["step_cpu_s_median"] / full["step_cpu_s_median"],
                 "peak_memory": results[mode]["peak_memory_bytes"] / full["peak_memory_bytes"],
+                **_training_peak_ratio(results[mode], full),
             }
-            for mode in ("masked", "linear_probe")
+            for mode in MODES
+            if mode != "full_finetune"
         },
     }
     from hf_keepwhat.files import write_json  # like run_mode, the library is imported lazily

@@ -10,9 +10,38 @@ through a reversed gradient, so no optimizer needs `maximize=True`.
 
 from __future__ import annotations
 
+import types
+from functools import partial
+
 import torch
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .masks import scaled
+
+
+def _forward_checkpointed_in_eval_mode(self, *args, **kwargs):
+    """A transformers layer's forward that also checkpoints in eval mode (set per instance).
+
+    transformers' `GradientCheckpointingLayer` checkpoints only when the layer is in training
+    mode, and a MaskModel keeps its frozen backbone in eval mode (no dropout, LayerDrop or
+    SpecAugment), so `gradient_checkpointing=True` would silently save nothing. Here the layer
+    is checkpointed whenever gradients are recorded; in training mode transformers' own forward
+    does it, so it is not done twice.
+    """
+    stock_forward = type(self).forward
+    if self.gradient_checkpointing and not self.training and torch.is_grad_enabled():
+        return self._gradient_checkpointing_func(partial(stock_forward, self, **kwargs), *args)
+    return stock_forward(self, *args, **kwargs)
+
+
+def _checkpointed_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    # Layers only: encoders carry the same flag, and checkpointing them as well would run every
+    # layer three times.
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing
+    ]
 
 
 def mask_param_groups(mm, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
@@ -57,24 +86,55 @@ class OptimizationMixin:
 
     lagrange_rate = 1.0
 
-    def gradient_checkpointing_enable(
-        self, gradient_checkpointing_kwargs: dict | None = None, **options
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, **options
     ):
         """Activation checkpointing in the wrapped model (`TrainingArguments(
         gradient_checkpointing=True)` calls it), non-reentrant: with a frozen backbone the
-        reentrant variant would give the masks inside checkpointed layers no gradient.
+        reentrant variant would give the masks inside checkpointed layers no gradient. Layers
+        are checkpointed although the frozen backbone runs in eval mode.
+
+        Args:
+            activation_checkpointing_kwargs: Passed to `torch.utils.checkpoint.checkpoint`.
+            **options: Passed to the model's own method (`every_n_layers`, `offload`).
+        """
+        kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5.24
+            self.model.activation_checkpointing_enable(kwargs, **options)
+        else:
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs=kwargs, **options
+            )
+        # A bound method, not a closure: `copy.deepcopy` (prune) rebinds it to the copied layer.
+        for layer in _checkpointed_layers(self.model):
+            layer.forward = types.MethodType(_forward_checkpointed_in_eval_mode, layer)
+        self._undo.append(self.activation_checkpointing_disable)  # `unload()` gives it back plain
+
+    def activation_checkpointing_disable(self) -> None:
+        """Turns activation checkpointing off again."""
+        for module in self.model.modules():
+            forward = module.__dict__.get("forward")
+            if getattr(forward, "__func__", None) is _forward_checkpointed_in_eval_mode:
+                del module.forward
+        if hasattr(self.model, "activation_checkpointing_disable"):
+            self.model.activation_checkpointing_disable()
+        else:
+            self.model.gradient_checkpointing_disable()
+
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict | None = None, **options
+    ):
+        """The older name of `activation_checkpointing_enable` (transformers < 5.24 calls it).
 
         Args:
             gradient_checkpointing_kwargs: Passed to `torch.utils.checkpoint.checkpoint`.
-            **options: Passed to the model's `gradient_checkpointing_enable` (`Trainer` passes
-                `every_n_layers`).
+            **options: Passed to the model's own method.
         """
-        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs, **options)
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **options)
 
     def gradient_checkpointing_disable(self) -> None:
-        """Turns activation checkpointing off again."""
-        self.model.gradient_checkpointing_disable()
+        """The older name of `activation_checkpointing_disable`."""
+        self.activation_checkpointing_disable()
 
     def lagrange_multipliers(self) -> torch.Tensor | None:
         """The Lagrange multipliers `(l1, l2)`, ascending under a minimising optimizer."""

@@ -13,6 +13,8 @@ def _trained_masks(tmp_path, checkpointing: bool):
     torch.manual_seed(0)
     config = MaskConfig(target_sparsity=0.5, mask_learning_rate=0.05)
     mm = get_mask_model(tiny_whisper(), config)
+    runs = []  # forward runs of a module inside a layer: recomputed in backward if checkpointed
+    mm.model.encoder.layers[1].fc1.register_forward_hook(lambda *_: runs.append(1))
     args = TrainingArguments(
         str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3,
         gradient_checkpointing=checkpointing, report_to=[], use_cpu=True, disable_tqdm=True,
@@ -22,7 +24,15 @@ def _trained_masks(tmp_path, checkpointing: bool):
         mm, args, train_dataset=_synthetic_dataset(), callbacks=[SparsityCallback(config)]
     ).train()
     assert mm.model.encoder.gradient_checkpointing == checkpointing
-    return {k: v for k, v in mm.state_dict().items() if k.startswith("masks.")}
+    # 4 steps: the layer runs once per step, twice when checkpointed (in eval mode, as the
+    # frozen backbone is; transformers alone checkpoints only layers in training mode).
+    assert not mm.model.encoder.layers[1].training
+    assert len(runs) == (8 if checkpointing else 4)
+    masks = {k: v for k, v in mm.state_dict().items() if k.startswith("masks.")}
+    model = mm.unload()
+    assert not model.encoder.gradient_checkpointing
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    return masks
 
 
 def test_masks_train_the_same_with_gradient_checkpointing(tmp_path):
