@@ -75,29 +75,118 @@ def speed_section(speed) -> list[str]:
     return lines + [""]
 
 
-def cost_section(cost) -> list[str]:
+def cost_section(costs) -> list[str]:
+    lines = ["### Training cost: `benchmarks/train_cost.py`", ""]
+    for cost in costs:
+        lines += [
+            f"{cost.get('model', 'Whisper tiny.en')}, batch {cost['batch_size']}, "
+            f"{cost['input_window_s']:g} s window, {cost['device']} ({_machine(cost)}). "
+            "Peak memory is the process's peak RSS (torch and the weights included); "
+            '"training peak" is what training adds above the loaded model.',
+            "",
+            "| mode | trainable params | step time (s) | peak RSS (MB) | training peak (MB) "
+            "| step time / full FT | training peak / full FT |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for mode, r in cost["results"].items():
+            ratio = cost["ratios"].get(f"{mode}_vs_full_finetune", {})
+            above = r.get("training_peak_above_loaded_bytes")
+            lines.append(
+                f"| {mode} | {r['trainable_params']:,} | {r['step_wall_s_median']:.3f} "
+                f"| {r['peak_memory_bytes'] / 1e6:.0f} "
+                f"| {f'{above / 1e6:.0f}' if above else '-'} "
+                f"| {ratio.get('step_wall', 1.0):.2f} "
+                f"| {ratio.get('training_peak_above_loaded', 1.0 if above else float('nan')):.2f} |"
+            )
+        lines.append("")
+    return lines
+
+
+def deploy_section(deploy) -> list[str]:
     lines = [
-        "### Training cost: `benchmarks/train_cost.py`",
+        "### Deployment: int8, ONNX Runtime, torch.compile (`benchmarks/deploy.py`)",
         "",
-        f"Whisper tiny.en, batch {cost['batch_size']}, {cost['input_window_s']:g} s window, "
-        f"{cost['device']} ({_machine(cost)}).",
+        f"Trained pruned Whisper tiny.en models, {_machine(deploy)}; ONNX Runtime on the CPU "
+        f"with {deploy['threads']} threads. Test accuracy of each form:",
         "",
-        "| mode | trainable params | step time (s) | peak memory (MB) |",
-        "|---|---:|---:|---:|",
+        "| task | window | test clips | PyTorch fp32 | PyTorch int8 | ONNX fp32 | ONNX int8 "
+        "| ONNX vs PyTorch max abs diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for mode, r in cost["results"].items():
+    for task, t in deploy["tasks"].items():
+        a = t["accuracy"]
         lines.append(
-            f"| {mode} | {r['trainable_params']:,} | {r['step_wall_s_median']:.3f} "
-            f"| {r['peak_memory_bytes'] / 1e6:.0f} |"
+            f"| {task} | {t['window_s']} s | {t['test_examples']} | {a['pruned_fp32']:.1%} "
+            f"| {a['pruned_int8']:.1%} | {a['pruned_onnx_fp32']:.1%} | {a['pruned_onnx_int8']:.1%} "
+            f"| {t['onnx_check']['max_abs_difference']:.1e} |"
         )
-    ratios = cost["ratios"]["masked_vs_full_finetune"]
+    task = deploy["latency_task"]
     lines += [
         "",
-        f"Mask training vs full fine-tuning: step time x{ratios['step_wall']:.2f}, "
-        f"peak memory x{ratios['peak_memory']:.2f}.",
+        f"Latency ({task} model; medians of {deploy['rounds']} interleaved rounds of "
+        f"{deploy['repeats']} calls; speedups against the stock model with its 30 s window and "
+        "against the dense model cut to the same window, fp32 PyTorch):",
+        "",
+        "| batch | form | latency (ms) | speedup vs stock 30 s | speedup vs dense same window |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    order = ["stock_30s", "dense_window_fp32", "dense_window_int8", "pruned_fp32",
+             "pruned_compiled", "pruned_int8", "pruned_onnx_fp32", "pruned_onnx_int8"]  # fmt: skip
+    mac_lines = []
+    for row in deploy["latency"]:
+        for name in sorted(row["latency"], key=lambda n: order.index(n) if n in order else 99):
+            t = row["latency"][name]
+            lines.append(
+                f"| {row['batch_size']} | {name} | {t['median_s'] * 1e3:.1f} "
+                f"| {t['speedup_vs_stock_30s']:.1f} | {t['speedup_vs_dense_window_fp32']:.2f} |"
+            )
+        mac_ratio = row["macs"]["dense_window"] / row["macs"]["pruned"]
+        speedup = row["latency"]["pruned_fp32"]["speedup_vs_dense_window_fp32"]
+        mac_lines.append(
+            f"batch {row['batch_size']}: speedup {speedup:.2f} at MAC ratio {mac_ratio:.2f} "
+            f"({speedup / mac_ratio:.2f})"
+        )
+    lines += [
+        "",
+        "Pruned fp32 against the dense model with the same window, speedup / MAC ratio: "
+        + "; ".join(mac_lines)
+        + ".",
+    ]
+    top = deploy["profile_pruned_fp32_batch_1"][:6]
+    lines += [
+        "",
+        "Where the pruned fp32 model's batch-1 time goes (torch.profiler, self CPU time): "
+        + ", ".join(f"`{e['op']}` {e['self_share']:.0%}" for e in top)
+        + ".",
         "",
     ]
     return lines
+
+
+def scale_section(scale) -> list[str]:
+    order = ["get_mask_model", "training_step", "sparsity_report", "prune", "save_pretrained",
+             "reload"]  # fmt: skip
+    steps = sorted(scale["rows"][0]["steps"], key=lambda s: order.index(s) if s in order else 99)
+    lines = [
+        "### Scale: `benchmarks/scale.py`",
+        "",
+        f"Random weights, {_machine(scale)}; seconds per step, one process per model; peak RSS as "
+        "a multiple of the fp32 model's size (whole process, and above the process before the "
+        "model was built).",
+        "",
+        "| model | params | "
+        + " | ".join(steps)
+        + " | peak RSS (GB) | x model | x model above start |",
+        "|---|---:|" + "---:|" * len(steps) + "---:|---:|---:|",
+    ]
+    for r in scale["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['params'] / 1e6:.0f}M | "
+            + " | ".join(f"{r['steps'][s]['seconds']:.2f}" for s in steps)
+            + f" | {r['peak_rss'] / 1e9:.2f} | {r['peak_rss_over_fp32_model']:.2f} "
+            f"| {r['peak_rss_above_start_over_fp32_model']:.2f} |"
+        )
+    return lines + [""]
 
 
 def aggregate_runs(runs) -> list[dict]:
@@ -305,13 +394,17 @@ def main() -> None:
     for name, section in (
         ("demo_fsdd_report.json", demo_section),
         ("speed_cpu.json", speed_section),
-        ("train_cost_cpu.json", cost_section),
+        ("deploy_cpu.json", deploy_section),
+        ("scale_cpu.json", scale_section),
         ("round_to_cpu.json", round_to_section),
         ("crepe_cpu.json", crepe_section),
     ):
         result = _load(name)
         if result is not None:
             lines += section(result)
+    costs = [_load(n) for n in ("train_cost_cpu.json", "train_cost_base_cpu.json")]
+    if any(costs):
+        lines += cost_section([c for c in costs if c])
     plain = [
         _load(n)
         for n in sorted(os.listdir(RESULTS))

@@ -11,6 +11,7 @@ was meant.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from .runtime import EmptyAttention, describe_module, pass_through_class
-from .slicing import apply_slices, owned_slices, resized_modules
+from .slicing import apply_slices, owned_slices, replace_tensor, resized_modules
 from .sparsity import sparsity_report
 from .standalone import to_pruned_model
 from .units import EmptiableLayer, KeptUnits, UnitGroup
@@ -76,9 +77,13 @@ def prune_group(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) ->
     # consumer columns, so the output is still the masked model's.
     silenced = max(0, group.min_kept - len(kept_units))
     apply_slices(model, group, torch.cat([torch.arange(silenced), kept_units.to(torch.long)]))
-    for path in group.consumers:
+    if silenced:  # out of place: the copy being pruned may share unsliced tensors (pruned_copy)
         columns = group.channel_index(torch.arange(silenced))
-        model.get_submodule(path).weight.data[:, columns] = 0
+        for path in group.consumers:
+            consumer = model.get_submodule(path)
+            weight = consumer.weight.detach().clone()
+            weight[:, columns] = 0
+            replace_tensor(consumer, "weight", weight)
     return None
 
 
@@ -142,7 +147,7 @@ def pruned_copy(mm, kept: KeptUnits) -> tuple[nn.Module, dict]:
         kept: The units to keep.
     """
     with mm.hooks_removed():
-        pruned = copy.deepcopy(mm.model)
+        pruned = _copy_sharing_tensors(mm.model)
     replaced = []
     for group in mm.unit_groups:
         emptied = prune_group(pruned, group, kept[group.name])
@@ -153,8 +158,40 @@ def pruned_copy(mm, kept: KeptUnits) -> tuple[nn.Module, dict]:
             stock = type(mm.model.get_submodule(layer.layer)).__name__
             pass_through(pruned, mm.model, layer, returns[stock])
             replaced.append(layer.layer)
+    _own_tensors(pruned, mm.model)
     prepare = [f.prepare for f in mm.layout.families if f.prepare]
     return pruned, build_manifest(pruned, mm.unit_groups, replaced, prepare)
+
+
+def _copy_sharing_tensors(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose parameters and buffers share storage with the original.
+
+    Pruning replaces every tensor it slices by a new one and `_own_tensors` then copies the
+    rest, so the full model is never held twice: a plain deep copy would peak at the original,
+    the copy and the slices together (~3x a large model's size).
+    """
+    memo = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        shared = tensor.detach()
+        if isinstance(tensor, nn.Parameter):
+            shared = nn.Parameter(shared, requires_grad=tensor.requires_grad)
+        memo[id(tensor)] = shared
+    return copy.deepcopy(model, memo)
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return 0 if tensor.is_meta or tensor.numel() == 0 else tensor.untyped_storage().data_ptr()
+
+
+def _own_tensors(pruned: nn.Module, source: nn.Module) -> None:
+    """Gives `pruned` its own copy of every tensor it still shares with `source`, so that
+    training or merging into the pruned model never changes the masked one."""
+    shared = {_storage(t) for t in itertools.chain(source.parameters(), source.buffers())}
+    shared.discard(0)
+    for module in pruned.modules():
+        for name, tensor in itertools.chain(module._parameters.items(), module._buffers.items()):
+            if tensor is not None and _storage(tensor) in shared:
+                replace_tensor(module, name, tensor.detach().clone())
 
 
 def pruning_record(mm, kept: KeptUnits | None = None) -> dict:

@@ -80,7 +80,15 @@ def slice_indices(group: UnitGroup, kept_units: torch.Tensor) -> dict[str, torch
     return {"channel": channels, "glu": halves, "unit": kept_units}
 
 
-def _replace_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+def replace_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Sets parameter or buffer `name` of `module` to a new tensor `value` (a parameter keeps
+    its `requires_grad`); the old tensor is left as it was.
+
+    Args:
+        module: The module.
+        name: The parameter or buffer name.
+        value: The new tensor.
+    """
     if name in module._parameters:
         old = module._parameters[name]
         module._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
@@ -104,7 +112,7 @@ def apply_slices(model: nn.Module, group: UnitGroup, kept_units: torch.Tensor) -
         tensor = getattr(module, owned.tensor, None)
         if isinstance(tensor, torch.Tensor):
             index = indices[owned.per].to(tensor.device)
-            _replace_tensor(module, owned.tensor, tensor.detach().index_select(owned.dim, index))
+            replace_tensor(module, owned.tensor, tensor.detach().index_select(owned.dim, index))
     for path, dim, per in resized_modules(group):
         resize_module(model.get_submodule(path), dim, len(indices[per]))
     for path, attributes in group.attributes.items():

@@ -329,8 +329,18 @@ def to_pruned_model(model: PreTrainedModel, manifest: dict, record: dict) -> Pre
     config = PRUNED_CONFIGS[stock_model_type(model.config)].from_dict(data)
     setattr(config, MANIFEST_KEY, manifest)
     setattr(config, RECORD_KEY, record)
-    pruned = PRUNED_CLASSES[stock_name](config).to(model.dtype)
-    pruned.load_state_dict(model.state_dict(), strict=True)
+    # Built on the meta device and given the pruned tensors themselves (`assign`): no random
+    # initialisation and no second copy of the weights, which for a large model cost more time
+    # and memory than the pruning itself.
+    with torch.device("meta"):
+        pruned = PRUNED_CLASSES[stock_name](config)
+    pruned.load_state_dict(model.state_dict(), strict=True, assign=True)
+    # Non-persistent buffers (rotary frequencies, position ids) are in no state dict.
+    source_buffers = dict(model.named_buffers())
+    for name, buffer in list(pruned.named_buffers()):
+        if buffer.is_meta:
+            parent, _, leaf = name.rpartition(".")
+            pruned.get_submodule(parent)._buffers[leaf] = source_buffers[name]
     return pruned.eval()
 
 
