@@ -28,7 +28,7 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_keepwhat import MaskConfig, SparsityCallback, environment, get_mask_model  # noqa: E402
-from hf_keepwhat.files import write_json  # noqa: E402
+from hf_keepwhat.files import read_json, write_json  # noqa: E402
 
 PATHS = ("readme", "plain")
 
@@ -90,9 +90,13 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     data = load_fsdd(args.fsdd, WhisperFeatureExtractor.from_pretrained(args.model, chunk_length=3))
-    runs = []
+    # Resumes: runs already in --out (same path, seed, steps and threads) are kept, not redone.
+    runs = read_json(args.out)["runs"] if os.path.isfile(args.out) else []
+    done = {(r["path"], r["seed"], r["steps"], r["threads"]) for r in runs}
     for seed in args.seeds:
         for path in args.paths:
+            if (path, seed, args.steps, args.threads) in done:
+                continue
             runs.append({**run(path, seed, args, data), "threads": args.threads})
             print(runs[-1], flush=True)
             write_json(args.out, {"benchmark": "plain_trainer", "environment": environment(),
