@@ -1,8 +1,8 @@
 """Single-label audio classification: keyword spotting, spoken digits, genre, instrument,
 environmental sound, intent.
 
-    python recipes/classify.py --model_name_or_path openai/whisper-tiny.en --preset speech_commands \
-        --max_input_seconds 1 --target_sparsity 0.5 --output_dir out/kws --max_steps 2000
+    python recipes/classify.py --model_name_or_path openai/whisper-tiny.en --preset urbansound8k \
+        --max_input_seconds 4 --target_sparsity 0.5 --output_dir out/urban --max_steps 2000
     accelerate launch recipes/classify.py ...   # same arguments, several processes
 """
 

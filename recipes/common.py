@@ -57,13 +57,24 @@ from hf_keepwhat.tasks.heads import HEADS
 logger = logging.getLogger("keepwhat.recipe")
 
 # Hub datasets of the paper's tasks: --preset NAME fills the data arguments (still overridable).
-# None was loaded from this project's machines (no Hub access); dropped: google/speech_commands and
-# marsyas/gtzan (loading scripts, which datasets 5 refuses to run) and the Fluent Speech Commands
-# preset (a ~200-row evaluation subset, not the dataset). What is left is unverified.
+# This project's machines cannot reach the Hub; each preset was checked against the dataset's
+# stored Hub pages (dataset_infos.json / README metadata): a parquet dataset (no loading script),
+# its splits, label and fold columns.
+# - esc50 (ashraq/esc50): one "train" split of 2,000 clips; "category" (string), "fold" 1-5.
+# - urbansound8k (danavery/urbansound8K): one "train" split of 8,732; "class" (string), "fold" 1-10.
+# Unverified (no stored page of the repository): librispeech.
+# Dropped: google/speech_commands, marsyas/gtzan, jg583/NSynth and confit/magnatagatune (loading
+# scripts, which datasets 5 refuses to run), AudioSet/MagnaTagATune (no such dataset found), the
+# Fluent Speech Commands preset (a ~200-row evaluation subset). FSD50K is not offered: its Hub
+# copies use a loading script (Fhrozen/FSD50k) or store mp3 bytes without an Audio feature
+# (nguyenvulebinh/fsd50k).
 PRESETS = {
-    "esc50": {"dataset_name": "ashraq/esc50", "label_column": "category"},
-    "nsynth_pitch": {"dataset_name": "jg583/NSynth", "label_column": "pitch"},
-    "magnatagatune": {"dataset_name": "AudioSet/MagnaTagATune", "label_column": "tags"},
+    "esc50": {"dataset_name": "ashraq/esc50", "label_column": "category", "test_fold": ["5"]},
+    "urbansound8k": {
+        "dataset_name": "danavery/urbansound8K",
+        "label_column": "class",
+        "test_fold": ["10"],
+    },
     "librispeech": {
         "dataset_name": "openslr/librispeech_asr",
         "dataset_config_name": "clean",

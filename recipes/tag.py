@@ -1,6 +1,7 @@
 """Multi-label audio tagging (e.g. MagnaTagATune): BCE loss, mAP and ROC-AUC.
 
-    python recipes/tag.py --model_name_or_path facebook/wav2vec2-base --preset magnatagatune \
+    python recipes/tag.py --model_name_or_path facebook/wav2vec2-base \
+        --dataset_name YOUR/music-tagging-dataset --label_column tags \
         --target_sparsity 0.5 --output_dir out/tags --max_steps 5000
 """
 

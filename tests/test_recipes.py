@@ -183,3 +183,25 @@ def test_classify_with_a_fold_split_reports_balanced_accuracy(tmp_path, digits):
     assert 0 <= report["runs"][0]["metrics"]["balanced_accuracy"] <= 1
     bad = _recipe("classify", [*args[: -len(COMMON)], "--test_fold", "zoe", *COMMON], tmp_path)
     assert bad.returncode == 2 and "--test_fold ['zoe'] selects 0 of 36 rows" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("preset", "dataset", "label", "fold"),
+    [
+        ("esc50", "ashraq/esc50", "category", "5"),
+        ("urbansound8k", "danavery/urbansound8K", "class", "10"),
+    ],
+)
+def test_presets_fill_the_checked_fold_splits(monkeypatch, tmp_path, preset, dataset, label, fold):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "recipes"))
+    import common
+
+    argv = ["classify.py", "--model_name_or_path", "m", "--output_dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--preset", preset])
+    data = common.parse_arguments()[1]
+    assert (data.dataset_name, data.label_column, data.test_fold) == (dataset, label, [fold])
+    monkeypatch.setattr(sys, "argv", [*argv, "--preset", preset, "--test_fold", "3"])
+    assert common.parse_arguments()[1].test_fold == ["3"]  # a preset never overrides the user
+    monkeypatch.setattr(sys, "argv", [*argv, "--preset", "nsynth_pitch"])
+    with pytest.raises(SystemExit):  # dropped: a loading-script dataset
+        common.parse_arguments()
