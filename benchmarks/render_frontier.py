@@ -167,6 +167,24 @@ def findings(frontier, rows) -> list[str]:
             f"- mask_macs at or above random and magnitude structured pruning at {sum(beaten)} of "
             f"{len(beaten)} (model, layers, target) points measured so far."
         )
+    # Dropping top layers removes a fixed share of MACs: compare with the mask target nearest it.
+    for drop in (r for r in rows if r["method"] == "drop_layers"):
+        masks = [
+            r
+            for r in rows
+            if r["method"] == "mask_macs"
+            and r["model"] == drop["model"]
+            and r["last_layer"] == drop["last_layer"]
+        ]
+        if masks:
+            mask = min(masks, key=lambda r: abs(r["removed"] - drop["removed"]))
+            verdict = "above" if mask["test"] >= drop["test"] else "BELOW"
+            out.append(
+                f"- {drop['model']}: dropping the top {drop['target']:g} layer(s) "
+                f"({drop['removed']:.1%} of MACs removed) {drop['test']:.3f}; mask_macs at "
+                f"{mask['removed']:.1%} removed {mask['test']:.3f}: masks {verdict} the dropped "
+                f"layers ({100 * (mask['test'] - drop['test']):+.1f} points)."
+            )
     return out
 
 
