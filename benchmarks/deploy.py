@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from accuracy import load_fsdd  # noqa: E402
 from frontier import featurize, read_audiofolder  # noqa: E402
+from profile_batch1 import interleaved_op_times  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForAudioClassification,
     WhisperFeatureExtractor,
@@ -102,23 +103,19 @@ def interleaved_latency(calls: dict, rounds: int, repeats: int) -> dict:
 
 
 def profile_table(model, features: torch.Tensor, rows: int = 12) -> list[dict]:
-    """Where a forward pass spends CPU time: the top operators by self time."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.inference_mode():
-        model(input_features=features)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(10):
-                model(input_features=features)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
+    """Where a forward pass spends CPU time: the top operators by self time (the profiling of
+    `profile_batch1.py`, one model, one round)."""
+    measured = interleaved_op_times({"model": model}, {"input_features": features}, 1, 10)
+    ops = measured["model"]["ops"]
+    total = sum(op["self_ms"] for op in ops.values())
+    top = sorted(ops, key=lambda name: ops[name]["self_ms"], reverse=True)[:rows]
     return [
         {
-            "op": e.key,
-            "calls_per_forward": e.count / 10,
-            "self_share": e.self_cpu_time_total / total,
+            "op": name,
+            "calls_per_forward": ops[name]["calls"],
+            "self_share": ops[name]["self_ms"] / total,
         }
-        for e in events[:rows]
+        for name in top
     ]
 
 
