@@ -77,7 +77,7 @@ def pruned_variants(shape: str, window: int, device, targets, round_to) -> dict:
 
 def latency_rows(args, device, rows: list, save) -> None:
     """Dense vs pruned latency for every (shape, window, dtype, batch, variant), appended to
-    `rows`; `save()` is called after each (shape, window)."""
+    `rows`; `save()` is called after each row, so a run stopped at its time limit keeps them."""
     for shape, windows in args.shapes.items():
         for window in windows:
             variants = pruned_variants(shape, window, device, args.targets, args.round_to)
@@ -112,8 +112,8 @@ def latency_rows(args, device, rows: list, save) -> None:
                             }
                         )
                         print(rows[-1], flush=True)
+                        save()
             del variants
-            save()
 
 
 def _sync(device) -> None:

@@ -24,22 +24,26 @@ def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def aggregate(runs) -> list[dict]:
-    """Grid runs grouped by (model, layers, method, target), with seed statistics."""
+SETTINGS = ("steps", "head", "mask_learning_rate", "warmup_fraction")
+
+
+def aggregate(runs, grid: bool = True) -> list[dict]:
+    """Runs grouped by (model, layers, method, target, settings), with seed statistics: the
+    grid's runs (`grid=True`) or the diagnostics (runs with other settings)."""
     groups = defaultdict(list)
     for r in runs:
-        if "error" not in r and _grid(r):
-            groups[(r["model"], r["last_layer"], r["method"], r["target"])].append(r)
+        if "error" not in r and _grid(r) == grid:
+            key = (r["model"], r["last_layer"], r["method"], r["target"])
+            groups[key + tuple(r[s] for s in SETTINGS)].append(r)
     rows = []
-    for (model, last_layer, method, target), members in groups.items():
+    for key, members in groups.items():
         test, test_std = _mean_std([r["accuracy"]["test"] for r in members])
         lora = [r["lora"]["accuracy"]["test"] for r in members if "lora" in r]
         rows.append(
             {
-                "model": model,
-                "last_layer": last_layer,
-                "method": method,
-                "target": target,
+                **dict(
+                    zip(("model", "last_layer", "method", "target", *SETTINGS), key, strict=True)
+                ),
                 "seeds": sorted(r["seed"] for r in members),
                 "macs": statistics.mean(r["encoder_macs"] for r in members),
                 "removed": statistics.mean(r["macs_removed_fraction"] for r in members),
@@ -54,7 +58,8 @@ def aggregate(runs) -> list[dict]:
                 "keys": [r["key"] for r in members],
             }
         )
-    return sorted(rows, key=lambda r: (r["model"], str(r["last_layer"]), r["method"], r["target"]))
+    return sorted(rows, key=lambda r: (r["model"], str(r["last_layer"]), r["method"], r["target"],
+                                       r["steps"], r["head"], r["mask_learning_rate"]))  # fmt: skip
 
 
 def _label(row) -> str:
@@ -188,6 +193,46 @@ def findings(frontier, rows) -> list[str]:
     return out
 
 
+def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
+    """Each diagnostic mask setting against the dense probe trained with the same head and steps
+    (its own model's at 50%; the smaller model's at the matched-MACs target)."""
+    out = []
+    matched = frontier.get("match_targets", {})
+    for d in diagnostics:
+        if d["method"] != "mask_macs":
+            continue
+        is_matched = abs(d["target"] - matched.get(d["model"], -1)) < 1e-9
+        reference = (
+            next((r["model"] for r in rows if r["model"] != d["model"]), None)
+            if is_matched
+            else d["model"]
+        )
+        probe = next(
+            (
+                p
+                for p in rows + diagnostics
+                if (p["model"], p["method"], p["last_layer"]) == (reference, "linear_probe", None)
+                and (p["steps"], p["head"]) == (d["steps"], d["head"])
+            ),
+            None,
+        )
+        std = f" ± {d['test_std']:.3f}" if d["test_std"] is not None else ""
+        low, high = d["removed_range"]
+        head = (
+            f"- {d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
+            f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, target {d['target']:g} (realised {low:.3f}-{high:.3f}): "
+            f"masks {d['test']:.3f}{std} (seeds {d['seeds']})"
+        )
+        if probe is None:
+            out.append(f"{head}; no {reference} probe with this head and these steps yet.")
+        else:
+            out.append(
+                f"{head} vs {reference} probe with the same head and steps {probe['test']:.3f} "
+                f"(seeds {probe['seeds']}): {100 * (d['test'] - probe['test']):+.1f} points."
+            )
+    return out
+
+
 def _speedups(row, latency) -> str:
     """Dense / pruned CPU latency at batch 1 and 8 (the first seed's model: speed depends only
     on the shapes), or '-' when not measured."""
@@ -240,20 +285,25 @@ def frontier_section(frontier, latency=None) -> list[str]:
             f"| {r['removed']:.1%} | {r['macs'] / 1e6:.1f} | {r['validation']:.3f} "
             f"| {r['test']:.3f}{std} | {lora} | {_speedups(r, latency)} |"
         )
-    diagnostics = [r for r in frontier["runs"] if "error" not in r and not _grid(r)]
+    diagnostics = aggregate(frontier["runs"], grid=False)
     if diagnostics:
         lines += [
             "",
-            "Diagnostics (one seed, 50% of MACs unless said; choices are made on validation):",
+            "Diagnostics: settings other than the grid's, each against the dense probe with the "
+            "same head and steps (choices are made on validation, never on test):",
             "",
-            "| model | method | steps | head | mask lr | warm-up | validation | test | + LoRA |",
-            "|---|---|---:|---|---:|---:|---:|---:|---:|",
+            *diagnostic_findings(frontier, rows, diagnostics),
+            "",
+            "| model | method | target | steps | head | mask lr | warm-up | seeds | validation "
+            "| test | + LoRA |",
+            "|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|",
         ]
-        for r in sorted(diagnostics, key=lambda r: (r["model"], r["method"], r["steps"])):
-            lora = f"{r['lora']['accuracy']['test']:.3f}" if "lora" in r else "-"
+        for r in diagnostics:
+            std = f" ± {r['test_std']:.3f}" if r["test_std"] is not None else ""
+            lora = f"{r['lora']:.3f}" if r["lora"] is not None else "-"
             lines.append(
-                f"| {r['model']} | {r['method']} | {r['steps']} | {r['head']} "
-                f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} "
-                f"| {r['accuracy']['validation']:.3f} | {r['accuracy']['test']:.3f} | {lora} |"
+                f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
+                f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['seeds']} "
+                f"| {r['validation']:.3f} | {r['test']:.3f}{std} | {lora} |"
             )
     return lines + [""]

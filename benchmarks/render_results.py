@@ -10,6 +10,7 @@ import os
 import statistics
 
 from render_frontier import frontier_section
+from render_gpu import gpu_section
 
 from hf_keepwhat.tasks import saved_figure
 
@@ -428,6 +429,7 @@ def main() -> None:
         ("profile_batch1_cpu.json", profile_section),
         ("deploy_cpu.json", deploy_section),
         ("scale_cpu.json", scale_section),
+        ("gpu_speed.json", gpu_section),
         ("round_to_cpu.json", round_to_section),
         ("crepe_cpu.json", crepe_section),
     ):

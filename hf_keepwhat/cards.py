@@ -186,7 +186,11 @@ def render_card(
 
 
 def pruned_model_card(
-    record: dict, auto_class: str, stock: bool, repo_id: str | None = None
+    record: dict,
+    auto_class: str,
+    stock: bool,
+    repo_id: str | None = None,
+    feature_extractor: str | None = None,
 ) -> ModelCard:
     """The card of a pruned model.
 
@@ -195,6 +199,8 @@ def pruned_model_card(
         auto_class: The Auto class that loads it.
         stock: Whether it was saved with a stock config (then no custom code is needed).
         repo_id: Where it is (to be) published, for the loading snippet.
+        feature_extractor: The class name of its feature extractor when that is hf_keepwhat's
+            own (a Whisper window of a fraction of a second), else None.
     """
     name = python_string(repo_id or "path/to/this/folder")
     if stock:
@@ -210,6 +216,13 @@ def pruned_model_card(
             f"model = {auto_class}.from_pretrained({name})\n```\n\n"
             "With plain transformers, using the modeling file shipped next to the weights:\n\n"
             f"```python\nmodel = {auto_class}.from_pretrained({name}, trust_remote_code=True)\n```"
+        )
+    if feature_extractor is not None:
+        how += (
+            f"\n\nIts feature extractor is hf_keepwhat's `{feature_extractor}` (the stock class "
+            "cannot pad to a window of a fraction of a second): load it with "
+            f"`AutoFeatureExtractor.from_pretrained({name})` after `import hf_keepwhat`, or with "
+            "`trust_remote_code=True`; `WhisperFeatureExtractor.from_pretrained` would not work."
         )
     return render_card(
         "pruned_model.md", record, auto_class=auto_class, repo_id=repo_id, load_instructions=how

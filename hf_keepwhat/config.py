@@ -95,10 +95,12 @@ class MaskConfig:
         last_layer: Index of the last encoder layer to keep. Layers above it are dropped before
             training (their output is never used). `None` keeps them all.
         max_input_seconds: Whisper only: shorten the encoder's fixed input window (30 s as
-            shipped) to this many seconds by truncating its positional table, so a task with short
-            clips does not pay for 30 s of attention. Feed it features from
-            `WhisperFeatureExtractor.from_pretrained(..., chunk_length=max_input_seconds)`. The
-            shortened model is the dense reference the budget counts from.
+            shipped) to this many seconds (a multiple of 0.02 s, e.g. 1 or 0.5) by truncating its
+            positional table, so a task with short clips does not pay for 30 s of attention. Feed
+            it features from `adapted_feature_extractor(...)` (a whole number of seconds is the
+            stock extractor with `chunk_length` set; a fraction needs
+            `KeepWhatWhisperFeatureExtractor`). The shortened model is the dense reference the
+            budget counts from.
         macs_input_seconds: Input length used to count MACs for models whose input length is
             free (wav2vec2 family). Whisper always counts its fixed input window.
         target_warmup_steps: `SparsityCallback` raises the target linearly from 0 to

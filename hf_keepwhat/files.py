@@ -67,6 +67,8 @@ def _keep_foreign_files(directory: str, staging: str, owned_files) -> None:
         source, target = os.path.join(directory, name), os.path.join(staging, name)
         if _owned(name, owned_files) or name == INCOMPLETE_MARKER or os.path.exists(target):
             continue
+        if os.path.samefile(source, staging):  # a mount point holds its own staging folder
+            continue
         if os.path.isdir(source):
             shutil.copytree(source, target, symlinks=True)
         else:

@@ -20,6 +20,7 @@ import functools
 import torch
 import transformers
 from torch import nn
+from transformers import WhisperFeatureExtractor
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 MANIFEST_KEY = "keepwhat_manifest"
@@ -368,6 +369,24 @@ def apply_manifest(model: nn.Module, manifest: dict | None, pass_through_returns
         module = model.get_submodule(path)
         for name, value in attributes.items():
             setattr(module, name, value)
+
+
+# ---- a Whisper feature extractor for windows shorter than a second ---------------------------
+
+
+class KeepWhatWhisperFeatureExtractor(WhisperFeatureExtractor):
+    """`WhisperFeatureExtractor` whose window (`chunk_length`, in seconds) may be fractional,
+    e.g. 0.5 s for keyword spotting; a whole-second window is saved with the stock class.
+
+    Written by hand because the stock class derives its sample counts as
+    `chunk_length * sampling_rate`, a float for 0.5 s, which its padding (numpy) refuses, and it
+    recomputes them on load, so no saved value can fix them.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n_samples = round(self.chunk_length * self.sampling_rate)
+        self.nb_max_frames = self.n_samples // self.hop_length
 
 
 # ---- pruned classes ----------------------------------------------------------------------------

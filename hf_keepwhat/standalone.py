@@ -8,7 +8,9 @@ The pruned classes are derived from the layouts' family registry (`layouts.FAMIL
 - otherwise a `keepwhat-<type>` config with the shape manifest, plus `modeling_keepwhat.py` named
   in `auto_map` (the runtime module and the lines that define this family's classes), so that
   `trust_remote_code=True` loads it without hf_keepwhat;
-and, in both cases, the weights, the feature extractor and a model card.
+and, in both cases, the weights, the feature extractor and a model card. A feature extractor of
+hf_keepwhat's own (Whisper with a fractional window) is named in `preprocessor_config.json`'s
+`auto_map` and brings `modeling_keepwhat.py` along, even beside a stock config.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoModel,
     AutoModelForAudioClassification,
     AutoModelForCTC,
@@ -142,6 +145,14 @@ class PrunedModelMixin:
             candidate = stock_class(config)
         return config if _state_shapes(candidate) == _state_shapes(self) else None
 
+    @property
+    def _own_feature_extractor_name(self) -> str | None:
+        """The class name of the saved feature extractor when it is hf_keepwhat's own (then
+        loading it needs hf_keepwhat or `trust_remote_code`), else None."""
+        extractor = self.keepwhat_feature_extractor
+        own = extractor is not None and type(extractor).__module__ == runtime.__name__
+        return type(extractor).__name__ if own else None
+
     def model_card(self, repo_id: str | None = None, stock: bool | None = None):
         """The model card (a `huggingface_hub.ModelCard`) generated from the pruning record.
 
@@ -150,7 +161,13 @@ class PrunedModelMixin:
             stock: Whether it saves with a stock config (default: find out).
         """
         stock = self.stock_config() is not None if stock is None else stock
-        return pruned_model_card(self.keepwhat_record, self.auto_class_name, stock, repo_id)
+        return pruned_model_card(
+            self.keepwhat_record,
+            self.auto_class_name,
+            stock,
+            repo_id,
+            feature_extractor=self._own_feature_extractor_name,
+        )
 
     def save_pretrained(self, save_directory, *args, repo_id: str | None = None, **kwargs):
         """Saves config, weights, feature extractor and model card, all or nothing.
@@ -173,14 +190,21 @@ class PrunedModelMixin:
                     super().save_pretrained(staging, *args, **kwargs)
                 finally:
                     self.config = saved_config
-                self._rewrite_config(staging, architectures=[self._keepwhat_stock_class.__name__])
+                architectures = [self._keepwhat_stock_class.__name__]
+                self._rewrite_json(staging, "config.json", architectures=architectures)
             else:
                 super().save_pretrained(staging, *args, **kwargs)
-                self._rewrite_config(staging, auto_map=self._auto_map())
-                with open(os.path.join(staging, MODELING_FILE), "w", encoding="utf-8") as f:
-                    f.write(modeling_source(self._keepwhat_family))
+                self._rewrite_json(staging, "config.json", auto_map=self._auto_map())
             if self.keepwhat_feature_extractor is not None:
                 self.keepwhat_feature_extractor.save_pretrained(staging)
+            own_extractor = self._own_feature_extractor_name
+            if own_extractor:  # loads with hf_keepwhat imported, or by trust_remote_code
+                module = MODELING_FILE.removesuffix(".py")
+                auto_map = {"AutoFeatureExtractor": f"{module}.{own_extractor}"}
+                self._rewrite_json(staging, "preprocessor_config.json", auto_map=auto_map)
+            if stock is None or own_extractor:
+                with open(os.path.join(staging, MODELING_FILE), "w", encoding="utf-8") as f:
+                    f.write(modeling_source(self._keepwhat_family))
             self.model_card(repo_id, stock is not None).save(os.path.join(staging, "README.md"))
 
     def _auto_map(self) -> dict:
@@ -197,8 +221,8 @@ class PrunedModelMixin:
         return auto_map
 
     @staticmethod
-    def _rewrite_config(directory: str, **updates) -> None:
-        path = os.path.join(directory, "config.json")
+    def _rewrite_json(directory: str, name: str, **updates) -> None:
+        path = os.path.join(directory, name)
         write_json(path, {**read_json(path), **updates})
 
     def push_to_hub(
@@ -309,6 +333,9 @@ def register_auto_classes() -> None:
             if auto not in registered:  # the first class a family names for an Auto class
                 AUTO_CLASSES[auto].register(config_class, PRUNED_CLASSES[stock_name], exist_ok=True)
                 registered.add(auto)
+        extractor = FAMILIES[model_type].feature_extractor
+        if extractor is not None:  # also what finds it by the name a saved folder records
+            AutoFeatureExtractor.register(config_class, getattr(runtime, extractor), exist_ok=True)
 
 
 def to_pruned_model(model: PreTrainedModel, manifest: dict, record: dict) -> PreTrainedModel:

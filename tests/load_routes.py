@@ -5,8 +5,9 @@
 ROUTE is `keepwhat` (import hf_keepwhat, then the Auto class), `remote` (hf_keepwhat cannot be
 imported at all; `trust_remote_code=True`) or `stock` (plain transformers, no custom code).
 JOBS.json lists {"path", "auto", "inputs", "output"} and optionally "method" (called instead of
-the model, e.g. `get_audio_features`): each model's first output is saved to "output" with the
-class that loaded it.
+the model, e.g. `get_audio_features`) and "audio" (a saved waveform: the inputs are then what the
+folder's feature extractor, loaded by `AutoFeatureExtractor` on the same route, makes of it):
+each model's first output is saved to "output" with the classes that loaded it.
 """
 
 import importlib.abc
@@ -41,11 +42,17 @@ def main() -> None:
     for job in jobs:
         model = getattr(transformers, job["auto"]).from_pretrained(job["path"], **kwargs).eval()
         call = getattr(model, job["method"]) if "method" in job else model
+        inputs, extractor = torch.load(job["inputs"]), None
+        if "audio" in job:
+            extractor = transformers.AutoFeatureExtractor.from_pretrained(job["path"], **kwargs)
+            audio = torch.load(job["audio"]).numpy()
+            inputs = dict(extractor(audio, sampling_rate=16000, return_tensors="pt"))
         with torch.no_grad():
-            output = call(**torch.load(job["inputs"]))
+            output = call(**inputs)
         output = output if isinstance(output, torch.Tensor) else output[0]
         loaded_by = f"{type(model).__module__}.{type(model).__name__}"
-        torch.save({"output": output, "class": loaded_by}, job["output"])
+        extracted_by = None if extractor is None else type(extractor).__module__
+        torch.save({"output": output, "class": loaded_by, "extractor": extracted_by}, job["output"])
     assert route != "remote" or "hf_keepwhat" not in sys.modules
 
 

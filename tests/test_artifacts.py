@@ -16,6 +16,7 @@ from transformers import (
 
 from hf_keepwhat import MaskConfig, MaskModel, PrunedModelMixin, get_mask_model
 from hf_keepwhat.adapter import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE
+from hf_keepwhat.runtime import KeepWhatWhisperFeatureExtractor
 
 HERE = os.path.dirname(__file__)
 
@@ -145,6 +146,46 @@ def test_stock_expressible_pruning_loads_without_custom_code(tmp_path):
     # The saved feature extractor pads to the shortened window, not to 30 s.
     extractor = WhisperFeatureExtractor.from_pretrained(tmp_path / "whisper")
     assert (extractor.chunk_length, extractor.nb_max_frames) == (1, 100)
+
+
+def test_a_window_of_half_a_second_saves_and_loads_with_its_feature_extractor(tmp_path):
+    # Keyword spotting wants 0.5 s; the stock WhisperFeatureExtractor cannot pad to 8000 samples
+    # (float sample counts), so the saved folder carries hf_keepwhat's own extractor class.
+    audio = torch.randn(5000)  # shorter than the window: padded to it
+    torch.save(audio, tmp_path / "audio.pt")
+    base_extractor = WhisperFeatureExtractor(feature_size=16, chunk_length=1)
+    nonuniform = get_mask_model(
+        tiny_whisper(), MaskConfig(target_sparsity=0.0, max_input_seconds=0.5)
+    )
+    nonuniform.set_kept(nonuniform.unit_groups[1].name, [0, 3])
+    layers_cut = get_mask_model(
+        tiny_whisper(), MaskConfig(target_sparsity=0.0, max_input_seconds=0.5, last_layer=1)
+    )
+    jobs, expected = [], []
+    for name, mm in {"nonuniform": nonuniform, "layers_cut": layers_cut}.items():
+        pruned = mm.prune(feature_extractor=base_extractor)
+        extractor = pruned.keepwhat_feature_extractor
+        assert isinstance(extractor, KeepWhatWhisperFeatureExtractor)
+        assert (extractor.n_samples, extractor.nb_max_frames) == (8000, 50)
+        features = extractor(audio.numpy(), sampling_rate=16000, return_tensors="pt")
+        assert features["input_features"].shape == (1, 16, 50)
+        pruned.save_pretrained(tmp_path / name)
+        assert (pruned.stock_config() is not None) == (name == "layers_cut")
+        saved = json.loads((tmp_path / name / "preprocessor_config.json").read_text())
+        assert saved["auto_map"] == {
+            "AutoFeatureExtractor": "modeling_keepwhat.KeepWhatWhisperFeatureExtractor"
+        }
+        assert (tmp_path / name / "modeling_keepwhat.py").exists()  # beside a stock config too
+        assert "trust_remote_code=True" in (tmp_path / name / "README.md").read_text()
+        job, reference = _job(
+            tmp_path, name, pruned, dict(features), "AutoModelForAudioClassification", _first_output
+        )
+        jobs.append({**job, "audio": str(tmp_path / "audio.pt")})
+        expected.append(reference)
+    for route, module in (("keepwhat", "hf_keepwhat.runtime"), ("remote", "transformers_modules")):
+        for result, reference in zip(_run_route(route, jobs, tmp_path), expected, strict=True):
+            assert result["extractor"].startswith(module), result["extractor"]
+            assert (result["output"] - reference).abs().max().item() <= 1e-6
 
 
 def test_stock_class_refuses_a_nonuniform_checkpoint(tmp_path):

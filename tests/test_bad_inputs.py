@@ -174,7 +174,7 @@ BAD_MODELS = [
     ),  # fmt: skip
     (tiny_whisper, {"last_layer": 7}, ValueError, "last_layer=7 but the model has 3 layers"),
     (tiny_whisper, {"max_input_seconds": 3}, ValueError, "max_input_seconds=3"),
-    (tiny_whisper, {"max_input_seconds": 0.5}, ValueError, "whole number of seconds"),
+    (tiny_whisper, {"max_input_seconds": 0.25}, ValueError, "multiple of 0.02 s"),
     (
         lambda: tiny_wavlm(do_stable_layer_norm=True),
         {"unit_kinds": ["conv"], "target_sparsity": 0.9},
@@ -358,6 +358,38 @@ def test_a_crash_at_the_swap_leaves_the_old_folder(tmp_path, monkeypatch):
         mm.save_pretrained(folder)
     assert {n: (folder / n).read_bytes() for n in os.listdir(folder)} == before
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def test_a_save_into_a_mount_point_is_marked_until_its_last_file(tmp_path, monkeypatch):
+    # A mount point cannot be renamed (EXDEV): files move in one by one under a marker.
+    import hf_keepwhat.files as files
+
+    folder = _saved_adapter(tmp_path)
+    real_ismount, real_replace = os.path.ismount, os.replace
+    monkeypatch.setattr(
+        files.os.path, "ismount", lambda p: str(p) == str(folder) or real_ismount(p)
+    )
+    mm = get_mask_model(tiny_whisper(), MaskConfig(target_sparsity=0.0))
+    mm.set_kept("encoder.layers.0.heads", [3])
+    mm.save_pretrained(folder)  # staged inside the mount point, then moved in
+    assert sorted(os.listdir(folder)) == sorted(os.listdir(_saved_adapter(tmp_path / "fresh")))
+    assert MaskModel.from_pretrained(tiny_whisper(), folder).kept_units()[
+        "encoder.layers.0.heads"
+    ].tolist() == [3]
+
+    def power_cut(source, target):
+        if os.path.dirname(str(target)) == str(folder):
+            raise OSError("power cut")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(files.os, "replace", power_cut)
+    with pytest.raises(OSError, match="power cut"):
+        mm.save_pretrained(folder)
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    with pytest.raises(ValueError, match="save was interrupted"):
+        MaskModel.from_pretrained(tiny_whisper(), folder)
+    mm.save_pretrained(folder)  # a complete save clears the marker
+    assert ".keepwhat_incomplete" not in os.listdir(folder)
 
 
 # ---- audio files: every bad file named, never a decoder traceback ---------------------------

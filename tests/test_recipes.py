@@ -170,14 +170,17 @@ def test_classify_with_the_papers_mlp_head_on_any_backbone(tmp_path, digits):
     assert (folder / "pruned" / "preprocessor_config.json").exists()
 
 
-def test_classify_with_a_fold_split_reports_balanced_accuracy(tmp_path, digits):
+def test_classify_with_a_fold_split_and_half_a_second_window(tmp_path, digits):
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     out = tmp_path / "out"
     args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex",
             DIGIT_REGEX, "--test_fold", "ann", "--fold_column", "speaker", "--target_sparsity", "0.3",
-            "--max_input_seconds", "1", "--output_dir", str(out), *COMMON]  # fmt: skip
+            "--max_input_seconds", "0.5", "--output_dir", str(out), *COMMON]  # fmt: skip
     result = _recipe("classify", args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # A keyword-spotting window of half a second: hf_keepwhat's extractor pads to 8000 samples.
+    extractor = json.loads((out / "target0.30/pruned/preprocessor_config.json").read_text())
+    assert (extractor["chunk_length"], extractor["n_samples"]) == (0.5, 8000)
     report = json.loads((out / "report.json").read_text())
     assert report["test_examples"] == 18  # every file of speaker "ann": 3 labels x 6
     assert 0 <= report["runs"][0]["metrics"]["balanced_accuracy"] <= 1

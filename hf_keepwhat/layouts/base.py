@@ -34,6 +34,9 @@ class Family:
             their return format (a key of `runtime.RETURN_FORMATS`).
         prepare: A key of `runtime.PREPARATIONS` that rebuilds modules before masking and
             before a manifest applies (WavLM's attention), or None.
+        feature_extractor: A feature extractor class of `runtime` that saved models of this
+            family may carry (Whisper's for fractional windows): registered with
+            `AutoFeatureExtractor` and named in the saved `preprocessor_config.json`'s `auto_map`.
     """
 
     model_type: str
@@ -41,6 +44,7 @@ class Family:
     models: dict[str, str]
     pass_through: dict[str, str] = field(default_factory=dict)
     prepare: str | None = None
+    feature_extractor: str | None = None
 
 
 def task_family(model_type: str, prefix: str, config: str | None = None, **kwargs) -> Family:

@@ -11,8 +11,10 @@ import functools
 
 import torch
 from torch import nn
+from transformers import WhisperFeatureExtractor
 
 from ..config import MaskConfig
+from ..runtime import KeepWhatWhisperFeatureExtractor
 from ..units import UnitGroup
 from .base import Family, Layout, channel_group, head_group, layers_with_units, neuron_group
 
@@ -29,6 +31,7 @@ class WhisperLayout(Layout):
             "WhisperConfig",
             {"WhisperForAudioClassification": "AutoModelForAudioClassification"},
             pass_through={"WhisperEncoderLayer": "tensor"},
+            feature_extractor=KeepWhatWhisperFeatureExtractor.__name__,
         ),
     )
 
@@ -55,21 +58,22 @@ class WhisperLayout(Layout):
         spans the padding up to 30 s, which is what makes the short window cheap.
 
         Args:
-            seconds: The new window in whole seconds (the feature extractor's `chunk_length` is
-                an integer), e.g. 3.
+            seconds: The new window in seconds, a multiple of 0.02 s (one encoder position),
+                e.g. 3 or 0.5.
 
         Returns:
             What undoes it.
         """
         encoder = self.backbone
-        positions = seconds * POSITIONS_PER_SECOND
-        if seconds != int(seconds) or not 0 < positions <= encoder.max_source_positions:
+        positions = round(seconds * POSITIONS_PER_SECOND)
+        whole = abs(positions - seconds * POSITIONS_PER_SECOND) < 1e-6
+        if not whole or not 0 < positions <= encoder.max_source_positions:
             longest = encoder.max_source_positions / POSITIONS_PER_SECOND
             raise ValueError(
-                f"max_input_seconds={seconds} must be a whole number of seconds in "
-                f"(0, {longest:g}] for this Whisper model."
+                f"max_input_seconds={seconds} must be a multiple of {1 / POSITIONS_PER_SECOND:g} s "
+                f"(one encoder position) in (0, {longest:g}] for this Whisper model, e.g. 1 or 0.5."
             )
-        positions, full = int(positions), encoder.max_source_positions
+        full = encoder.max_source_positions
         table = encoder.embed_positions
         shortened = nn.Embedding(
             positions, table.embedding_dim, device=table.weight.device, dtype=table.weight.dtype
@@ -87,15 +91,20 @@ class WhisperLayout(Layout):
 
     @classmethod
     def adapt_feature_extractor(cls, feature_extractor, mask_config: MaskConfig):
-        """Sets `chunk_length` to the shortened window, so saved models pad clips to it."""
+        """Sets `chunk_length` to the shortened window, so saved models pad clips to it; a
+        fractional window needs `KeepWhatWhisperFeatureExtractor` (the stock class cannot)."""
         seconds = mask_config.max_input_seconds
         if seconds is None or getattr(feature_extractor, "chunk_length", None) == seconds:
             return feature_extractor
         data = feature_extractor.to_dict()
-        for derived in ("n_samples", "nb_max_frames"):  # recomputed from chunk_length
+        for derived in ("n_samples", "nb_max_frames", "feature_extractor_type"):  # re-derived
             data.pop(derived, None)
-        data["chunk_length"] = int(seconds)  # its sample counts are derived from it as integers
-        return type(feature_extractor).from_dict(data)
+        if seconds != int(seconds):
+            return KeepWhatWhisperFeatureExtractor.from_dict({**data, "chunk_length": seconds})
+        data["chunk_length"] = int(seconds)
+        own = type(feature_extractor)  # a user's subclass stays; ours is needed for fractions only
+        stock = WhisperFeatureExtractor if own is KeepWhatWhisperFeatureExtractor else own
+        return stock.from_dict(data)
 
     def reference_inputs(self) -> dict[str, torch.Tensor]:
         encoder = self.backbone
