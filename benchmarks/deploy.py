@@ -3,7 +3,7 @@
 For each trained pruned Whisper model given (`--task NAME=PRUNED_DIR`; FSDD digits and GM
 instruments), the task's test accuracy of the model as PyTorch fp32, PyTorch dynamic int8
 (`hf_keepwhat.quantization`), ONNX Runtime fp32 and ONNX Runtime int8 (`hf_keepwhat.export`).
-For the first task, latency at each batch size of: the stock model (`--stock`, 30 s window,
+For every task, latency at each batch size of: the stock model (`--stock`, 30 s window,
 fp32), the same model cut to the pruned model's window (dense, fp32 and int8), and the pruned
 model in every form. Variants are timed in alternation (`--rounds` rounds of `--repeats`
 calls each, medians of the round medians), on one random input per batch size, so that ratios
@@ -32,8 +32,8 @@ from accuracy import load_fsdd  # noqa: E402
 from frontier import featurize, read_audiofolder  # noqa: E402
 from profile_batch1 import interleaved_op_times  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoFeatureExtractor,
     AutoModelForAudioClassification,
-    WhisperFeatureExtractor,
     WhisperForAudioClassification,
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
@@ -71,11 +71,10 @@ def variants_of(pruned, onnx_dir: str, threads: int) -> dict:
     }
 
 
-def test_features(task: str, args, window: int, extractor_path: str):
+def test_features(task: str, args, window: float, extractor_path: str):
     """Test features and labels of `task` for a `window`-second input."""
     if task == "fsdd":
-        extractor = WhisperFeatureExtractor.from_pretrained(extractor_path, chunk_length=window)
-        return load_fsdd(args.fsdd, extractor)["test"]
+        return load_fsdd(args.fsdd, AutoFeatureExtractor.from_pretrained(extractor_path))["test"]
     splits, _ = read_audiofolder(args.gm)
     return featurize(extractor_path, {"test": splits["test"]}, window)["test"]
 
@@ -122,7 +121,8 @@ def profile_table(model, features: torch.Tensor, rows: int = 12) -> list[dict]:
 def measure_task(task: str, path: str, args, onnx_root: str) -> tuple[dict, object, dict]:
     """Accuracy of every form of one pruned model; returns the rows, the model and runners."""
     pruned = AutoModelForAudioClassification.from_pretrained(path).eval()
-    window = pruned.config.max_source_positions * 2 // 100
+    window = pruned.config.max_source_positions * 2 / 100  # 100 mel frames per second
+    window = int(window) if window.is_integer() else window  # the stock extractor wants an int
     features, labels = test_features(task, args, window, path)
     onnx_dir = os.path.join(onnx_root, task)
     check = export_onnx(pruned, onnx_dir, {"input_features": features[:2]}, int8=True)
@@ -147,12 +147,12 @@ def dense_models(stock: str, num_labels: int, window: int) -> dict:
     return {"stock_30s": full, "dense_window": cut}
 
 
-def latency_rows(pruned, runners: dict, args, window: int) -> list[dict]:
+def latency_rows(pruned, runners: dict, args, window: float) -> list[dict]:
     """Latency of every variant at every batch size, with ratios against the stock model and
     against the dense model with the same window."""
     torch.set_num_threads(args.threads)
     dense = dense_models(args.stock, pruned.config.num_labels, window)
-    frames = {"stock_30s": 3000, "dense_window": window * 100}
+    frames = {"stock_30s": 3000, "dense_window": round(window * 100)}
     runners = {
         "stock_30s": torch_runner(dense["stock_30s"]),
         "dense_window_fp32": torch_runner(dense["dense_window"]),
@@ -163,7 +163,7 @@ def latency_rows(pruned, runners: dict, args, window: int) -> list[dict]:
     rows = []
     for batch in args.batch_sizes:
         generator = torch.Generator().manual_seed(batch)
-        window_input = torch.randn(batch, 80, window * 100, generator=generator)
+        window_input = torch.randn(batch, 80, frames["dense_window"], generator=generator)
         full_input = torch.randn(batch, 80, 3000, generator=generator)
         # Each runner gets the input its window takes; the stock model is timed on 30 s.
         calls = {
@@ -209,18 +209,15 @@ def main() -> None:
     result = {"benchmark": "deploy", "threads": args.threads, "rounds": args.rounds,
               "repeats": args.repeats, "environment": environment(), "tasks": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as onnx_root:
-        first = None
         for task, path in tasks.items():
-            result["tasks"][task], pruned, runners = measure_task(task, path, args, onnx_root)
+            measured, pruned, runners = measure_task(task, path, args, onnx_root)
+            window = measured["window_s"]
+            frames = round(window * 100)
+            sample = torch.randn(1, 80, frames, generator=torch.Generator().manual_seed(0))
+            measured["profile_pruned_fp32_batch_1"] = profile_table(pruned, sample)
+            measured["latency"] = latency_rows(pruned, runners, args, window)
+            result["tasks"][task] = measured
             write_json(args.out, result)
-            first = first or (task, pruned, runners)
-        task, pruned, runners = first
-        window = result["tasks"][task]["window_s"]
-        sample = torch.randn(1, 80, window * 100, generator=torch.Generator().manual_seed(0))
-        result["latency_task"] = task
-        result["profile_pruned_fp32_batch_1"] = profile_table(pruned, sample)
-        result["latency"] = latency_rows(pruned, runners, args, window)
-    write_json(args.out, result)
 
 
 if __name__ == "__main__":

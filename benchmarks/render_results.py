@@ -121,47 +121,49 @@ def deploy_section(deploy) -> list[str]:
             f"| {a['pruned_int8']:.1%} | {a['pruned_onnx_fp32']:.1%} | {a['pruned_onnx_int8']:.1%} "
             f"| {t['onnx_check']['max_abs_difference']:.1e} |"
         )
-    task = deploy["latency_task"]
+    timed = {task: t for task, t in deploy["tasks"].items() if "latency" in t}
     lines += [
         "",
-        f"Latency ({task} model; medians of {deploy['rounds']} interleaved rounds of "
-        f"{deploy['repeats']} calls; speedups against the stock model with its 30 s window and "
-        "against the dense model cut to the same window, fp32 PyTorch):",
+        f"Latency (medians of {deploy['rounds']} interleaved rounds of {deploy['repeats']} calls, "
+        "each task's model on its own window; speedups against the stock model with its 30 s "
+        "window and against the dense model cut to the same window, fp32 PyTorch): ms, x stock, "
+        "x dense same window.",
         "",
-        "| batch | form | latency (ms) | speedup vs stock 30 s | speedup vs dense same window |",
-        "|---:|---|---:|---:|---:|",
+        "| batch | form | "
+        + " | ".join(f"{task} ({t['window_s']} s)" for task, t in timed.items())
+        + " |",
+        "|---:|---|" + "---:|" * len(timed),
     ]
     order = ["stock_30s", "dense_window_fp32", "dense_window_int8", "pruned_fp32",
              "pruned_compiled", "pruned_int8", "pruned_onnx_fp32", "pruned_onnx_int8"]  # fmt: skip
-    mac_lines = []
-    for row in deploy["latency"]:
+    first = next(iter(timed.values()))["latency"]
+    for i, row in enumerate(first):
         for name in sorted(row["latency"], key=lambda n: order.index(n) if n in order else 99):
-            t = row["latency"][name]
-            lines.append(
-                f"| {row['batch_size']} | {name} | {t['median_s'] * 1e3:.1f} "
-                f"| {t['speedup_vs_stock_30s']:.1f} | {t['speedup_vs_dense_window_fp32']:.2f} |"
+            cells = []
+            for t in timed.values():
+                m = t["latency"][i]["latency"][name]
+                cells.append(
+                    f"{m['median_s'] * 1e3:.1f}, {m['speedup_vs_stock_30s']:.1f}x, "
+                    f"{m['speedup_vs_dense_window_fp32']:.2f}x"
+                )
+            lines.append(f"| {row['batch_size']} | {name} | " + " | ".join(cells) + " |")
+    for task, t in timed.items():
+        ratios = []
+        for row in t["latency"]:
+            mac_ratio = row["macs"]["dense_window"] / row["macs"]["pruned"]
+            speedup = row["latency"]["pruned_fp32"]["speedup_vs_dense_window_fp32"]
+            ratios.append(
+                f"batch {row['batch_size']}: speedup {speedup:.2f} at MAC ratio {mac_ratio:.2f} "
+                f"({speedup / mac_ratio:.2f})"
             )
-        mac_ratio = row["macs"]["dense_window"] / row["macs"]["pruned"]
-        speedup = row["latency"]["pruned_fp32"]["speedup_vs_dense_window_fp32"]
-        mac_lines.append(
-            f"batch {row['batch_size']}: speedup {speedup:.2f} at MAC ratio {mac_ratio:.2f} "
-            f"({speedup / mac_ratio:.2f})"
-        )
-    lines += [
-        "",
-        "Pruned fp32 against the dense model with the same window, speedup / MAC ratio: "
-        + "; ".join(mac_lines)
-        + ".",
-    ]
-    top = deploy["profile_pruned_fp32_batch_1"][:6]
-    lines += [
-        "",
-        "Where the pruned fp32 model's batch-1 time goes (torch.profiler, self CPU time): "
-        + ", ".join(f"`{e['op']}` {e['self_share']:.0%}" for e in top)
-        + ".",
-        "",
-    ]
-    return lines
+        top = t["profile_pruned_fp32_batch_1"][:6]
+        lines += [
+            "",
+            f"{task}: pruned fp32 against the dense model with the same window, speedup / MAC "
+            "ratio: " + "; ".join(ratios) + ". Where its batch-1 time goes (torch.profiler, self "
+            "CPU time): " + ", ".join(f"`{e['op']}` {e['self_share']:.0%}" for e in top) + ".",
+        ]
+    return lines + [""]
 
 
 def profile_section(profile) -> list[str]:

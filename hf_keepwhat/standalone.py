@@ -48,6 +48,7 @@ from .version import __version__
 
 RECORD_KEY = "keepwhat"
 MODELING_FILE = "modeling_keepwhat.py"
+MODELING_MODULE = MODELING_FILE.removesuffix(".py")  # what `auto_map` entries name
 WEIGHTS_FILE = "model.safetensors"
 # What a pruned model's folder holds of its own (a re-save replaces them all, stale shards and
 # feature extractors included); hf_keepwhat 0.1.0 named its modeling file modeling_pruned.py.
@@ -199,8 +200,7 @@ class PrunedModelMixin:
                 self.keepwhat_feature_extractor.save_pretrained(staging)
             own_extractor = self._own_feature_extractor_name
             if own_extractor:  # loads with hf_keepwhat imported, or by trust_remote_code
-                module = MODELING_FILE.removesuffix(".py")
-                auto_map = {"AutoFeatureExtractor": f"{module}.{own_extractor}"}
+                auto_map = {"AutoFeatureExtractor": f"{MODELING_MODULE}.{own_extractor}"}
                 self._rewrite_json(staging, "preprocessor_config.json", auto_map=auto_map)
             if stock is None or own_extractor:
                 with open(os.path.join(staging, MODELING_FILE), "w", encoding="utf-8") as f:
@@ -208,7 +208,7 @@ class PrunedModelMixin:
             self.model_card(repo_id, stock is not None).save(os.path.join(staging, "README.md"))
 
     def _auto_map(self) -> dict:
-        module = MODELING_FILE.removesuffix(".py")
+        module = MODELING_MODULE
         own = self._keepwhat_stock_class.__name__
         auto_map = {
             "AutoConfig": f"{module}.{type(self.config).__name__}",
