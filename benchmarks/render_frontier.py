@@ -262,7 +262,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
         f"{frontier['learning_rate']:g}, masks at 0.02, full fine-tuning's encoder at "
         f"{frontier['finetune_lr']:g}; LoRA recovery 500 steps at 5e-4 after each mask run. "
         f"Trained on: {', '.join(machines)}. Plot: `benchmarks/results/frontier_gm.png`. The grid "
-        "is not complete yet: the JSON resumes, and rows appear as their runs finish. CPU speedup: "
+        "resumes from the JSON (a run already there is not run again). CPU speedup: "
         "dense / pruned latency of the same base, timed in alternation in one run, same 1 s input "
         + (
             f"({_latency_machine(latency)}, `benchmarks/frontier_latency.py`)."

@@ -201,17 +201,21 @@ def scale_section(scale) -> list[str]:
     order = ["get_mask_model", "training_step", "sparsity_report", "prune", "save_pretrained",
              "reload"]  # fmt: skip
     steps = sorted(scale["rows"][0]["steps"], key=lambda s: order.index(s) if s in order else 99)
+    gpu = "peak_gpu_over_fp32_model" in scale["rows"][0]
     lines = [
-        "### Scale: `benchmarks/scale.py`",
+        "### Scale: `benchmarks/scale.py`" + (" on a GPU" if gpu else ""),
         "",
-        f"Random weights, {_machine(scale)}; seconds per step, one process per model; peak RSS as "
-        "a multiple of the fp32 model's size (whole process, and above the process before the "
-        "model was built).",
+        f"Random weights, {_machine(scale)}"
+        + (f", {scale['environment'].get('cuda')}" if gpu else "")
+        + "; seconds per step, one process per model; peak RSS as a multiple of the fp32 "
+        "model's size (whole process, and above the process before the model was built)"
+        + ("; peak GPU memory allocated, same multiple." if gpu else "."),
         "",
         "| model | params | "
         + " | ".join(steps)
-        + " | peak RSS (GB) | x model | x model above start |",
-        "|---|---:|" + "---:|" * len(steps) + "---:|---:|---:|",
+        + " | peak RSS (GB) | x model | x model above start |"
+        + (" GPU x model |" if gpu else ""),
+        "|---|---:|" + "---:|" * len(steps) + "---:|---:|---:|" + ("---:|" if gpu else ""),
     ]
     for r in scale["rows"]:
         lines.append(
@@ -219,6 +223,7 @@ def scale_section(scale) -> list[str]:
             + " | ".join(f"{r['steps'][s]['seconds']:.2f}" for s in steps)
             + f" | {r['peak_rss'] / 1e9:.2f} | {r['peak_rss_over_fp32_model']:.2f} "
             f"| {r['peak_rss_above_start_over_fp32_model']:.2f} |"
+            + (f" {r['peak_gpu_over_fp32_model']:.2f} |" if gpu else "")
         )
     return lines + [""]
 
@@ -431,6 +436,7 @@ def main() -> None:
         ("profile_batch1_cpu.json", profile_section),
         ("deploy_cpu.json", deploy_section),
         ("scale_cpu.json", scale_section),
+        ("scale_gpu.json", scale_section),
         ("gpu_speed.json", gpu_section),
         ("round_to_cpu.json", round_to_section),
         ("crepe_cpu.json", crepe_section),

@@ -6,7 +6,9 @@ Each model runs in its own process, so that its peak RSS is its own. Steps, time
 the other: `get_mask_model`, one training step (batch 2, 1 s of audio, AdamW over what
 trains), `sparsity_report`, `prune` (magnitude masks keeping half of every group), the pruned
 model's `save_pretrained` and its reload with `AutoModelForAudioClassification`. Peak RSS is
-read after each step (`ru_maxrss`, monotonic) and quoted as a multiple of the fp32 model's size.
+read after each step (`ru_maxrss`, monotonic) and quoted as a multiple of the fp32 model's size;
+with `--device cuda` (`benchmarks/gpu.sh`) the model and batch live on the GPU and the peak GPU
+memory allocated is read after each step too.
 
     python benchmarks/scale.py --out benchmarks/results/scale_cpu.json
 """
@@ -39,8 +41,9 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def build(name: str):
-    """The randomly initialised classifier of size `name` and one training batch for it."""
+def build(name: str, device: str = "cpu"):
+    """The randomly initialised classifier of size `name` and one training batch for it, both on
+    `device` (a large-v3-sized model initialises far faster on a GPU)."""
     import torch
     from transformers import (
         Wav2Vec2Config,
@@ -51,18 +54,19 @@ def build(name: str):
 
     family, fields = SIZES[name]
     torch.manual_seed(0)
-    if family == "whisper":
-        config = WhisperConfig(num_labels=10, **fields)
-        model = WhisperForAudioClassification(config)
-        batch = {"input_features": torch.randn(2, config.num_mel_bins, 100)}
-    else:
-        model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(num_labels=10, **fields))
-        batch = {"input_values": torch.randn(2, 16000)}
-    batch["labels"] = torch.tensor([1, 2])
+    with torch.device(device):
+        if family == "whisper":
+            config = WhisperConfig(num_labels=10, **fields)
+            model = WhisperForAudioClassification(config)
+            batch = {"input_features": torch.randn(2, config.num_mel_bins, 100)}
+        else:
+            model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(num_labels=10, **fields))
+            batch = {"input_values": torch.randn(2, 16000)}
+        batch["labels"] = torch.tensor([1, 2])
     return model, batch
 
 
-def measure(name: str) -> dict:
+def measure(name: str, device: str = "cpu") -> dict:
     """Times every step for model `name` in this process; returns the figures."""
     import torch
     from transformers import AutoModelForAudioClassification
@@ -70,8 +74,9 @@ def measure(name: str) -> dict:
     from hf_keepwhat import MaskConfig, count_params, get_mask_model, set_structured_masks
 
     torch.set_num_threads(2)
+    on_gpu = device.startswith("cuda")
     before_model = _peak_rss()
-    model, batch = build(name)
+    model, batch = build(name, device)
     params = count_params(model)
     row = {"model": name, "params": params, "fp32_bytes": params * 4, "steps": {}}
     row["rss_before_model"] = before_model
@@ -79,7 +84,11 @@ def measure(name: str) -> dict:
     def step(label, fn):
         start = time.perf_counter()
         out = fn()
+        if on_gpu:
+            torch.cuda.synchronize()
         row["steps"][label] = {"seconds": time.perf_counter() - start, "peak_rss": _peak_rss()}
+        if on_gpu:
+            row["steps"][label]["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
         print(name, label, round(row["steps"][label]["seconds"], 2), flush=True)
         return out
 
@@ -106,6 +115,8 @@ def measure(name: str) -> dict:
     row["peak_rss_above_start_over_fp32_model"] = (row["peak_rss"] - before_model) / row[
         "fp32_bytes"
     ]
+    if on_gpu:
+        row["peak_gpu_over_fp32_model"] = torch.cuda.max_memory_allocated() / row["fp32_bytes"]
     return row
 
 
@@ -115,11 +126,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (benchmarks/gpu.sh)")
     parser.add_argument("--out", default="benchmarks/results/scale_cpu.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(measure(args.child)), flush=True)
+        print("RESULT " + json.dumps(measure(args.child, args.device)), flush=True)
         return
 
     from hf_keepwhat import environment
@@ -128,7 +140,9 @@ def main() -> None:
     rows = []
     for name in args.sizes:
         done = subprocess.run(
-            [sys.executable, __file__, "--child", name], capture_output=True, text=True
+            [sys.executable, __file__, "--child", name, "--device", args.device],
+            capture_output=True,
+            text=True,
         )
         if done.returncode:
             raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
