@@ -63,9 +63,8 @@ def main() -> None:
     # Each row's ratio comes from its own alternation, so rows timed earlier stay valid; only the
     # runs not yet timed are (on the same machine and threads; otherwise start afresh).
     earlier = read_json(args.out) if os.path.exists(args.out) else {}
-    same_machine = earlier.get("threads") == args.threads and earlier.get("environment", {}).get(
-        "machine"
-    ) == environment().get("machine")
+    earlier_setting = (earlier.get("threads"), earlier.get("environment", {}).get("machine"))
+    same_machine = earlier_setting == (args.threads, environment()["machine"])
     rows = earlier.get("rows", {}) if same_machine else {}
     for name, path in paths.items():
         runs = [

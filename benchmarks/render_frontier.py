@@ -216,12 +216,11 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
             ),
             None,
         )
-        std = f" ± {d['test_std']:.3f}" if d["test_std"] is not None else ""
         low, high = d["removed_range"]
         head = (
             f"- {d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
             f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, target {d['target']:g} (realised {low:.3f}-{high:.3f}): "
-            f"masks {d['test']:.3f}{std} (seeds {d['seeds']})"
+            f"masks {_test_cell(d)} (seeds {d['seeds']})"
         )
         if probe is None:
             out.append(f"{head}; no {reference} probe with this head and these steps yet.")
@@ -231,6 +230,16 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
                 f"(seeds {probe['seeds']}): {100 * (d['test'] - probe['test']):+.1f} points."
             )
     return out
+
+
+def _test_cell(row) -> str:
+    """Mean test accuracy, with the seeds' standard deviation when there are several."""
+    std = f" ± {row['test_std']:.3f}" if row["test_std"] is not None else ""
+    return f"{row['test']:.3f}{std}"
+
+
+def _lora_cell(row) -> str:
+    return f"{row['lora']:.3f}" if row["lora"] is not None else "-"
 
 
 def _speedups(row, latency) -> str:
@@ -277,13 +286,11 @@ def frontier_section(frontier, latency=None) -> list[str]:
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        std = f" ± {r['test_std']:.3f}" if r["test_std"] is not None else ""
-        lora = f"{r['lora']:.3f}" if r["lora"] is not None else "-"
         layers = "all" if r["last_layer"] is None else f"0-{r['last_layer']}"
         lines.append(
             f"| {r['model']} | {layers} | {r['method']} | {r['target']:g} | {r['seeds']} "
             f"| {r['removed']:.1%} | {r['macs'] / 1e6:.1f} | {r['validation']:.3f} "
-            f"| {r['test']:.3f}{std} | {lora} | {_speedups(r, latency)} |"
+            f"| {_test_cell(r)} | {_lora_cell(r)} | {_speedups(r, latency)} |"
         )
     diagnostics = aggregate(frontier["runs"], grid=False)
     if diagnostics:
@@ -299,11 +306,9 @@ def frontier_section(frontier, latency=None) -> list[str]:
             "|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|",
         ]
         for r in diagnostics:
-            std = f" ± {r['test_std']:.3f}" if r["test_std"] is not None else ""
-            lora = f"{r['lora']:.3f}" if r["lora"] is not None else "-"
             lines.append(
                 f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
                 f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['seeds']} "
-                f"| {r['validation']:.3f} | {r['test']:.3f}{std} | {lora} |"
+                f"| {r['validation']:.3f} | {_test_cell(r)} | {_lora_cell(r)} |"
             )
     return lines + [""]
