@@ -74,6 +74,7 @@ MASK_METHODS = {
 STRUCTURED = {"random": "random", "magnitude": "l1"}
 DENSE_METHODS = ("linear_probe", "full_finetune")
 ALL_METHODS = (*DENSE_METHODS, *MASK_METHODS, *STRUCTURED, "drop_layers")
+PRUNABLE_HEADS = ("linear", "weighted")  # heads the model class holds, so its pruned class too
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,14 @@ class Point:
         target: Fraction of encoder MACs to remove (dropped layers for `drop_layers`).
         seed: Training seed (and the random baseline's).
         last_layer: Layers above it dropped before anything else; None keeps all.
-        head: `"linear"` (the model's own projector + classifier) or `"mlp"` (the paper's: one
+        head: `"linear"` (the model's own projector + classifier), `"weighted"` (the same on
+            transformers' learned weighted sum of every layer's output, `use_weighted_layer_sum`,
+            SUPERB's protocol: the head can read lower layers) or `"mlp"` (the paper's: one
             hidden layer of 1024 with ReLU).
         steps: Training steps.
         mask_learning_rate: The masks' own rate.
         warmup_fraction: Share of the steps over which the target rises from 0.
+        mask_type: `MaskConfig.mask_type` of the mask methods.
     """
 
     model: str
@@ -102,10 +106,19 @@ class Point:
     steps: int = 2000
     mask_learning_rate: float = 0.02
     warmup_fraction: float = 1 / 3
+    mask_type: str = "straight_through"
+
+    #: Fields added after runs were recorded: left out of the key at their default, so the
+    #: recorded runs keep matching.
+    ADDED_LATER = {"mask_type": "straight_through"}
 
     def key(self) -> str:
         """A unique, readable name of the run (what resuming compares)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        for name, default in self.ADDED_LATER.items():
+            if fields[name] == default:
+                del fields[name]
+        return json.dumps(fields, sort_keys=True)
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -181,14 +194,16 @@ class Features(torch.utils.data.Dataset):
 
 def build_model(path: str, num_labels: int, head: str) -> WhisperForAudioClassification:
     """The classifier with a fresh head: the model's own, or the paper's MLP."""
-    model = WhisperForAudioClassification.from_pretrained(path, num_labels=num_labels)
+    model = WhisperForAudioClassification.from_pretrained(
+        path, num_labels=num_labels, use_weighted_layer_sum=head == "weighted"
+    )
     if head == "mlp":
         # projector then mean pooling then classifier: a linear projector commutes with the
         # mean, so this is the paper's MLP on the time-averaged features.
         model.projector = torch.nn.Linear(model.config.d_model, 1024)
         model.classifier = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(1024, num_labels))
-    elif head != "linear":
-        raise ValueError(f"Unknown head {head!r}; choose 'linear' or 'mlp'.")
+    elif head not in PRUNABLE_HEADS:
+        raise ValueError(f"Unknown head {head!r}; choose 'linear', 'weighted' or 'mlp'.")
     return model
 
 
@@ -200,6 +215,7 @@ def mask_config(point: Point, window: int, num_layers: int) -> MaskConfig:
             **{**common, **MASK_METHODS[point.method]},
             target_sparsity=point.target,
             mask_learning_rate=point.mask_learning_rate,
+            mask_type=point.mask_type,
             target_warmup_steps=round(point.steps * point.warmup_fraction),
         )
     if point.method == "drop_layers":
@@ -281,7 +297,7 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         trainer.train()
         # The MLP head is not the model class's own, so no pruned class can hold it: that
         # variant is evaluated masked (pruned == masked is what the equivalence tests check).
-        pruned = mm.prune().to(device) if point.head == "linear" else mm
+        pruned = mm.prune().to(device) if point.head in PRUNABLE_HEADS else mm
         total = mm.sparsity_report()["total"]
         record = {
             **dataclasses.asdict(point),
@@ -295,7 +311,7 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
             "kept": kept_hex(mm),
             "train_seconds": time.perf_counter() - start,
         }
-        if point.method in MASK_METHODS and args.lora_steps and point.head == "linear":
+        if point.method in MASK_METHODS and args.lora_steps and point.head in PRUNABLE_HEADS:
             lora_start = time.perf_counter()
             lora_args = training_arguments(
                 point, args, work_dir, args.lora_steps, args.lora_learning_rate

@@ -9,14 +9,26 @@ from collections import defaultdict
 
 from hf_keepwhat.tasks import saved_figure
 
-GRID = {"head": "linear", "steps": 2000, "mask_learning_rate": 0.02}  # the grid's own settings
+# the grid's own settings
+GRID = {
+    "head": "linear",
+    "steps": 2000,
+    "mask_learning_rate": 0.02,
+    "mask_type": "straight_through",
+}
+ADDED_LATER = {"mask_type": "straight_through"}  # what runs recorded before the field had
 MASKS = ("mask_macs", "mask_lagrangian")
 STRUCTURED = ("random", "magnitude", "drop_layers")
 
 
+def _setting(run, name):
+    return run.get(name, ADDED_LATER.get(name))
+
+
 def _grid(run) -> bool:
     return (
-        all(run.get(k) == v for k, v in GRID.items()) and abs(run["warmup_fraction"] - 1 / 3) < 1e-9
+        all(_setting(run, k) == v for k, v in GRID.items())
+        and abs(run["warmup_fraction"] - 1 / 3) < 1e-9
     )
 
 
@@ -24,7 +36,7 @@ def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-SETTINGS = ("steps", "head", "mask_learning_rate", "warmup_fraction")
+SETTINGS = ("steps", "head", "mask_learning_rate", "warmup_fraction", "mask_type")
 
 
 def aggregate(runs, grid: bool = True) -> list[dict]:
@@ -34,7 +46,7 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
     for r in runs:
         if "error" not in r and _grid(r) == grid:
             key = (r["model"], r["last_layer"], r["method"], r["target"])
-            groups[key + tuple(r[s] for s in SETTINGS)].append(r)
+            groups[key + tuple(_setting(r, s) for s in SETTINGS)].append(r)
     rows = []
     for key, members in groups.items():
         test, test_std = _mean_std([r["accuracy"]["test"] for r in members])
@@ -219,16 +231,23 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
         low, high = d["removed_range"]
         head = (
             f"- {d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
-            f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, target {d['target']:g} (realised {low:.3f}-{high:.3f}): "
+            f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {d['mask_type']} masks, target {d['target']:g} (realised {low:.3f}-{high:.3f}): "
             f"masks {_test_cell(d)} (seeds {d['seeds']})"
         )
         if probe is None:
-            out.append(f"{head}; no {reference} probe with this head and these steps yet.")
+            line = f"{head}; no {reference} probe with this head and these steps yet"
         else:
-            out.append(
+            line = (
                 f"{head} vs {reference} probe with the same head and steps {probe['test']:.3f} "
-                f"(seeds {probe['seeds']}): {100 * (d['test'] - probe['test']):+.1f} points."
+                f"(seeds {probe['seeds']}): {100 * (d['test'] - probe['test']):+.1f} points"
             )
+        grid = _find(rows, d["model"], "mask_macs", d["target"], d["last_layer"])
+        if grid is not None:  # what the setting changes against the grid's own masks
+            line += (
+                f"; the grid's masks at this target {grid['test']:.3f} (seeds {grid['seeds']}): "
+                f"{100 * (d['test'] - grid['test']):+.1f} points"
+            )
+        out.append(line + ".")
     return out
 
 
@@ -301,14 +320,15 @@ def frontier_section(frontier, latency=None) -> list[str]:
             "",
             *diagnostic_findings(frontier, rows, diagnostics),
             "",
-            "| model | method | target | steps | head | mask lr | warm-up | seeds | validation "
-            "| test | + LoRA |",
-            "|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|",
+            "| model | method | target | steps | head | mask lr | warm-up | mask type | seeds "
+            "| MACs removed | validation | test | + LoRA |",
+            "|---|---|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|",
         ]
         for r in diagnostics:
             lines.append(
                 f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
-                f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['seeds']} "
-                f"| {r['validation']:.3f} | {_test_cell(r)} | {_lora_cell(r)} |"
+                f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['mask_type']} "
+                f"| {r['seeds']} | {r['removed']:.1%} | {r['validation']:.3f} | {_test_cell(r)} "
+                f"| {_lora_cell(r)} |"
             )
     return lines + [""]

@@ -7,7 +7,7 @@ from .baselines import set_structured_masks
 from .callbacks import SparsityCallback
 from .config import MaskConfig
 from .layouts import adapted_feature_extractor, get_layout, supported_model_types
-from .masks import MaskParametrization, StraightThroughMask
+from .masks import GatedStraightThroughMask, MaskParametrization, StraightThroughMask
 from .model import MaskModel, get_mask_model
 from .profiling import count_macs, count_params, disk_size, environment, measure_latency
 from .recovery import default_lora_config, recover_with_lora
@@ -34,6 +34,7 @@ __all__ = [
     "PrunedModelMixin",
     "SparsityCallback",
     "StraightThroughMask",
+    "GatedStraightThroughMask",
     "UnitGroup",
     "__version__",
     "adapted_feature_extractor",

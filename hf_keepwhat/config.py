@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 UNIT_KINDS = ("heads", "ffn", "conv")
 BUDGET_KINDS = ("units", "params", "macs")
-MASK_TYPES = ("straight_through",)
+MASK_TYPES = ("straight_through", "straight_through_gated")
 PENALTY_ON = ("auto", "probability", "mask")
 BUDGET_MODES = ("penalty", "lagrangian")
 
@@ -87,8 +87,11 @@ class MaskConfig:
         mask_learning_rate: Learning rate of the mask logits when the optimizer is built from
             `MaskModel.param_groups` (masks usually want a larger rate than the head: a logit
             must travel from `mask_init` past 0 to switch a unit off). `None`: the head's rate.
-        mask_type: The mask parametrisation; `"straight_through"` is the paper's hard
-            `round(sigmoid(theta))` with a straight-through gradient.
+        mask_type: The mask parametrisation. `"straight_through"` is the paper's hard
+            `round(sigmoid(theta))` with a straight-through gradient. `"straight_through_gated"`
+            adds one such gate per group (CoFi's coarse masks: a layer's whole attention block,
+            its whole FFN), so the budget can remove a block in one decision instead of unit by
+            unit; a layer whose blocks are all gated off becomes a pass-through.
         modules_to_save: Names of the wrapped model's child modules (or parameters) that are
             trained with the masks, the task head. `None` picks those of
             `projector`, `classifier`, `layer_weights`, `lm_head` that the model has.

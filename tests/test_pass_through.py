@@ -23,7 +23,13 @@ from tiny_models import (
 )
 from transformers import AutoModel, AutoModelForAudioClassification, WhisperForAudioClassification
 
-from hf_keepwhat import MaskConfig, PassThroughLayer, get_mask_model
+from hf_keepwhat import (
+    GatedStraightThroughMask,
+    MaskConfig,
+    MaskModel,
+    PassThroughLayer,
+    get_mask_model,
+)
 from hf_keepwhat.profiling import count_macs, count_params
 
 STABLE = dict(do_stable_layer_norm=True, feat_extract_norm="layer")
@@ -177,3 +183,41 @@ def test_real_whisper_layer_passes_through_exactly():
     assert isinstance(pruned.encoder.layers[2], PassThroughLayer)
     report = mm.sparsity_report()["total"]
     assert count_params(pruned.encoder) == report["params_remaining"]
+
+
+def test_gates_remove_a_whole_layer_and_learn_from_loss_and_budget(tmp_path):
+    """`mask_type="straight_through_gated"`: turning a layer's two gates off (its unit logits
+    untouched) passes the layer through, exactly, with the accounting and the adapter following;
+    the gates receive the gradient their units carry, from the task loss and the budget alike."""
+    torch.manual_seed(0)
+    build, input_name, shape, _ = PRE_LN["whisper"]
+    config = MaskConfig(budget="macs", target_sparsity=0.5, mask_type="straight_through_gated")
+    mm = get_mask_model(build(), config)
+    inputs = {input_name: torch.randn(*shape), "labels": torch.tensor([0, 1])}
+    mm(**inputs).loss.backward()
+    for mask in mm.masks.values():  # every unit and gate on: the gate's is its units' sum
+        assert mask.gate.grad.abs().item() > 0
+        torch.testing.assert_close(mask.gate.grad, mask.logits.grad.sum().reshape(1))
+
+    layer = mm.emptiable_layers[1]
+    before = mm.realised_sparsity()
+    with torch.no_grad():
+        for name in layer.groups:
+            mm.get_mask(name).gate.fill_(-1.0)
+    assert all(mm.get_mask(name).logits.min() > 0 for name in layer.groups)
+    report = mm.sparsity_report()["total"]
+    assert report["layers_passed_through"] == [layer.layer]
+    assert mm.realised_sparsity() > before
+    mm.eval()
+    with torch.no_grad():
+        masked = mm(**{input_name: inputs[input_name]}).logits
+        pruned = mm.prune()
+        assert (masked - pruned(**{input_name: inputs[input_name]}).logits).abs().max() <= 1e-4
+    assert isinstance(pruned.get_submodule(layer.layer), PassThroughLayer)
+    assert count_macs(pruned.encoder, mm.reference_inputs) == report["macs_remaining"]
+
+    mm.save_pretrained(tmp_path)
+    torch.manual_seed(0)  # the same base weights, so the adapter's fingerprint matches
+    restored = MaskModel.from_pretrained(build(), tmp_path)
+    assert type(restored.get_mask(layer.groups[0])) is GatedStraightThroughMask
+    assert restored.sparsity_report()["total"]["layers_passed_through"] == [layer.layer]
