@@ -444,6 +444,12 @@ def main() -> None:
         result = _load(name)
         if result is not None:
             lines += section(result)
+        elif name == "scale_gpu.json":  # prepared but not run: say so rather than say nothing
+            lines += [
+                "Scale on a GPU: not measured yet (`benchmarks/gpu.sh scale` writes "
+                "`benchmarks/results/scale_gpu.json`).",
+                "",
+            ]
     costs = [_load(n) for n in ("train_cost_cpu.json", "train_cost_base_cpu.json")]
     if any(costs):
         lines += cost_section([c for c in costs if c])
