@@ -138,7 +138,7 @@ class StraightThroughMask(MaskParametrization):
                 state_dict[key] = state_dict[key] / self.rate
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _set_magnitude(self) -> float:
+    def _hand_set_magnitude(self) -> float:
         # +-|init| (at least 1) keeps the logit where a trained mask would be, not at +-inf, so
         # training can continue from a mask set by hand.
         return max(abs(self.init), 1.0) / self.rate
@@ -155,7 +155,7 @@ class StraightThroughMask(MaskParametrization):
                 f"Unit indices must lie in [0, {self.num_units}); got "
                 f"min {int(index.min())}, max {int(index.max())}."
             )
-        magnitude = self._set_magnitude()
+        magnitude = self._hand_set_magnitude()
         with torch.no_grad():
             self.logits.fill_(-magnitude)
             self.logits[index] = magnitude
@@ -205,7 +205,7 @@ class GatedStraightThroughMask(StraightThroughMask):
         """
         indices = list(indices)
         super().set_kept(indices)
-        magnitude = self._set_magnitude()
+        magnitude = self._hand_set_magnitude()
         with torch.no_grad():
             self.gate.fill_(magnitude if indices else -magnitude)
 
