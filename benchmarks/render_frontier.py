@@ -16,20 +16,12 @@ GRID = {
     "mask_learning_rate": 0.02,
     "mask_type": "straight_through",
 }
-ADDED_LATER = {"mask_type": "straight_through"}  # what runs recorded before the field had
 MASKS = ("mask_macs", "mask_lagrangian")
 STRUCTURED = ("random", "magnitude", "drop_layers")
 
 
-def _setting(run, name):
-    return run.get(name, ADDED_LATER.get(name))
-
-
 def _grid(run) -> bool:
-    return (
-        all(_setting(run, k) == v for k, v in GRID.items())
-        and abs(run["warmup_fraction"] - 1 / 3) < 1e-9
-    )
+    return all(run[k] == v for k, v in GRID.items()) and abs(run["warmup_fraction"] - 1 / 3) < 1e-9
 
 
 def _mean_std(values):
@@ -46,7 +38,7 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
     for r in runs:
         if "error" not in r and _grid(r) == grid:
             key = (r["model"], r["last_layer"], r["method"], r["target"])
-            groups[key + tuple(_setting(r, s) for s in SETTINGS)].append(r)
+            groups[key + tuple(r[s] for s in SETTINGS)].append(r)
     rows = []
     for key, members in groups.items():
         test, test_std = _mean_std([r["accuracy"]["test"] for r in members])

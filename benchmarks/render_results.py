@@ -424,6 +424,13 @@ def round_to_section(result) -> list[str]:
     return lines + [""]
 
 
+# Results that are prepared but not yet run: the README says so rather than say nothing.
+NOT_MEASURED = {
+    "scale_gpu.json": "Scale on a GPU: not measured yet (`benchmarks/gpu.sh scale` writes "
+    "`benchmarks/results/scale_gpu.json`).",
+}
+
+
 def main() -> None:
     """Rewrites the README's results section."""
     lines = [START, "", "## Results", ""]
@@ -444,12 +451,8 @@ def main() -> None:
         result = _load(name)
         if result is not None:
             lines += section(result)
-        elif name == "scale_gpu.json":  # prepared but not run: say so rather than say nothing
-            lines += [
-                "Scale on a GPU: not measured yet (`benchmarks/gpu.sh scale` writes "
-                "`benchmarks/results/scale_gpu.json`).",
-                "",
-            ]
+        elif name in NOT_MEASURED:
+            lines += [NOT_MEASURED[name], ""]
     costs = [_load(n) for n in ("train_cost_cpu.json", "train_cost_base_cpu.json")]
     if any(costs):
         lines += cost_section([c for c in costs if c])
