@@ -63,7 +63,7 @@ from hf_keepwhat import (  # noqa: E402
 )
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
 from hf_keepwhat.files import read_json, write_json  # noqa: E402
-from hf_keepwhat.recovery import recover_with_lora  # noqa: E402
+from hf_keepwhat.recovery import recover_with_lora, refit_head  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
 SAMPLING_RATE = 16_000
@@ -74,6 +74,10 @@ MASK_METHODS = {
 STRUCTURED = {"random": "random", "magnitude": "l1"}
 DENSE_METHODS = ("linear_probe", "full_finetune")
 ALL_METHODS = (*DENSE_METHODS, *MASK_METHODS, *STRUCTURED, "drop_layers")
+#: Diagnostics only (`--diagnostics`), not part of the grid: a fresh head trained on the frozen
+#: units that the `mask_macs` run with the same fields kept, like the structured baselines' head.
+#: It tells whether the masks' units or their jointly trained head limit the accuracy.
+KEPT_UNITS_PROBE = "mask_units_probe"
 PRUNABLE_HEADS = ("linear", "weighted")  # heads the model class holds, so its pruned class too
 
 
@@ -83,7 +87,7 @@ class Point:
 
     Args:
         model: The model's short name (`--model NAME=PATH`).
-        method: One of `ALL_METHODS`.
+        method: One of `ALL_METHODS`, or `KEPT_UNITS_PROBE`.
         target: Fraction of encoder MACs to remove (dropped layers for `drop_layers`).
         seed: Training seed (and the random baseline's).
         last_layer: Layers above it dropped before anything else; None keeps all.
@@ -95,6 +99,10 @@ class Point:
         mask_learning_rate: The masks' own rate.
         warmup_fraction: Share of the steps over which the target rises from 0.
         mask_type: `MaskConfig.mask_type` of the mask methods.
+        distill_weight: `MaskConfig.distill_weight` of the mask methods (distillation from
+            the dense encoder while masks train; 0: none).
+        refit_head_steps: Mask methods: steps of `refit_head` after mask training (the head
+            trained again, masks frozen, at the head's rate); 0: none.
     """
 
     model: str
@@ -107,10 +115,12 @@ class Point:
     mask_learning_rate: float = 0.02
     warmup_fraction: float = 1 / 3
     mask_type: str = "straight_through"
+    distill_weight: float = 0.0
+    refit_head_steps: int = 0
 
     #: Fields added after runs were recorded: left out of the key at their default, so the
     #: recorded runs keep matching.
-    ADDED_LATER = {"mask_type": "straight_through"}
+    ADDED_LATER = {"mask_type": "straight_through", "distill_weight": 0.0, "refit_head_steps": 0}
 
     def key(self) -> str:
         """A unique, readable name of the run (what resuming compares)."""
@@ -216,6 +226,7 @@ def mask_config(point: Point, window: int, num_layers: int) -> MaskConfig:
             target_sparsity=point.target,
             mask_learning_rate=point.mask_learning_rate,
             mask_type=point.mask_type,
+            distill_weight=point.distill_weight,
             target_warmup_steps=round(point.steps * point.warmup_fraction),
         )
     if point.method == "drop_layers":
@@ -263,6 +274,29 @@ def kept_hex(mm) -> dict[str, str]:
     return out
 
 
+def unpack(hex_bits: str, num_units: int) -> list[int]:
+    """The kept unit indices of a hex bit string written by `kept_hex`."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_bits), dtype=np.uint8))[:num_units]
+    return np.nonzero(bits)[0].tolist()
+
+
+def set_recorded_kept(mm, kept: dict[str, str]) -> None:
+    """Sets the hard masks a run recorded (`kept_hex`); groups it does not name keep every unit."""
+    for group in mm.unit_groups:
+        if group.name in kept:
+            mm.set_kept(group.name, unpack(kept[group.name], group.num_units))
+
+
+def recorded_mask_run(point: Point, out: str) -> dict:
+    """The `mask_macs` run in `out` with `point`'s other fields (what `KEPT_UNITS_PROBE` reads)."""
+    key = dataclasses.replace(point, method="mask_macs").key()
+    runs = read_json(out)["runs"] if os.path.exists(out) else []
+    source = next((r for r in runs if r["key"] == key and "error" not in r), None)
+    if source is None:
+        raise ValueError(f"{point.method} needs the mask_macs run {key} in {out}; run it first.")
+    return source
+
+
 def run_point(point: Point, args, data: dict, paths: dict) -> dict:
     """Trains and evaluates one point; returns its record."""
     start = time.perf_counter()
@@ -275,6 +309,8 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
     mm = get_mask_model(model, config).to(device)
     if point.method in STRUCTURED:
         set_structured_masks(mm, point.target, STRUCTURED[point.method], point.seed)
+    elif point.method == KEPT_UNITS_PROBE:
+        set_recorded_kept(mm, recorded_mask_run(point, args.out)["kept"])
     with tempfile.TemporaryDirectory() as work_dir:
         training = training_arguments(point, args, work_dir, point.steps, args.learning_rate)
         optimizer_cls, kwargs = mm.optimizer_cls_and_kwargs(training)
@@ -295,6 +331,13 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         )
         trainer.remove_callback(PrinterCallback)  # many runs at once: one line per run instead
         trainer.train()
+        before_refit = None
+        if point.method in MASK_METHODS and point.refit_head_steps:
+            before_refit = {s: accuracy(mm, *features[s], device) for s in SPLITS[1:]}
+            refit_args = training_arguments(
+                point, args, work_dir, point.refit_head_steps, args.learning_rate
+            )
+            refit_head(mm, refit_args, Features(*features["train"]))
         # The MLP head is not the model class's own, so no pruned class can hold it: that
         # variant is evaluated masked (pruned == masked is what the equivalence tests check).
         pruned = mm.prune().to(device) if point.head in PRUNABLE_HEADS else mm
@@ -311,6 +354,8 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
             "kept": kept_hex(mm),
             "train_seconds": time.perf_counter() - start,
         }
+        if before_refit is not None:
+            record["accuracy_before_head_refit"] = before_refit
         if point.method in MASK_METHODS and args.lora_steps and point.head in PRUNABLE_HEADS:
             lora_start = time.perf_counter()
             lora_args = training_arguments(

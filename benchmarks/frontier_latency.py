@@ -16,9 +16,8 @@ import statistics
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from frontier import Point, mask_config  # noqa: E402
+from frontier import Point, mask_config, set_recorded_kept  # noqa: E402
 from transformers import WhisperForAudioClassification  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -26,20 +25,12 @@ from hf_keepwhat import environment, get_mask_model, measure_latency  # noqa: E4
 from hf_keepwhat.files import read_json, write_json  # noqa: E402
 
 
-def unpack(hex_bits: str, num_units: int) -> list[int]:
-    """The kept unit indices of a hex bit string written by `frontier.kept_hex`."""
-    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_bits), dtype=np.uint8))[:num_units]
-    return np.nonzero(bits)[0].tolist()
-
-
 def rebuild(run: dict, path: str, window: int, num_labels: int):
     """The pruned model of one frontier run (dense when it kept everything)."""
     point = Point(**{k: run[k] for k in Point.__dataclass_fields__ if k in run})
     model = WhisperForAudioClassification.from_pretrained(path, num_labels=num_labels)
     mm = get_mask_model(model, mask_config(point, window, model.config.encoder_layers))
-    for group in mm.unit_groups:
-        if group.name in run.get("kept", {}):
-            mm.set_kept(group.name, unpack(run["kept"][group.name], group.num_units))
+    set_recorded_kept(mm, run.get("kept", {}))
     return mm.prune().eval()
 
 

@@ -15,20 +15,35 @@ GRID = {
     "steps": 2000,
     "mask_learning_rate": 0.02,
     "mask_type": "straight_through",
+    "distill_weight": 0.0,
+    "refit_head_steps": 0,
 }
 MASKS = ("mask_macs", "mask_lagrangian")
 STRUCTURED = ("random", "magnitude", "drop_layers")
+KEPT_UNITS_PROBE = "mask_units_probe"  # diagnostics only: a fresh head on masks' kept units
 
 
 def _grid(run) -> bool:
-    return all(run[k] == v for k, v in GRID.items()) and abs(run["warmup_fraction"] - 1 / 3) < 1e-9
+    return (
+        run["method"] != KEPT_UNITS_PROBE
+        and all(run[k] == v for k, v in GRID.items())
+        and abs(run["warmup_fraction"] - 1 / 3) < 1e-9
+    )
 
 
 def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-SETTINGS = ("steps", "head", "mask_learning_rate", "warmup_fraction", "mask_type")
+SETTINGS = (
+    "steps",
+    "head",
+    "mask_learning_rate",
+    "warmup_fraction",
+    "mask_type",
+    "distill_weight",
+    "refit_head_steps",
+)
 
 
 def aggregate(runs, grid: bool = True) -> list[dict]:
@@ -43,6 +58,9 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
     for key, members in groups.items():
         test, test_std = _mean_std([r["accuracy"]["test"] for r in members])
         lora = [r["lora"]["accuracy"]["test"] for r in members if "lora" in r]
+        unrefit = [
+            r["accuracy_before_head_refit"]["test"] for r in members if r["refit_head_steps"]
+        ]
         rows.append(
             {
                 **dict(
@@ -59,6 +77,7 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
                 "test": test,
                 "test_std": test_std,
                 "lora": statistics.mean(lora) if lora else None,
+                "before_refit": statistics.mean(unrefit) if unrefit else None,
                 "keys": [r["key"] for r in members],
             }
         )
@@ -127,9 +146,33 @@ def _find(rows, model, method, target=None, last_layer=None):
     )
 
 
-def findings(frontier, rows) -> list[str]:
+def _head_trained_again(diagnostics, mask, reference) -> str:
+    """What the grid's masks at this point give once a head is trained again on their kept units,
+    the masks frozen (the diagnostics with otherwise the grid's settings), against `reference`."""
+    variants = []
+    for d in diagnostics:
+        grid_like = {**d, "refit_head_steps": 0, "method": "mask_macs"}
+        if not (_grid(grid_like) and _same_settings(grid_like, mask)):
+            continue
+        if d["method"] == KEPT_UNITS_PROBE:
+            what = "a fresh head on their kept units"
+        elif d["method"] == "mask_macs" and d["refit_head_steps"]:
+            what = f"masks trained the same way, then `refit_head` ({d['refit_head_steps']} steps)"
+        else:
+            continue
+        delta = 100 * (d["test"] - reference["test"])
+        low, high = d["removed_range"]
+        variants.append(
+            f"{what} {d['test']:.3f} (seeds {d['seeds']}, {low:.1%}-{high:.1%} removed, "
+            f"{delta:+.1f})"
+        )
+    return f"; head trained again, masks frozen: {', '.join(variants)}" if variants else ""
+
+
+def findings(frontier, rows, diagnostics=()) -> list[str]:
     """The comparisons the issue asks for, each computed from the rows (or said to be missing)."""
     out = []
+    diagnostics = list(diagnostics)
     models = sorted({r["model"] for r in rows})
     for model in models:
         probe, mask = _find(rows, model, "linear_probe"), _find(rows, model, "mask_macs", 0.5)
@@ -138,7 +181,7 @@ def findings(frontier, rows) -> list[str]:
                 f"- {model}, 50% of encoder MACs: masks {mask['test']:.3f} (seeds {mask['seeds']}, "
                 f"{mask['removed']:.1%} removed) vs dense probe {probe['test']:.3f} (seeds "
                 f"{probe['seeds']}): {100 * (mask['test'] - probe['test']):+.1f} points; with LoRA "
-                f"recovery {mask['lora']:.3f}."
+                f"recovery {mask['lora']:.3f}{_head_trained_again(diagnostics, mask, probe)}."
             )
     for model, target in frontier.get("match_targets", {}).items():
         reference = next((m for m in models if m != model), None)
@@ -155,7 +198,8 @@ def findings(frontier, rows) -> list[str]:
                 f"{target:.3f} removed; realised {low:.3f}-{high:.3f}: {within} {reference}'s "
                 f"MACs): {mask['test']:.3f} vs dense {reference} probe {probe['test']:.3f}, "
                 f"{100 * (mask['test'] - probe['test']):+.1f} points (goal: +3); with LoRA "
-                f"{mask['lora']:.3f} ({100 * (mask['lora'] - probe['test']):+.1f})."
+                f"{mask['lora']:.3f} ({100 * (mask['lora'] - probe['test']):+.1f})"
+                f"{_head_trained_again(diagnostics, mask, probe)}."
             )
     beaten = []
     for r in rows:
@@ -192,18 +236,36 @@ def findings(frontier, rows) -> list[str]:
                 f"- {drop['model']}: dropping the top {drop['target']:g} layer(s) "
                 f"({drop['removed']:.1%} of MACs removed) {drop['test']:.3f}; mask_macs at "
                 f"{mask['removed']:.1%} removed {mask['test']:.3f}: masks {verdict} the dropped "
-                f"layers ({100 * (mask['test'] - drop['test']):+.1f} points)."
+                f"layers ({100 * (mask['test'] - drop['test']):+.1f} points)"
+                f"{_head_trained_again(diagnostics, mask, drop)}."
             )
     return out
 
 
+def _same_settings(a, b) -> bool:
+    return all(a[k] == b[k] for k in ("model", "last_layer", *SETTINGS)) and (
+        abs(a["target"] - b["target"]) < 1e-9
+    )
+
+
+def _settings_text(d) -> str:
+    low, high = d["removed_range"]
+    return (
+        f"{d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
+        f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {d['mask_type']} "
+        f"masks, distillation weight {d['distill_weight']:g}, head refit "
+        f"{d['refit_head_steps']} steps, target {d['target']:g} (realised {low:.3f}-{high:.3f})"
+    )
+
+
 def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
     """Each diagnostic mask setting against the dense probe trained with the same head and steps
-    (its own model's at 50%; the smaller model's at the matched-MACs target)."""
+    (its own model's at 50%; the smaller model's at the matched-MACs target) and against the
+    grid's masks; each fresh head on masks' kept units against those masks' own head."""
     out = []
     matched = frontier.get("match_targets", {})
     for d in diagnostics:
-        if d["method"] != "mask_macs":
+        if d["method"] not in ("mask_macs", KEPT_UNITS_PROBE):
             continue
         is_matched = abs(d["target"] - matched.get(d["model"], -1)) < 1e-9
         reference = (
@@ -220,21 +282,34 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
             ),
             None,
         )
-        low, high = d["removed_range"]
-        head = (
-            f"- {d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
-            f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {d['mask_type']} masks, target {d['target']:g} (realised {low:.3f}-{high:.3f}): "
-            f"masks {_test_cell(d)} (seeds {d['seeds']})"
-        )
-        if probe is None:
-            line = f"{head}; no {reference} probe with this head and these steps yet"
+        if d["method"] == KEPT_UNITS_PROBE:
+            line = f"- {_settings_text(d)}: a fresh head on the units these masks kept {_test_cell(d)} (seeds {d['seeds']})"
+            masks = next(
+                (
+                    m
+                    for m in rows + diagnostics
+                    if m["method"] == "mask_macs" and _same_settings(m, d)
+                ),
+                None,
+            )
+            if masks is not None:
+                line += (
+                    f" vs the masks with their own head {masks['test']:.3f} (seeds "
+                    f"{masks['seeds']}): {100 * (d['test'] - masks['test']):+.1f} points"
+                )
         else:
-            line = (
-                f"{head} vs {reference} probe with the same head and steps {probe['test']:.3f} "
+            line = f"- {_settings_text(d)}: masks {_test_cell(d)} (seeds {d['seeds']})"
+            if d["before_refit"] is not None:
+                line += f" ({d['before_refit']:.3f} before the head refit)"
+        if probe is None:
+            line += f"; no {reference} probe with this head and these steps yet"
+        else:
+            line += (
+                f"; {reference} probe with the same head and steps {probe['test']:.3f} "
                 f"(seeds {probe['seeds']}): {100 * (d['test'] - probe['test']):+.1f} points"
             )
         grid = _find(rows, d["model"], "mask_macs", d["target"], d["last_layer"])
-        if grid is not None:  # what the setting changes against the grid's own masks
+        if grid is not None and d["method"] == "mask_macs":
             line += (
                 f"; the grid's masks at this target {grid['test']:.3f} (seeds {grid['seeds']}): "
                 f"{100 * (d['test'] - grid['test']):+.1f} points"
@@ -290,7 +365,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
             else "(not measured yet)."
         ),
         "",
-        *findings(frontier, rows),
+        *findings(frontier, rows, aggregate(frontier["runs"], grid=False)),
         "",
         "| model | layers | method | target | seeds | MACs removed | encoder MACs (M) "
         "| validation | test | test + LoRA | CPU speedup b1 | b8 |",
@@ -312,15 +387,18 @@ def frontier_section(frontier, latency=None) -> list[str]:
             "",
             *diagnostic_findings(frontier, rows, diagnostics),
             "",
-            "| model | method | target | steps | head | mask lr | warm-up | mask type | seeds "
-            "| MACs removed | validation | test | + LoRA |",
-            "|---|---|---:|---:|---|---:|---:|---|---|---:|---:|---:|---:|",
+            "| model | method | target | steps | head | mask lr | warm-up | mask type "
+            "| distillation | head refit | seeds | MACs removed | validation | test "
+            "| test before refit | + LoRA |",
+            "|---|---|---:|---:|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
         ]
         for r in diagnostics:
             lines.append(
                 f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
                 f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['mask_type']} "
-                f"| {r['seeds']} | {r['removed']:.1%} | {r['validation']:.3f} | {_test_cell(r)} "
+                f"| {r['distill_weight']:g} | {r['refit_head_steps']} | {r['seeds']} "
+                f"| {r['removed']:.1%} | {r['validation']:.3f} | {_test_cell(r)} "
+                f"| {'-' if r['before_refit'] is None else format(r['before_refit'], '.3f')} "
                 f"| {_lora_cell(r)} |"
             )
     return lines + [""]

@@ -10,7 +10,7 @@ from .layouts import adapted_feature_extractor, get_layout, supported_model_type
 from .masks import GatedStraightThroughMask, MaskParametrization, StraightThroughMask
 from .model import MaskModel, get_mask_model
 from .profiling import count_macs, count_params, disk_size, environment, measure_latency
-from .recovery import default_lora_config, recover_with_lora
+from .recovery import default_lora_config, recover_with_lora, refit_head
 from .runtime import EmptyAttention, PassThroughLayer
 from .standalone import (
     PrunedModelMixin,
@@ -48,6 +48,7 @@ __all__ = [
     "load_pruned_module",
     "measure_latency",
     "recover_with_lora",
+    "refit_head",
     "save_pruned_module",
     "set_structured_masks",
     "supported_model_types",

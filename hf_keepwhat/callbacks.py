@@ -65,6 +65,8 @@ class SparsityCallback(TrainerCallback):
             "removed_macs": total["macs_removed_fraction"],
             "removed_units": total["units_removed_fraction"],
         }
+        if mm.last_distillation_loss is not None:
+            extra["distillation_loss"] = mm.last_distillation_loss
         logs.update(extra)
         # Trainer stored a copy of `logs` in the history before calling callbacks.
         if state.log_history and state.log_history[-1].get("step") == state.global_step:

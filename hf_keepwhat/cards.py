@@ -132,6 +132,7 @@ def _report_fields(record: dict) -> dict:
         ),
         "mask_config": json.dumps(record["mask_config"], indent=2, sort_keys=True),
         "recovery": record.get("recovery"),
+        "head_refit": record.get("head_refit"),
     }
 
 
@@ -156,7 +157,8 @@ def render_card(
         template: `"pruned_model.md"` or `"mask_adapter.md"`.
         record: The artifact's record: `base_model`, `mask_config`, `report` (a sparsity report
             with `macs_input`), and optionally `card` (`dataset`, `metrics`, `license`,
-            `task_description`) and `recovery` (LoRA recovery applied after pruning).
+            `task_description`), `head_refit` (the head trained again with the masks frozen) and
+            `recovery` (LoRA recovery applied after pruning).
         auto_class: The Auto class that loads the artifact (or its base model).
         repo_id: Where the artifact is (to be) published, for the loading snippet.
         load_instructions: Markdown telling how to load a pruned model.

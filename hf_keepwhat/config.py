@@ -108,6 +108,13 @@ class MaskConfig:
             free (wav2vec2 family). Whisper always counts its fixed input window.
         target_warmup_steps: `SparsityCallback` raises the target linearly from 0 to
             `target_sparsity` over this many optimizer steps; 0 applies it from the start.
+        distill_weight: Weight of a distillation term added to the loss while masks train: the
+            relative squared error between the masked backbone's output and the dense
+            backbone's on the same batch (the teacher is the frozen backbone with its masks
+            off, one extra forward pass without gradient per step; CoFi, DPHuBERT): it pulls
+            the masks towards the representation the dense model computes. 0, the default, is
+            the paper's method; on GM instruments distillation gained nothing (README).
+            transformers models only.
         backbone_train_mode: Whether the frozen model follows the Trainer's training mode
             (dropout, LayerDrop, SpecAugment on while masks train). False, the default, keeps it
             in eval mode as the paper does: masks then learn against the function the pruned
@@ -128,6 +135,7 @@ class MaskConfig:
     max_input_seconds: float | None = None
     macs_input_seconds: float = 1.0
     target_warmup_steps: int = 0
+    distill_weight: float = 0.0
     backbone_train_mode: bool = False
 
     def __post_init__(self):
@@ -153,6 +161,7 @@ class MaskConfig:
             )
         self.penalty_weight = _number("penalty_weight", self.penalty_weight, low=0.0)
         self.mask_init = _number("mask_init", self.mask_init)
+        self.distill_weight = _number("distill_weight", self.distill_weight, low=0.0)
         self.macs_input_seconds = _number(
             "macs_input_seconds", self.macs_input_seconds, low=0.0, strict=True
         )

@@ -7,6 +7,7 @@ their own modules; the methods here that reach them are one-line doors.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -18,6 +19,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 
 from .adapter import MaskAdapterMixin
 from .config import MaskConfig
+from .distillation import captured_output, relative_squared_error
 from .layouts import get_layout
 from .masks import MaskHooks, MaskParametrization, build_mask, mask_key
 from .optimization import OptimizationMixin
@@ -193,9 +195,11 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
 
     Every backbone parameter is frozen; only the masks and the task head
     (`mask_config.modules_to_save`) train. `forward` returns the wrapped model's output with
-    `loss = task_loss + sparsity penalty`; the output also carries `task_loss`,
-    `sparsity_penalty` and `realised_sparsity` (hard-mask removed fraction of the budget). When
-    the model computes no loss (no labels), add `outputs.sparsity_penalty` to your own loss.
+    `loss = task_loss + sparsity penalty (+ distill_weight * distillation loss)`; the output also
+    carries `task_loss`, `sparsity_penalty`, `distillation_loss` (None unless distilling),
+    `auxiliary_loss` (what this model adds to the task loss) and `realised_sparsity` (hard-mask
+    removed fraction of the budget). When the model computes no loss (no labels), add
+    `outputs.auxiliary_loss` to your own loss.
 
     Args:
         model: A transformers model of a supported type (`supported_model_types()`), or a plain
@@ -233,6 +237,12 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         mask_config = self.mask_config
         self.layout = layout = get_layout(model, mask_config, example_inputs)
         layout.check_supported()
+        if mask_config.distill_weight > 0 and getattr(model, "config", None) is None:
+            raise ValueError(
+                "MaskConfig.distill_weight needs a transformers model, whose forward returns a "
+                "loss to add the distillation term to; for a plain module set it to 0 and add "
+                "hf_keepwhat.distillation.relative_squared_error to your own loss."
+            )
         self._undo.append(layout.prepare())
         if mask_config.max_input_seconds is not None:
             # Part of the task's definition: the shortened model is the dense reference.
@@ -258,6 +268,10 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         self.budget = Budget(mask_config.budget, self.costs)
         _check_reachable(self.budget, mask_config)
         self.current_target = mask_config.target_sparsity
+        #: The last training batch's distillation loss (unweighted), for the logs.
+        self.last_distillation_loss: float | None = None
+        #: Set by `recovery.refit_head` (steps, learning rate); recorded by `prune()`.
+        self.head_refit: dict | None = None
         # Lagrange multipliers (l1, l2) of the exact budget: the quadratic one starts as the
         # paper's penalty weight, the linear one at 0 integrates the gap, so training only
         # settles where the gap is 0.
@@ -379,29 +393,58 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
             keep = [m.kept().float() for m in self._masks_in_order()]
             return float(1.0 - self.budget.kept_fraction(keep))
 
+    def distilling(self) -> bool:
+        """Whether `forward` adds the distillation term now: `distill_weight > 0`, in training
+        mode, with gradients enabled and masks that train (evaluation, and a dense baseline with
+        frozen masks, run the masked model alone)."""
+        return (
+            self.mask_config.distill_weight > 0
+            and self.training
+            and torch.is_grad_enabled()
+            and any(p.requires_grad for p in self.masks.parameters())
+        )
+
+    def _dense_backbone_output(self, args, kwargs) -> torch.Tensor:
+        """The teacher: the backbone's output on the same batch with the masks off."""
+        with torch.no_grad(), self.hooks_removed(), captured_output(self.layout.backbone) as out:
+            self.model(*args, **kwargs)
+        return out[0]
+
     def forward(self, *args, **kwargs):
-        """Runs the wrapped model with masks applied and adds the penalty to its loss.
+        """Runs the wrapped model with masks applied and adds the penalty (and, with
+        `distill_weight`, the distillation term) to its loss.
 
         Args:
             *args: Positional arguments of the wrapped model's `forward`.
             **kwargs: Keyword arguments of the wrapped model's `forward` (inputs, `labels`, ...).
         """
-        outputs = self.model(*args, **kwargs)
+        distilling = self.distilling()
+        teacher = self._dense_backbone_output(args, kwargs) if distilling else None
+        capture = captured_output(self.layout.backbone) if distilling else contextlib.nullcontext()
+        with capture as student:
+            outputs = self.model(*args, **kwargs)
         if isinstance(outputs, torch.Tensor):
             return outputs  # a plain model: add `sparsity_penalty()` to your loss
         penalty = self.sparsity_penalty()
+        distillation = relative_squared_error(student[0], teacher) if distilling else None
+        auxiliary = penalty
+        if distillation is not None:
+            auxiliary = penalty + self.mask_config.distill_weight * distillation
+            self.last_distillation_loss = float(distillation.detach())
         if isinstance(outputs, tuple):
             if kwargs.get("labels") is not None:
-                outputs = (outputs[0] + penalty, *outputs[1:])
+                outputs = (outputs[0] + auxiliary, *outputs[1:])
             return outputs
         task_loss = outputs.get("loss")
         if task_loss is not None:
-            outputs["loss"] = task_loss + penalty
+            outputs["loss"] = task_loss + auxiliary
         # Attributes, not keys: Trainer treats every key but `loss` as logits. The penalty keeps
         # its graph so that a loss computed outside the model (Trainer's `compute_loss_func`,
         # e.g. BCE for tagging) can add it.
         object.__setattr__(outputs, "task_loss", task_loss)
         object.__setattr__(outputs, "sparsity_penalty", penalty)
+        object.__setattr__(outputs, "distillation_loss", distillation)
+        object.__setattr__(outputs, "auxiliary_loss", auxiliary)
         object.__setattr__(outputs, "realised_sparsity", self.realised_sparsity())
         return outputs
 

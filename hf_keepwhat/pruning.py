@@ -202,7 +202,7 @@ def pruning_record(mm, kept: KeptUnits | None = None) -> dict:
         kept: The units kept, when not the masks' own (`round_to`).
     """
     config = mm.config
-    return {
+    record = {
         "library": "hf_keepwhat",
         "version": __version__,
         "base_model": getattr(config, "_name_or_path", None) or None,
@@ -210,6 +210,9 @@ def pruning_record(mm, kept: KeptUnits | None = None) -> dict:
         "mask_config": mm.mask_config.to_dict(),
         "report": sparsity_report(mm, kept),
     }
+    if mm.head_refit is not None:
+        record["head_refit"] = mm.head_refit
+    return record
 
 
 @torch.no_grad()

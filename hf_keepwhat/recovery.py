@@ -1,5 +1,8 @@
-"""LoRA recovery: fine-tune a pruned model with low-rank adapters (peft) on its task, then merge
-them, so the result is again a plain pruned model of the same shapes and speed.
+"""Recovery after mask training: refit the task head on the units the masks keep, and LoRA.
+
+The head trains together with the masks, so it ends fitted to representations that kept changing
+under it, at a learning rate that has decayed with the masks'. `refit_head` trains it again with
+the masks frozen; the backbone is untouched, so the adapter stays masks + head.
 
 Mask training never changes a backbone weight; once units are deleted, the remaining weights can
 adapt to their missing neighbours. LoRA does that with few trainable parameters, and merging
@@ -13,6 +16,62 @@ from torch import nn
 from .layouts import get_layout
 from .model import DEFAULT_MODULES_TO_SAVE
 from .standalone import RECORD_KEY
+
+
+def _train(model, args, train_dataset, data_collator, compute_loss_func, callbacks):
+    """One `Trainer` run; returns the trainer (its state has the steps taken)."""
+    from transformers import Trainer
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=data_collator,
+        compute_loss_func=compute_loss_func,
+        callbacks=callbacks,
+    )
+    if compute_loss_func is not None:
+        trainer.loss_is_scaled_for_ga = False  # a mean loss: Trainer divides by GA steps
+    trainer.train()
+    return trainer
+
+
+def refit_head(
+    mm,
+    args,
+    train_dataset,
+    *,
+    data_collator=None,
+    compute_loss_func=None,
+    callbacks=None,
+):
+    """Trains the task head of a `MaskModel` again with `Trainer`, its masks frozen at their hard
+    values, so the head is fitted to exactly the units pruning keeps.
+
+    The backbone stays frozen (and in eval mode, as while the masks trained); the sparsity penalty
+    is then a constant and distillation is off. Prune afterwards: `mm.prune()` records the refit
+    (`config.keepwhat["head_refit"]`, shown on the model card).
+
+    Args:
+        mm: A trained `MaskModel`.
+        args: `TrainingArguments` of the refit (`max_steps`, `learning_rate`, ...).
+        train_dataset: The task's training data, as for the mask training.
+        data_collator: Passed to `Trainer`.
+        compute_loss_func: Passed to `Trainer`, for a task loss the model does not compute (e.g.
+            BCE for tagging).
+        callbacks: Passed to `Trainer`.
+    """
+    trained = [*mm.masks.parameters(), *([mm.lagrange] if mm.lagrange is not None else [])]
+    trained = [p for p in trained if p.requires_grad]
+    for param in trained:
+        param.requires_grad_(False)
+    try:
+        trainer = _train(mm, args, train_dataset, data_collator, compute_loss_func, callbacks)
+    finally:
+        for param in trained:
+            param.requires_grad_(True)
+    mm.head_refit = {"steps": trainer.state.global_step, "learning_rate": args.learning_rate}
+    return mm.eval()
 
 
 def lora_target_modules(model: nn.Module) -> list[str]:
@@ -83,7 +142,6 @@ def recover_with_lora(
         callbacks: Passed to `Trainer`.
     """
     from peft import get_peft_model
-    from transformers import Trainer
 
     config = lora_config if lora_config is not None else default_lora_config(pruned)
     if not config.target_modules:
@@ -92,15 +150,7 @@ def recover_with_lora(
             "nothing for LoRA to adapt."
         )
     peft_model = get_peft_model(pruned, config)
-    trainer = Trainer(
-        model=peft_model,
-        args=args,
-        train_dataset=train_dataset,
-        data_collator=data_collator,
-        compute_loss_func=compute_loss_func,
-        callbacks=callbacks,
-    )
-    trainer.train()
+    trainer = _train(peft_model, args, train_dataset, data_collator, compute_loss_func, callbacks)
     merged = peft_model.merge_and_unload()
     recovery = {
         "method": "lora",

@@ -38,6 +38,7 @@ from hf_keepwhat import (
     get_mask_model,
     measure_latency,
     recover_with_lora,
+    refit_head,
     save_pruned_module,
 )
 from hf_keepwhat.tasks import (
@@ -159,6 +160,12 @@ class RunArguments:
     latency_repeats: int = field(
         default=20, metadata={"help": "Timed runs per latency measurement."}
     )
+    refit_head_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After mask training, train the head again for this many steps (at the head's learning rate) with the masks frozen, so it fits the units pruning keeps (0: none)."
+        },
+    )
     recover_lora_steps: int = field(
         default=0,
         metadata={
@@ -213,7 +220,7 @@ class Task:
             collator)`: featurized splits, `from_pretrained` kwargs (labels, vocabulary), collator.
         compute_metrics: Trainer's `compute_metrics` for the test split.
         compute_loss_func: Trainer's `compute_loss_func`, when the model's own loss is not the
-            task's (tagging: BCE); it must add `outputs.sparsity_penalty`.
+            task's (tagging: BCE); it must add `outputs.auxiliary_loss`.
         card_task: The task in words for the model card.
     """
 
@@ -456,14 +463,24 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> tuple[object, dict]:
 
 
 def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict | None:
-    """Trains the masks for one target, prunes (then recovers with LoRA when asked), evaluates,
-    saves adapter and pruned model; returns the run's row (None off the main process)."""
+    """Trains the masks for one target (then refits the head when asked), prunes (then recovers
+    with LoRA when asked), evaluates, saves adapter and pruned model; returns the run's row (None
+    off the main process)."""
     name = f"target{config.target_sparsity:.2f}"
     mm = run.train_masks(config, name)
+    row = {}
+    if run.run_args.refit_head_steps:
+        row["metrics_before_head_refit"] = run.evaluate(mm.prune(), name)
+        refit_head(
+            mm,
+            run.arguments(f"{name}/head", max_steps=run.run_args.refit_head_steps),
+            run.train,
+            data_collator=run.collator,
+            compute_loss_func=run.task.compute_loss_func,
+        )
     checksums = _gather(_mask_checksum(mm))
     pruned = mm.prune(feature_extractor=run.collator.feature_extractor)
     metrics = run.evaluate(pruned, name)
-    row = {}
     if run.run_args.recover_lora_steps:
         row["metrics_before_recovery"] = metrics
         lora_args = run.arguments(
@@ -526,6 +543,7 @@ def write_run_report(run: Run, configs, dense_figures: dict, runs: list[dict], m
         "latency_input": "one test clip of median length "
         f"({tuple(run.latency_input[input_name].shape)})",
         "mask_config": dense_config.to_dict() | {"target_sparsity": mask_args.target_sparsity},
+        "refit_head_steps": run.run_args.refit_head_steps,
         "recover_lora_steps": run.run_args.recover_lora_steps,
         "dense": dense_figures,
         "runs": runs,

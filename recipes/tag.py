@@ -17,10 +17,11 @@ ROC_AUC = load_metric("roc_auc")
 
 
 def bce_with_penalty(outputs, labels, num_items_in_batch=None):
-    """The audio classifiers' own loss is single-label cross-entropy; tagging needs BCE. The
-    sparsity penalty of a MaskModel is added here because the model computes no loss itself."""
+    """The audio classifiers' own loss is single-label cross-entropy; tagging needs BCE. What a
+    MaskModel adds to the task loss (sparsity penalty, distillation) is added here because the
+    model computes no loss itself."""
     loss = torch.nn.functional.binary_cross_entropy_with_logits(outputs.logits, labels.float())
-    return loss + getattr(outputs, "sparsity_penalty", 0.0)
+    return loss + getattr(outputs, "auxiliary_loss", 0.0)
 
 
 def compute_metrics(prediction):

@@ -101,6 +101,8 @@ BAD_CONFIGS = [
     ({"target_warmup_steps": 2.5}, ValueError, "target_warmup_steps"),
     ({"macs_input_seconds": float("inf")}, ValueError, "macs_input_seconds"),
     ({"backbone_train_mode": "yes"}, TypeError, "backbone_train_mode"),
+    ({"distill_weight": -0.5}, ValueError, "distill_weight"),
+    ({"distill_weight": "1"}, TypeError, "distill_weight"),
 ]
 
 

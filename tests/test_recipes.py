@@ -89,19 +89,24 @@ def _audiofolder(root, rows_by_split, rate=16000):
     return str(root)
 
 
-def test_tag_multilabel(tmp_path):
+def test_tag_multilabel_with_distillation_and_head_refit(tmp_path):
     tags = [["rock"], ["jazz", "vocal"], ["rock", "vocal"], ["jazz"]]
     data = _audiofolder(tmp_path / "tags", {"train": [{"tags": t} for t in tags * 3],
                                             "test": [{"tags": t} for t in tags]})  # fmt: skip
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     out = tmp_path / "out"
     args = ["--model_name_or_path", model, "--data_dir", data, "--label_column", "tags",
-            "--output_dir", str(out), *COMMON]  # fmt: skip
+            "--distill_weight", "1.0", "--refit_head_steps", "3", "--output_dir", str(out),
+            *COMMON]  # fmt: skip
     result = _recipe("tag", args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = _check_outputs(out, [0.5])
-    metrics = report["runs"][0]["metrics"]
-    assert 0 <= metrics["mean_average_precision"] <= 1 and 0 <= metrics["roc_auc"] <= 1
+    run = report["runs"][0]
+    for metrics in (run["metrics"], run["metrics_before_head_refit"]):
+        assert 0 <= metrics["mean_average_precision"] <= 1 and 0 <= metrics["roc_auc"] <= 1
+    config = json.loads((out / "target0.50" / "pruned" / "config.json").read_text())
+    assert config["keepwhat"]["head_refit"]["steps"] == 3
+    assert config["keepwhat"]["mask_config"]["distill_weight"] == 1.0
 
 
 def test_ctc(tmp_path):

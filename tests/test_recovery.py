@@ -1,12 +1,13 @@
-"""LoRA recovery (peft) of a pruned model: same class and shapes, weights changed, merged, saved
-with the record on its card, loaded back."""
+"""Recovery: the head refit with the masks frozen, and LoRA (peft) on a pruned model (same class
+and shapes, weights changed, merged, saved with the record on its card, loaded back)."""
 
+import numpy as np
 import torch
 from test_trainer import _synthetic_dataset
 from tiny_models import tiny_whisper
 from transformers import AutoModelForAudioClassification, TrainingArguments
 
-from hf_keepwhat import MaskConfig, get_mask_model, recover_with_lora
+from hf_keepwhat import MaskConfig, get_mask_model, recover_with_lora, refit_head
 from hf_keepwhat.recovery import lora_target_modules
 
 
@@ -47,3 +48,42 @@ def test_lora_recovery_trains_merges_and_records(tmp_path):
         torch.testing.assert_close(
             loaded(input_features=x).logits, recovered(input_features=x).logits
         )
+
+
+def _train_args(folder, steps: int = 4):
+    return TrainingArguments(
+        str(folder), max_steps=steps, per_device_train_batch_size=4, learning_rate=1e-2,
+        report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no",
+    )  # fmt: skip
+
+
+def test_head_refit_trains_the_head_only_and_is_recorded(tmp_path):
+    config = MaskConfig(budget_mode="lagrangian", target_sparsity=0.3, distill_weight=1.0)
+    mm = get_mask_model(tiny_whisper(), config)
+    mm.set_kept("encoder.layers.0.heads", [1, 2])
+    mm.set_kept("encoder.layers.1.ffn", [0, 4])
+    before = {k: v.clone() for k, v in nn_state(mm).items()}
+    data = _synthetic_dataset()
+    x = torch.tensor(np.stack(data["input_features"]), dtype=torch.float32)
+    labels = torch.tensor(data["labels"])
+    with torch.no_grad():
+        loss_before = mm.eval()(input_features=x, labels=labels).task_loss
+
+    assert refit_head(mm, _train_args(tmp_path / "refit", steps=30), data) is mm
+    changed = {k for k, v in nn_state(mm).items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("model.projector.", "model.classifier.")) for k in changed)
+    with torch.no_grad():
+        assert mm(input_features=x, labels=labels).task_loss < loss_before  # fitted to the units
+    assert all(p.requires_grad for p in mm.masks.parameters()) and mm.lagrange.requires_grad
+    assert mm.head_refit == {"steps": 30, "learning_rate": 1e-2}
+
+    pruned = mm.prune()
+    assert pruned.config.keepwhat["head_refit"] == {"steps": 30, "learning_rate": 1e-2}
+    pruned.save_pretrained(tmp_path / "model")
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "trained again on the kept units with the masks frozen" in card and "30 steps" in card
+
+
+def nn_state(mm) -> dict:
+    """Every tensor of the MaskModel, frozen backbone included (`state_dict` holds the adapter)."""
+    return torch.nn.Module.state_dict(mm)
