@@ -283,7 +283,10 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
             None,
         )
         if d["method"] == KEPT_UNITS_PROBE:
-            line = f"- {_settings_text(d)}: a fresh head on the units these masks kept {_test_cell(d)} (seeds {d['seeds']})"
+            line = (
+                f"- {_settings_text(d)}: a fresh head on the units these masks kept "
+                f"{_test_cell(d)} (seeds {d['seeds']})"
+            )
             masks = next(
                 (
                     m

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from test_trainer import _synthetic_dataset
 from tiny_models import tiny_wav2vec2, tiny_whisper
 from transformers import Trainer, TrainingArguments
 
@@ -94,15 +95,6 @@ def test_relative_error_is_scale_free():
     assert relative_squared_error(torch.zeros(3), torch.ones(3)).item() == pytest.approx(1.0)
 
 
-class _Batches(torch.utils.data.Dataset):
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        return {"input_features": torch.randn(16, 100, generator=g), "labels": torch.tensor(i % 3)}
-
-
 def test_trainer_trains_with_it_and_logs_it(tmp_path):
     config = MaskConfig(
         budget="macs", target_sparsity=0.4, distill_weight=1.0, mask_learning_rate=0.05
@@ -112,7 +104,10 @@ def test_trainer_trains_with_it_and_logs_it(tmp_path):
         tmp_path, max_steps=6, per_device_train_batch_size=4, logging_steps=3, report_to=[]
     )
     trainer = Trainer(
-        model=mm, args=args, train_dataset=_Batches(), callbacks=[SparsityCallback(config)]
+        model=mm,
+        args=args,
+        train_dataset=_synthetic_dataset(),
+        callbacks=[SparsityCallback(config)],
     )
     trainer.train()
     logged = [h["distillation_loss"] for h in trainer.state.log_history if "distillation_loss" in h]
