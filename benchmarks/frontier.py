@@ -60,6 +60,7 @@ from hf_keepwhat import (  # noqa: E402
     SparsityCallback,
     environment,  # noqa: E402
     get_mask_model,
+    meet_target,
 )
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
 from hf_keepwhat.files import read_json, write_json  # noqa: E402
@@ -103,6 +104,8 @@ class Point:
             the dense encoder while masks train; 0: none).
         refit_head_steps: Mask methods: steps of `refit_head` after mask training (the head
             trained again, masks frozen, at the head's rate); 0: none.
+        meet_target: Mask methods: `meet_target` after mask training (before any refit), so
+            the realised MACs are at most the target's.
     """
 
     model: str
@@ -117,10 +120,16 @@ class Point:
     mask_type: str = "straight_through"
     distill_weight: float = 0.0
     refit_head_steps: int = 0
+    meet_target: bool = False
 
     #: Fields added after runs were recorded: left out of the key at their default, so the
     #: recorded runs keep matching.
-    ADDED_LATER = {"mask_type": "straight_through", "distill_weight": 0.0, "refit_head_steps": 0}
+    ADDED_LATER = {
+        "mask_type": "straight_through",
+        "distill_weight": 0.0,
+        "refit_head_steps": 0,
+        "meet_target": False,
+    }
 
     def key(self) -> str:
         """A unique, readable name of the run (what resuming compares)."""
@@ -331,6 +340,8 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         )
         trainer.remove_callback(PrinterCallback)  # many runs at once: one line per run instead
         trainer.train()
+        if point.method in MASK_METHODS and point.meet_target:
+            meet_target(mm)
         before_refit = None
         if point.method in MASK_METHODS and point.refit_head_steps:
             before_refit = {s: accuracy(mm, *features[s], device) for s in SPLITS[1:]}
@@ -356,6 +367,8 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         }
         if before_refit is not None:
             record["accuracy_before_head_refit"] = before_refit
+        if mm.target_met is not None:
+            record["target_met"] = mm.target_met
         if point.method in MASK_METHODS and args.lora_steps and point.head in PRUNABLE_HEADS:
             lora_start = time.perf_counter()
             lora_args = training_arguments(

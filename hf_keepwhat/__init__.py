@@ -6,6 +6,7 @@ The public API is what this module exports; task recipes also use `hf_keepwhat.t
 from .baselines import set_structured_masks
 from .callbacks import SparsityCallback
 from .config import MaskConfig
+from .exact_budget import meet_target
 from .layouts import adapted_feature_extractor, get_layout, supported_model_types
 from .masks import GatedStraightThroughMask, MaskParametrization, StraightThroughMask
 from .model import MaskModel, get_mask_model
@@ -47,6 +48,7 @@ __all__ = [
     "get_mask_model",
     "load_pruned_module",
     "measure_latency",
+    "meet_target",
     "recover_with_lora",
     "refit_head",
     "save_pruned_module",

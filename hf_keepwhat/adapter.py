@@ -25,7 +25,7 @@ from .files import (
 )
 from .hub import push_folder, resolve_folder
 from .layouts import AUTO_CLASS_OF
-from .pruning import pruning_record
+from .pruning import AFTER_TRAINING, pruning_record
 
 ADAPTER_CONFIG_FILE = "keepwhat_adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "keepwhat_adapter.safetensors"
@@ -63,6 +63,7 @@ def adapter_config(mm) -> dict:
             for g in mm.unit_groups
         ],
         "base_fingerprint": base_fingerprint(mm),
+        **{k: record[k] for k in AFTER_TRAINING if k in record},
     }
 
 
@@ -160,6 +161,12 @@ def read_adapter_config(path: str) -> dict:
                 f"{path}: field {key!r} is {saved.get(key)!r}, not a {kind.__name__}; the adapter "
                 "config is corrupt or was not written by hf_keepwhat."
             )
+    for key in AFTER_TRAINING:  # optional: only adapters of masks refit or completed have them
+        if saved.get(key) is not None and not isinstance(saved[key], dict):
+            raise ValueError(
+                f"{path}: field {key!r} is {saved[key]!r}, not an object; the adapter config is "
+                "corrupt or was not written by hf_keepwhat."
+            )
     for index, group in enumerate(saved["unit_groups"]):
         if not (
             isinstance(group, dict)
@@ -218,6 +225,8 @@ def load_adapter(
                 stacklevel=3,
             )
         mm.load_state_dict(tensors, strict=True)
+        for name in AFTER_TRAINING:  # so that pruning the loaded adapter records them too
+            setattr(mm, name, saved.get(name))
     except BaseException:
         mm.unload()
         raise

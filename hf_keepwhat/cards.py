@@ -113,6 +113,36 @@ def _card_data(record: dict, template: str, pipeline_tag, model_name: str) -> Mo
     )
 
 
+def after_training_notes(record: dict) -> str:
+    """Markdown paragraphs on what was done between mask training and pruning (the budget met
+    by switching units off, the head trained again), from the record's `target_met` and
+    `head_refit`; empty when neither was done.
+
+    Args:
+        record: A pruning record or adapter config.
+    """
+    notes = []
+    met = record.get("target_met")
+    if met:
+        budget = {"macs": "MACs", "params": "parameters"}.get(
+            record["mask_config"].get("budget"), "units"
+        )
+        notes.append(
+            f"Mask training stopped at {met['realised_before']:.1%} of the backbone's {budget} "
+            f"removed, short of the {met['target']:.1%} target; the "
+            f"{met['units_switched_off']} kept units with the lowest keep probability were then "
+            f"switched off, leaving {met['realised']:.1%} removed."
+        )
+    refit = record.get("head_refit")
+    if refit:
+        notes.append(
+            "After mask training, the task head was trained again on the kept units with the "
+            f"masks frozen ({refit['steps']} steps at learning rate {refit['learning_rate']}); "
+            "the backbone weights are the base model's."
+        )
+    return "\n\n".join(notes)
+
+
 def _report_fields(record: dict) -> dict:
     """The template's figures: kept and removed parameters and MACs, metrics, per-layer table."""
     total = record["report"]["total"]
@@ -132,7 +162,7 @@ def _report_fields(record: dict) -> dict:
         ),
         "mask_config": json.dumps(record["mask_config"], indent=2, sort_keys=True),
         "recovery": record.get("recovery"),
-        "head_refit": record.get("head_refit"),
+        "after_training": after_training_notes(record),
     }
 
 
@@ -157,7 +187,7 @@ def render_card(
         template: `"pruned_model.md"` or `"mask_adapter.md"`.
         record: The artifact's record: `base_model`, `mask_config`, `report` (a sparsity report
             with `macs_input`), and optionally `card` (`dataset`, `metrics`, `license`,
-            `task_description`), `head_refit` (the head trained again with the masks frozen) and
+            `task_description`), `target_met` and `head_refit` (`after_training_notes`) and
             `recovery` (LoRA recovery applied after pruning).
         auto_class: The Auto class that loads the artifact (or its base model).
         repo_id: Where the artifact is (to be) published, for the loading snippet.

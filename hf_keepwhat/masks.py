@@ -51,7 +51,7 @@ class MaskParametrization(nn.Module):
 
     Subclasses hold the learnable parameters and implement `forward` (the mask used in the
     network's forward pass), `keep_probability` (the differentiable quantity the sparsity penalty
-    reads) and `set_kept`.
+    reads), `set_kept` and `switch_off`.
     """
 
     def __init__(self, num_units: int):
@@ -65,6 +65,9 @@ class MaskParametrization(nn.Module):
         raise NotImplementedError
 
     def set_kept(self, indices) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def switch_off(self, indices) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def kept(self) -> torch.Tensor:
@@ -143,22 +146,37 @@ class StraightThroughMask(MaskParametrization):
         # training can continue from a mask set by hand.
         return max(abs(self.init), 1.0) / self.rate
 
-    def set_kept(self, indices) -> None:
-        """Sets a hard mask: the listed units on, every other unit off.
-
-        Args:
-            indices: Iterable of unit indices to keep, each in `[0, num_units)`.
-        """
+    def _checked_index(self, indices) -> torch.Tensor:
         index = torch.as_tensor(list(indices), dtype=torch.long)
         if index.numel() and (index.min() < 0 or index.max() >= self.num_units):
             raise IndexError(
                 f"Unit indices must lie in [0, {self.num_units}); got "
                 f"min {int(index.min())}, max {int(index.max())}."
             )
+        return index
+
+    def set_kept(self, indices) -> None:
+        """Sets a hard mask: the listed units on, every other unit off.
+
+        Args:
+            indices: Iterable of unit indices to keep, each in `[0, num_units)`.
+        """
+        index = self._checked_index(indices)
         magnitude = self._hand_set_magnitude()
         with torch.no_grad():
             self.logits.fill_(-magnitude)
             self.logits[index] = magnitude
+
+    def switch_off(self, indices) -> None:
+        """Turns the listed units off, leaving every other logit as it is (so the ranking of
+        the rest survives, unlike `set_kept`).
+
+        Args:
+            indices: Iterable of unit indices, each in `[0, num_units)`.
+        """
+        index = self._checked_index(indices)
+        with torch.no_grad():
+            self.logits[index] = -self._hand_set_magnitude()
 
 
 class GatedStraightThroughMask(StraightThroughMask):

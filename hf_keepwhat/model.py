@@ -270,7 +270,10 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         self.current_target = mask_config.target_sparsity
         #: The last training batch's distillation loss (unweighted), for the logs.
         self.last_distillation_loss: float | None = None
-        #: Set by `recovery.refit_head` (steps, learning rate); recorded by `prune()`.
+        #: What was done after mask training, recorded by `prune()` and the adapter:
+        #: `exact_budget.meet_target` (units switched off to meet the target) and
+        #: `recovery.refit_head` (steps, learning rate).
+        self.target_met: dict | None = None
         self.head_refit: dict | None = None
         # Lagrange multipliers (l1, l2) of the exact budget: the quadratic one starts as the
         # paper's penalty weight, the linear one at 0 integrates the gap, so training only
@@ -390,7 +393,15 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
     def realised_sparsity(self) -> float:
         """Fraction of the budget (units, params or MACs) the hard masks remove now."""
         with torch.no_grad():
-            keep = [m.kept().float() for m in self._masks_in_order()]
+            keep = []
+            for group, mask in zip(self.unit_groups, self._masks_in_order(), strict=True):
+                kept = mask.kept().float()
+                if self.mask_config.budget != "units" and kept.sum() < group.min_kept:
+                    # Pruning keeps `min_kept` units physically (torch has no zero-channel
+                    # convolution), so they cost what the sparsity report counts; which ones
+                    # does not change the count.
+                    kept[: group.min_kept] = 1.0
+                keep.append(kept)
             return float(1.0 - self.budget.kept_fraction(keep))
 
     def distilling(self) -> bool:

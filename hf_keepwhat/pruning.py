@@ -194,6 +194,10 @@ def _own_tensors(pruned: nn.Module, source: nn.Module) -> None:
                 replace_tensor(module, name, tensor.detach().clone())
 
 
+#: `MaskModel` attributes that record what was done between mask training and pruning.
+AFTER_TRAINING = ("target_met", "head_refit")
+
+
 def pruning_record(mm, kept: KeptUnits | None = None) -> dict:
     """What pruning does: library, base model, MaskConfig and the sparsity report.
 
@@ -210,8 +214,9 @@ def pruning_record(mm, kept: KeptUnits | None = None) -> dict:
         "mask_config": mm.mask_config.to_dict(),
         "report": sparsity_report(mm, kept),
     }
-    if mm.head_refit is not None:
-        record["head_refit"] = mm.head_refit
+    for name in AFTER_TRAINING:
+        if getattr(mm, name) is not None:
+            record[name] = getattr(mm, name)
     return record
 
 

@@ -49,8 +49,10 @@ def refit_head(
     values, so the head is fitted to exactly the units pruning keeps.
 
     The backbone stays frozen (and in eval mode, as while the masks trained); the sparsity penalty
-    is then a constant and distillation is off. Prune afterwards: `mm.prune()` records the refit
-    (`config.keepwhat["head_refit"]`, shown on the model card).
+    is then a constant and distillation is off. To prune to exactly the target, call
+    `meet_target(mm)` first, so the head fits the final units. Prune afterwards: `mm.prune()` and
+    the adapter (`mm.save_pretrained`) record the refit (`config.keepwhat["head_refit"]`, shown on
+    their cards).
 
     Args:
         mm: A trained `MaskModel`.

@@ -37,6 +37,7 @@ from hf_keepwhat import (
     environment,
     get_mask_model,
     measure_latency,
+    meet_target,
     recover_with_lora,
     refit_head,
     save_pruned_module,
@@ -159,6 +160,12 @@ class RunArguments:
     )
     latency_repeats: int = field(
         default=20, metadata={"help": "Timed runs per latency measurement."}
+    )
+    meet_target: bool = field(
+        default=False,
+        metadata={
+            "help": "After mask training, if the masks remove less than the target, switch off the kept units with the lowest keep probability until they remove it (before the head refit), so the pruned model costs at most what was asked."
+        },
     )
     refit_head_steps: int = field(
         default=0,
@@ -463,11 +470,13 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> tuple[object, dict]:
 
 
 def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict | None:
-    """Trains the masks for one target (then refits the head when asked), prunes (then recovers
-    with LoRA when asked), evaluates, saves adapter and pruned model; returns the run's row (None
-    off the main process)."""
+    """Trains the masks for one target (then meets the target and refits the head when asked),
+    prunes (then recovers with LoRA when asked), evaluates, saves adapter and pruned model;
+    returns the run's row (None off the main process)."""
     name = f"target{config.target_sparsity:.2f}"
     mm = run.train_masks(config, name)
+    if run.run_args.meet_target:
+        meet_target(mm)
     row = {}
     if run.run_args.refit_head_steps:
         row["metrics_before_head_refit"] = run.evaluate(mm.prune(), name)
@@ -543,6 +552,7 @@ def write_run_report(run: Run, configs, dense_figures: dict, runs: list[dict], m
         "latency_input": "one test clip of median length "
         f"({tuple(run.latency_input[input_name].shape)})",
         "mask_config": dense_config.to_dict() | {"target_sparsity": mask_args.target_sparsity},
+        "meet_target": run.run_args.meet_target,
         "refit_head_steps": run.run_args.refit_head_steps,
         "recover_lora_steps": run.run_args.recover_lora_steps,
         "dense": dense_figures,

@@ -257,6 +257,7 @@ BAD_ADAPTER_CONFIGS = [
     ({"mask_config": {"target_sparsity": 0.5, "sparsity": 0.3}}, "sparsity"),
     ({"mask_config": {"target_sparsity": "half"}}, "target_sparsity"),
     ({"unit_groups": [{"name": 3}]}, r"unit_groups\[0\]"),
+    ({"head_refit": [30, 0.001]}, "'head_refit'"),
     ({"model_class": "Wav2Vec2ForCTC"}, "cannot be applied to a WhisperForAudioClassification"),
 ]
 

@@ -1,0 +1,85 @@
+"""Meeting the sparsity target exactly once the masks have trained.
+
+The hard-mask penalty is zero only on the target, but the task loss pulls the other way, so
+training can settle a little short of it (on GM instruments, 46-51% removed for a 50% target).
+A user who can afford N MACs needs at most N. `meet_target` switches off the kept units the
+masks were least sure of (lowest keep probability, the ranking `round_to` also uses) until the
+target is met. No library ranks our masks, hence this small search by hand.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+def _kept_by_confidence(mm) -> list[tuple[float, str, int]]:
+    """Every kept unit as (keep probability, group name, index), least sure first."""
+    candidates = []
+    for group in mm.unit_groups:
+        mask = mm.get_mask(group.name)
+        kept = mask.kept_indices()
+        probability = mask.keep_probability().detach()[kept]
+        candidates += [
+            (float(p), group.name, int(u)) for p, u in zip(probability, kept, strict=True)
+        ]
+    return sorted(candidates)
+
+
+@torch.no_grad()
+def meet_target(mm, target: float | None = None) -> float:
+    """Switches off the least sure kept units of a trained `MaskModel` until its hard masks
+    remove at least `target` of the budget; returns the realised fraction.
+
+    Does nothing when the target is already met. Otherwise the fewest units in order of keep
+    probability are switched off (the other logits are left as they are), and `mm.target_met`
+    records it; `mm.prune()` then writes it to the pruning record and the model card. The head
+    was trained with those units on: call `refit_head` afterwards to fit it to the final units.
+    `prune(round_to=...)` adds units back to round widths, so it can miss the target again.
+
+    Args:
+        mm: A trained `MaskModel`.
+        target: Fraction of `mm.mask_config.budget` to remove, in [0, 1); default the config's
+            `target_sparsity`.
+    """
+    target = mm.mask_config.target_sparsity if target is None else float(target)
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"target={target} must be a fraction to remove, in [0, 1).")
+    before = mm.realised_sparsity()
+    if before >= target:
+        return before
+    candidates = _kept_by_confidence(mm)
+    trained = copy.deepcopy(mm.masks.state_dict())
+
+    def switch_off(count: int) -> float:
+        mm.masks.load_state_dict(trained)
+        off: dict[str, set[int]] = {}
+        for _, name, unit in candidates[:count]:
+            off.setdefault(name, set()).add(unit)
+        for name, units in off.items():
+            mm.get_mask(name).switch_off(sorted(units))
+        return mm.realised_sparsity()
+
+    if switch_off(len(candidates)) < target:
+        mm.masks.load_state_dict(trained)
+        raise ValueError(
+            f"Even with every unit off, the masks remove less than target={target} of the "
+            f"{mm.mask_config.budget} budget (what no mask covers still costs); choose a lower "
+            "target."
+        )
+    short, enough = 0, len(candidates)  # switching off `enough` units meets the target
+    while enough - short > 1:
+        middle = (short + enough) // 2
+        if switch_off(middle) >= target:
+            enough = middle
+        else:
+            short = middle
+    realised = switch_off(enough)
+    mm.target_met = {
+        "target": target,
+        "realised_before": before,
+        "realised": realised,
+        "units_switched_off": enough,
+    }
+    return realised
