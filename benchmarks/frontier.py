@@ -13,7 +13,10 @@ what is trained or removed differs:
 - `drop_layers`: the top encoder layers removed, the head trained on what remains;
 - `--last_layer NAME=K` runs every method again on layers 0..K only (the paper: layers above the
   representation a task needs are dropped; choose K on the validation split);
-- LoRA recovery (`--lora_steps`, peft) after every mask run, recorded with the run.
+- LoRA recovery (`--lora_steps`, peft) after every mask run, recorded with the run;
+- `--meet_target` and `--refit_head_steps N`: the mask methods' supported finish (the target met,
+  then the head trained again with the masks frozen); their runs are keyed apart from the plain
+  masks', so both can sit in one JSON.
 
 Every run reports accuracy on the validation and test splits, realised encoder MACs and params,
 and the kept units (hex bit masks), from which `benchmarks/frontier_latency.py` rebuilds each
@@ -434,6 +437,7 @@ def plan(args, paths: dict, match_targets: dict) -> list[Point]:
     the dense methods and the 50% and matched-MACs targets (first seed, then the others), then
     the other budgets; `--diagnostics` last."""
     settings = {"steps": args.steps, "mask_learning_rate": args.mask_learning_rate}
+    after_masks = {"refit_head_steps": args.refit_head_steps, "meet_target": args.meet_target}
     points = []
     for model, path in paths.items():
         every = {*args.targets, *([match_targets[model]] if model in match_targets else [])}
@@ -443,7 +447,15 @@ def plan(args, paths: dict, match_targets: dict) -> list[Point]:
             targets = sorted(t for t in every if t > 1 - cut / full + 0.02)
             for seed in args.seeds:
                 points += [
-                    Point(model, method, t, seed, last_layer, **settings)
+                    Point(
+                        model,
+                        method,
+                        t,
+                        seed,
+                        last_layer,
+                        **settings,
+                        **(after_masks if method in MASK_METHODS else {}),
+                    )  # fmt: skip
                     for method in args.methods
                     for t in _targets_of(method, targets, path, last_layer, seed, args)
                 ]
@@ -507,6 +519,8 @@ def parse_args() -> argparse.Namespace:
     add("--learning_rate", type=float, default=1e-3, help="the head's")
     add("--mask_learning_rate", type=float, default=0.02)
     add("--finetune_lr", type=float, default=3e-5, help="the encoder's, in full_finetune")
+    add("--refit_head_steps", type=int, default=0, help="refit_head steps after mask runs")
+    add("--meet_target", action="store_true", help="meet_target after mask runs (before refit)")
     add("--lora_steps", type=int, default=500, help="LoRA recovery after mask runs; 0: none")
     add("--lora_learning_rate", type=float, default=5e-4)
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -9,7 +9,8 @@
 # Usage: benchmarks/gpu.sh [speed] [scale] [frontier]        (all when none is named)
 # Environment: OUT (results folder; default benchmarks/results), PYTHON, SPEED_SECONDS, SCALE_SECONDS,
 #   FRONTIER_MODELS ("NAME=PATH ..."), FRONTIER_DATA, MATCH_MACS_OF, LAST_LAYERS ("NAME=K ..."),
-#   FRONTIER_MINUTES (stop starting runs after this long), WORKERS.
+#   FRONTIER_MINUTES (stop starting runs after this long), WORKERS, FRONTIER_ARGS (more
+#   frontier.py options, e.g. "--meet_target --refit_head_steps 2000").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -35,7 +36,7 @@ for part in ${*:-speed scale frontier}; do
       if [ -n "${MATCH_MACS_OF:-}" ]; then args+=(--match_macs_of "$MATCH_MACS_OF"); fi
       "$PYTHON" benchmarks/frontier.py --data "${FRONTIER_DATA:?set FRONTIER_DATA}" "${args[@]}" \
         --workers "${WORKERS:-14}" --threads 1 --stop_after_minutes "${FRONTIER_MINUTES:-5}" \
-        --out "$OUT/frontier_gm.json"
+        --out "$OUT/frontier_gm.json" ${FRONTIER_ARGS:-}
       ;;
     *) echo "unknown part $part: choose from speed, scale and frontier" >&2; exit 2 ;;
   esac
