@@ -455,7 +455,7 @@ def plan(args, paths: dict, match_targets: dict) -> list[Point]:
                         last_layer,
                         **settings,
                         **(after_masks if method in MASK_METHODS else {}),
-                    )  # fmt: skip
+                    )
                     for method in args.methods
                     for t in _targets_of(method, targets, path, last_layer, seed, args)
                 ]

@@ -391,18 +391,11 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         return self.budget.penalty(keep, self.current_target, weight, self.lagrange_multipliers())
 
     def realised_sparsity(self) -> float:
-        """Fraction of the budget (units, params or MACs) the hard masks remove now."""
+        """Fraction of the budget (units, params or MACs) the hard masks remove now, counted as
+        pruning will (what the sparsity report says)."""
         with torch.no_grad():
-            keep = []
-            for group, mask in zip(self.unit_groups, self._masks_in_order(), strict=True):
-                kept = mask.kept().float()
-                if self.mask_config.budget != "units" and kept.sum() < group.min_kept:
-                    # Pruning keeps `min_kept` units physically (torch has no zero-channel
-                    # convolution), so they cost what the sparsity report counts; which ones
-                    # does not change the count.
-                    kept[: group.min_kept] = 1.0
-                keep.append(kept)
-            return float(1.0 - self.budget.kept_fraction(keep))
+            kept = [m.kept() for m in self._masks_in_order()]
+            return float(1.0 - self.budget.realised_kept_fraction(kept))
 
     def distilling(self) -> bool:
         """Whether `forward` adds the distillation term now: `distill_weight > 0`, in training

@@ -226,6 +226,22 @@ class Budget:
             return sum(fractions) / len(fractions)
         return self.costs.remaining(fractions, self.kind) / self.costs.totals[self.kind]
 
+    def realised_kept_fraction(self, kept: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Fraction of the budget the hard masks keep once pruned: like `kept_fraction`, but a
+        group counts at least its `min_kept` units, which pruning keeps physically (as
+        `CostModel.report` counts them). No host sync: it runs on every forward.
+
+        Args:
+            kept: One boolean tensor per group: which units the hard mask keeps.
+        """
+        if self.kind == "units":  # the paper's measure counts the masks themselves
+            return self.kept_fraction([k.float() for k in kept])
+        fractions = [
+            k.float().sum().clamp(min=g.min_kept) / k.numel()
+            for g, k in zip(self.costs.groups, kept, strict=True)
+        ]
+        return self.costs.remaining(fractions, self.kind) / self.costs.totals[self.kind]
+
     def max_removed_fraction(self) -> float:
         """The largest fraction of the budget that removing every masked unit can reach."""
         if self.kind == "units":
