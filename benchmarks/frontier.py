@@ -108,7 +108,8 @@ class Point:
         refit_head_steps: Mask methods: steps of `refit_head` after mask training (the head
             trained again, masks frozen, at the head's rate); 0: none.
         meet_target: Mask methods: `meet_target` after mask training (before any refit), so
-            the realised MACs are at most the target's.
+            the realised MACs are at most the target's: True (its default selection) or a
+            selection's name (`exact_budget.SELECTIONS`).
     """
 
     model: str
@@ -123,7 +124,7 @@ class Point:
     mask_type: str = "straight_through"
     distill_weight: float = 0.0
     refit_head_steps: int = 0
-    meet_target: bool = False
+    meet_target: bool | str = False
 
     #: Fields added after runs were recorded: left out of the key at their default, so the
     #: recorded runs keep matching.
@@ -344,7 +345,8 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         trainer.remove_callback(PrinterCallback)  # many runs at once: one line per run instead
         trainer.train()
         if point.method in MASK_METHODS and point.meet_target:
-            meet_target(mm)
+            selection = point.meet_target if isinstance(point.meet_target, str) else "least_sure"
+            meet_target(mm, selection=selection)
         before_refit = None
         if point.method in MASK_METHODS and point.refit_head_steps:
             before_refit = {s: accuracy(mm, *features[s], device) for s in SPLITS[1:]}

@@ -2,7 +2,8 @@
 units its JSON records: speed depends only on the shapes, so the pruned model is rebuilt from the
 base weights and the recorded masks, pruned, and timed against the dense model of the same base
 in the same run, on the same input (the 1 s window), at batch 1 and 8, the two timed in
-alternation. Runs already in `--out` (same machine and threads) are not timed again.
+alternation. Runs already in `--out` (same machine and threads) are not timed again; `--where`
+times a subset (e.g. `--where meet_target=true`: the supported finish).
 
     python benchmarks/frontier_latency.py --frontier benchmarks/results/frontier_gm.json \\
         --model whisper-tiny.en=$KEEPWHAT_WHISPER_TINY --model whisper-base=$KEEPWHAT_WHISPER_BASE
@@ -11,6 +12,7 @@ alternation. Runs already in `--out` (same machine and threads) are not timed ag
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 
@@ -46,7 +48,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="benchmarks/results/frontier_gm_latency.json")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        help="FIELD=JSON: time only the runs with this field value, e.g. meet_target=true",
+    )
     args = parser.parse_args()
+    where = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.where)}
     hf_logging.set_verbosity_error()
     paths = dict(item.split("=", 1) for item in args.model)
     frontier = read_json(args.frontier)
@@ -62,7 +71,8 @@ def main() -> None:
             r
             for r in frontier["runs"]
             if r["model"] == name and "error" not in r and r["key"] not in rows
-        ]
+            and all(r.get(k) == v for k, v in where.items())
+        ]  # fmt: skip
         dense = rebuild({"model": name, "method": "linear_probe", "target": 0.0, "seed": 0},
                         path, window, num_labels)  # fmt: skip
         for run in runs:

@@ -87,12 +87,23 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
                                        r["steps"], r["head"], r["mask_learning_rate"]))  # fmt: skip
 
 
+def _selection(row) -> str:
+    """How `meet_target` chose the units it switched off ("-" when it was not run)."""
+    if not row["meet_target"]:
+        return "-"
+    return "least_sure" if row["meet_target"] is True else row["meet_target"]
+
+
 def _label(row) -> str:
     layers = "" if row["last_layer"] is None else f", layers 0-{row['last_layer']}"
     return f"{row['model']}{layers}: {row['method']}"
 
 
+#: The plot's name for the supported finish (`finished`).
+FINISHED = "mask_macs, target met + head refit"
+
 COLORS = {
+    FINISHED: "tab:purple",
     "mask_macs": "tab:blue",
     "mask_lagrangian": "tab:cyan",
     "random": "tab:gray",
@@ -173,7 +184,7 @@ def _head_trained_again(diagnostics, mask, reference, probes=()) -> str:
         if d["method"] == KEPT_UNITS_PROBE:
             what = "a fresh head on their kept units"
         elif d["method"] == "mask_macs" and d["refit_head_steps"]:
-            met = ", the target met (`meet_target`)" if d["meet_target"] else ""
+            met = f", the target met (`meet_target`, {_selection(d)})" if d["meet_target"] else ""
             what = (
                 f"masks trained the same way{met}, then `refit_head` ({d['refit_head_steps']} "
                 "steps)"
@@ -270,6 +281,92 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
     return out
 
 
+def finished(diagnostics) -> list[dict]:
+    """The supported finish at each budget: the grid's `mask_macs` settings, then `meet_target`,
+    then `refit_head` (all layers)."""
+    return [
+        d
+        for d in diagnostics
+        if d["method"] == "mask_macs"
+        and d["last_layer"] is None
+        and d["meet_target"]
+        and d["refit_head_steps"]
+        and _grid({**d, "meet_target": False, "refit_head_steps": 0})
+    ]
+
+
+def _reference_model(frontier, rows, d) -> str:
+    """The model whose dense probe `d` is judged against: the smaller model's at the
+    matched-MACs target, its own otherwise."""
+    if abs(d["target"] - frontier.get("match_targets", {}).get(d["model"], -1)) < 1e-9:
+        return next((r["model"] for r in rows if r["model"] != d["model"]), d["model"])
+    return d["model"]
+
+
+def _versus(row, reference) -> str:
+    if reference is None:
+        return "-"
+    seeds = "" if reference["seeds"] == row["seeds"] else f", seeds {reference['seeds']}"
+    return f"{reference['test']:.3f} ({100 * (row['test'] - reference['test']):+.1f}{seeds})"
+
+
+def finished_table(frontier, rows, diagnostics, latency=None) -> list[str]:
+    """Each finished point against the dense probe (its own model's; the smaller model's at the
+    matched-MACs target) trained as many steps as the masks and as many in all, the grid's masks
+    at the target, and the structured baselines: random and magnitude at the target, and the
+    dropped layers nearest in MACs, trained as many steps in all when that run exists."""
+    lines = [
+        "The supported finish at every budget (`--meet_target --refit_head_steps 2000`): the "
+        "grid's masks, the target met (units switched off: `meet_target`'s selection), then the "
+        "head trained again for 2000 steps, so 4000 head steps in all. Each cell: test accuracy (points of the finish above it). Random and "
+        "magnitude pruning trained their heads 2000 steps; the dropped layers (the count nearest "
+        "in MACs, within 10 points) as many steps in all as the finish where that run exists "
+        "(the cell says).",
+        "",
+        "| model | target | units switched off | seeds | MACs removed | test | before refit "
+        "| refit without meet_target | grid masks | probe of "
+        "| probe, 2000 steps | probe, steps in all | random | magnitude "
+        "| top layers dropped (n, MACs removed, head steps) | CPU speedup b1 | b8 |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for f in finished(diagnostics):
+        reference = _reference_model(frontier, rows, f)
+        as_long = f["steps"] + f["refit_head_steps"]
+        drops = [
+            r for r in rows + diagnostics if r["method"] == "drop_layers"
+            and r["model"] == f["model"] and r["last_layer"] is None and r["head"] == f["head"]
+        ]  # fmt: skip
+        as_long_drops = [r for r in drops if r["steps"] == as_long]  # an equal head, when run
+        drop = min(
+            as_long_drops or [r for r in drops if r["steps"] == f["steps"]],
+            key=lambda r: abs(r["removed"] - f["removed"]),
+            default=None,
+        )
+        if drop is not None and abs(drop["removed"] - f["removed"]) > 0.1:
+            drop = None  # too far in MACs to compare
+        refit_alone = next(
+            (d for d in diagnostics if _same_settings(d, {**f, "meet_target": False})), None
+        )
+        drop_cell = (
+            "-"
+            if drop is None
+            else f"{drop['target']:g}, {drop['removed']:.1%}, {drop['steps']} steps: "
+        )
+        low, high = f["removed_range"]
+        lines.append(
+            f"| {f['model']} | {f['target']:g} | {_selection(f)} | {f['seeds']} "
+            f"| {low:.1%}-{high:.1%} "
+            f"| {_test_cell(f)} | {f['before_refit']:.3f} | {_versus(f, refit_alone)} "
+            f"| {_versus(f, _find(rows, f['model'], 'mask_macs', f['target']))} | {reference} "
+            f"| {_versus(f, _probe(rows, reference, f['steps'], f['head']))} "
+            f"| {_versus(f, _probe(rows + diagnostics, reference, as_long, f['head']))} "
+            f"| {_versus(f, _find(rows, f['model'], 'random', f['target']))} "
+            f"| {_versus(f, _find(rows, f['model'], 'magnitude', f['target']))} "
+            f"| {drop_cell}{_versus(f, drop) if drop else ''} | {_speedups(f, latency)} |"
+        )
+    return lines + [""]
+
+
 def _same_settings(a, b) -> bool:
     return all(a[k] == b[k] for k in ("model", "last_layer", *SETTINGS)) and (
         abs(a["target"] - b["target"]) < 1e-9
@@ -278,7 +375,7 @@ def _same_settings(a, b) -> bool:
 
 def _settings_text(d) -> str:
     low, high = d["removed_range"]
-    met = ", target met by `meet_target`" if d["meet_target"] else ""
+    met = f", target met by `meet_target` ({_selection(d)})" if d["meet_target"] else ""
     return (
         f"{d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
         f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {d['mask_type']} "
@@ -293,16 +390,10 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
     the matched-MACs target) and against the grid's masks; each fresh head on masks' kept units
     against those masks' own head."""
     out = []
-    matched = frontier.get("match_targets", {})
     for d in diagnostics:
         if d["method"] not in ("mask_macs", KEPT_UNITS_PROBE):
             continue
-        is_matched = abs(d["target"] - matched.get(d["model"], -1)) < 1e-9
-        reference = (
-            next((r["model"] for r in rows if r["model"] != d["model"]), None)
-            if is_matched
-            else d["model"]
-        )
+        reference = _reference_model(frontier, rows, d)
         steps = d["steps"] + d["refit_head_steps"]
         probe = _probe(rows + diagnostics, reference, steps, d["head"])
         if d["method"] == KEPT_UNITS_PROBE:
@@ -374,7 +465,11 @@ def _latency_machine(latency) -> str:
 def frontier_section(frontier, latency=None) -> list[str]:
     """The Markdown section (and the plot next to the JSON)."""
     rows = aggregate(frontier["runs"])
-    plot(rows, "benchmarks/results/frontier_gm.png")
+    diagnostics = aggregate(frontier["runs"], grid=False)
+    plot(
+        rows + [{**f, "method": FINISHED, "lora": None} for f in finished(diagnostics)],
+        "benchmarks/results/frontier_gm.png",
+    )
     machines = sorted({r["environment"].get("cuda") or "CPU" for r in frontier["runs"]})
     lines = [
         "### Accuracy against encoder MACs on GM instrument families: `benchmarks/frontier.py`",
@@ -392,8 +487,9 @@ def frontier_section(frontier, latency=None) -> list[str]:
             else "(not measured yet)."
         ),
         "",
-        *findings(frontier, rows, aggregate(frontier["runs"], grid=False)),
+        *findings(frontier, rows, diagnostics),
         "",
+        *(finished_table(frontier, rows, diagnostics, latency) if finished(diagnostics) else []),
         "| model | layers | method | target | seeds | MACs removed | encoder MACs (M) "
         "| validation | test | test + LoRA | CPU speedup b1 | b8 |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -405,7 +501,6 @@ def frontier_section(frontier, latency=None) -> list[str]:
             f"| {r['removed']:.1%} | {r['macs'] / 1e6:.1f} | {r['validation']:.3f} "
             f"| {_test_cell(r)} | {_lora_cell(r)} | {_speedups(r, latency)} |"
         )
-    diagnostics = aggregate(frontier["runs"], grid=False)
     if diagnostics:
         lines += [
             "",
@@ -415,7 +510,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
             *diagnostic_findings(frontier, rows, diagnostics),
             "",
             "| model | method | target | steps | head | mask lr | warm-up | mask type "
-            "| distillation | target met | head refit | seeds | MACs removed | validation | test "
+            "| distillation | target met by | head refit | seeds | MACs removed | validation | test "
             "| test before refit | + LoRA |",
             "|---|---|---:|---:|---|---:|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|",
         ]
@@ -423,7 +518,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
             lines.append(
                 f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
                 f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['mask_type']} "
-                f"| {r['distill_weight']:g} | {'yes' if r['meet_target'] else 'no'} "
+                f"| {r['distill_weight']:g} | {_selection(r)} "
                 f"| {r['refit_head_steps']} | {r['seeds']} "
                 f"| {r['removed']:.1%} | {r['validation']:.3f} | {_test_cell(r)} "
                 f"| {'-' if r['before_refit'] is None else format(r['before_refit'], '.3f')} "

@@ -127,11 +127,17 @@ def after_training_notes(record: dict) -> str:
         budget = {"macs": "MACs", "params": "parameters"}.get(
             record["mask_config"].get("budget"), "units"
         )
+        which = (
+            "with the lowest keep probability among those no costlier than the shortfall (then "
+            "the others)"
+            if met.get("selection") == "fit_the_gap"
+            else "with the lowest keep probability"
+        )
         notes.append(
             f"Mask training stopped at {met['realised_before']:.1%} of the backbone's {budget} "
             f"removed, short of the {met['target']:.1%} target; the "
-            f"{met['units_switched_off']} kept units with the lowest keep probability were then "
-            f"switched off, leaving {met['realised']:.1%} removed."
+            f"{met['units_switched_off']} kept units {which} were then switched off, leaving "
+            f"{met['realised']:.1%} removed."
         )
     refit = record.get("head_refit")
     if refit:

@@ -230,6 +230,8 @@ def prune(mm, feature_extractor=None, round_to: int | None = None) -> nn.Module:
         round_to: Keep a multiple of this many channels per group (`rounded_kept_units`).
     """
     kept = rounded_kept_units(mm, round_to) if round_to else mm.kept_units()
+    if round_to and mm.target_met is not None:
+        _warn_if_rounding_missed_target(mm, kept, round_to)
     pruned, manifest = pruned_copy(mm, kept)
     record = pruning_record(mm, kept)
     if not mm.is_transformers_model:
@@ -241,6 +243,23 @@ def prune(mm, feature_extractor=None, round_to: int | None = None) -> nn.Module:
         param.requires_grad_(mm.original_requires_grad.get(name, True))
     pruned.keepwhat_feature_extractor = _feature_extractor(mm, feature_extractor)
     return pruned
+
+
+def _warn_if_rounding_missed_target(mm, kept: KeptUnits, round_to: int) -> None:
+    """`meet_target` met the target with the masks' own units, the fewest it could switch off;
+    rounding widths up adds units back, so the pruned model can cost more than the target."""
+    removed = 1.0 - float(mm.budget.realised_kept_fraction(kept.as_bools(mm.unit_groups)))
+    target = mm.target_met["target"]
+    if removed < target:
+        logger.warning(
+            "round_to=%d added units back: the pruned model removes %.4f of the %s budget, less "
+            "than the target %.4f that meet_target met. Call meet_target(mm, target) with a "
+            "higher target before pruning, or prune without round_to.",
+            round_to,
+            removed,
+            mm.mask_config.budget,
+            target,
+        )
 
 
 def _feature_extractor(mm, given):

@@ -152,10 +152,6 @@ class CostModel:
         """
         return self.unmasked[key] + sum(_term_kept(t, fractions, key) for t in self.terms)
 
-    def max_removed_fraction(self, key: str) -> float:
-        """The largest fraction of `key` that removing every masked unit can reach."""
-        return 1.0 - self.unmasked[key] / self.totals[key]
-
     def report(self, kept: Sequence[torch.Tensor]) -> dict:
         """Realised kept/removed units, parameters and MACs, per group and in total.
 
@@ -243,10 +239,11 @@ class Budget:
         return self.costs.remaining(fractions, self.kind) / self.costs.totals[self.kind]
 
     def max_removed_fraction(self) -> float:
-        """The largest fraction of the budget that removing every masked unit can reach."""
-        if self.kind == "units":
-            return 1.0
-        return self.costs.max_removed_fraction(self.kind)
+        """The largest fraction of the budget that pruning every masked unit can reach (the
+        units a group must keep, `min_kept`, still cost), so that `meet_target` can reach every
+        target this allows."""
+        nothing_kept = [torch.zeros(g.num_units, dtype=torch.bool) for g in self.costs.groups]
+        return 1.0 - float(self.realised_kept_fraction(nothing_kept))
 
     def penalty(
         self,

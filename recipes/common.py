@@ -42,6 +42,7 @@ from hf_keepwhat import (
     refit_head,
     save_pruned_module,
 )
+from hf_keepwhat.exact_budget import SELECTIONS
 from hf_keepwhat.tasks import (
     AudioCollator,
     AudioDataError,
@@ -164,7 +165,14 @@ class RunArguments:
     meet_target: bool = field(
         default=False,
         metadata={
-            "help": "After mask training, if the masks remove less than the target, switch off the kept units with the lowest keep probability until they remove it (before the head refit), so the pruned model costs at most what was asked."
+            "help": "After mask training, if the masks remove less than the target, switch off kept units (see --meet_target_selection) until they remove it (before the head refit), so the pruned model costs at most what was asked. It can cost accuracy: see the README's Exact budget."
+        },
+    )
+    meet_target_selection: str = field(
+        default="least_sure",
+        metadata={
+            "help": "Which units --meet_target switches off: least_sure (lowest keep probability, whatever their cost) or fit_the_gap (first the least sure units no costlier than the shortfall).",
+            "choices": list(SELECTIONS),
         },
     )
     refit_head_steps: int = field(
@@ -476,7 +484,7 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
     name = f"target{config.target_sparsity:.2f}"
     mm = run.train_masks(config, name)
     if run.run_args.meet_target:
-        meet_target(mm)
+        meet_target(mm, selection=run.run_args.meet_target_selection)
     row = {}
     if run.run_args.refit_head_steps:
         row["metrics_before_head_refit"] = run.evaluate(mm.prune(), name)
@@ -553,6 +561,7 @@ def write_run_report(run: Run, configs, dense_figures: dict, runs: list[dict], m
         f"({tuple(run.latency_input[input_name].shape)})",
         "mask_config": dense_config.to_dict() | {"target_sparsity": mask_args.target_sparsity},
         "meet_target": run.run_args.meet_target,
+        "meet_target_selection": run.run_args.meet_target_selection,
         "refit_head_steps": run.run_args.refit_head_steps,
         "recover_lora_steps": run.run_args.recover_lora_steps,
         "dense": dense_figures,

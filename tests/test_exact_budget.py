@@ -8,6 +8,7 @@ import torch
 from tiny_models import tiny_whisper
 
 from hf_keepwhat import MaskConfig, MaskModel, get_mask_model, meet_target
+from hf_keepwhat.cards import after_training_notes
 
 
 def _trained_like(mask_type: str = "straight_through", target: float = 0.5, **config):
@@ -115,3 +116,57 @@ def test_realised_sparsity_counts_the_units_pruning_must_keep(budget):
     assert next(g for g in mm.unit_groups if g.name == "encoder.conv1.channels").min_kept == 1
     removed = mm.sparsity_report()["total"][f"{budget}_removed_fraction"]
     assert mm.realised_sparsity() == pytest.approx(removed, abs=1e-6)
+
+
+@pytest.mark.parametrize("budget", ["params", "macs"])
+def test_the_reachable_target_counts_the_units_pruning_must_keep(budget):
+    # So that every target `get_mask_model` accepts is one `meet_target` can meet.
+    mm = get_mask_model(tiny_whisper(), MaskConfig(budget=budget))
+    for group in mm.unit_groups:
+        mm.set_kept(group.name, [])
+    assert mm.budget.max_removed_fraction() == pytest.approx(mm.realised_sparsity(), abs=1e-6)
+
+
+def test_rounding_widths_after_meet_target_warns_when_it_misses_the_target(caplog):
+    _, mm = _trained_like()
+    meet_target(mm)
+    with caplog.at_level("WARNING", logger="hf_keepwhat.pruning"):
+        exact = mm.prune()
+        assert "added units back" not in caplog.text
+        rounded = mm.prune(round_to=16)  # FFNs of 48 neurons: 16, 32 or 48 kept
+    removed = [
+        p.config.keepwhat["report"]["total"]["macs_removed_fraction"] for p in (exact, rounded)
+    ]
+    assert removed[0] >= 0.5 > removed[1]
+    assert "round_to=16 added units back" in caplog.text
+
+
+def test_fit_the_gap_covers_a_small_shortfall_without_a_costly_unit():
+    # The least sure unit is a whole head, worth far more than what is missing: "least_sure"
+    # switches it off, "fit_the_gap" covers the shortfall with FFN neurons instead.
+    _, mm = _trained_like()
+    heads = next(g for g in mm.unit_groups if g.kind == "heads")
+    with torch.no_grad():
+        for mask in mm.masks.values():
+            mask.logits.copy_(torch.linspace(4.0, 5.0, mask.num_units))  # every unit kept
+        mm.get_mask(heads.name).logits[0] = 0.1  # the least sure unit of all
+    neuron = mm.realised_sparsity()
+    ffn = next(g for g in mm.unit_groups if g.kind == "ffn")
+    mm.set_kept(ffn.name, mm.kept_units()[ffn.name][1:])
+    neuron = mm.realised_sparsity() - neuron  # what one FFN neuron frees
+    mm.set_kept(ffn.name, list(range(ffn.num_units)))
+    target = mm.realised_sparsity() + 2.5 * neuron  # three neurons' worth, far less than a head
+    state = copy.deepcopy(mm.masks.state_dict())
+
+    meet_target(mm, target, selection="least_sure")
+    assert 0 not in mm.kept_units()[heads.name].tolist()
+    assert mm.target_met["units_switched_off"] == 1 and mm.target_met["selection"] == "least_sure"
+
+    mm.masks.load_state_dict(state)
+    realised = meet_target(mm, target, selection="fit_the_gap")
+    assert 0 in mm.kept_units()[heads.name].tolist()  # the head stays
+    assert target <= realised < target + neuron * 1.01  # no more than one neuron's overshoot
+    assert mm.target_met["units_switched_off"] == 3 and mm.target_met["selection"] == "fit_the_gap"
+    assert "no costlier than the shortfall" in after_training_notes(mm.prune().config.keepwhat)
+    with pytest.raises(ValueError, match="selection='cheapest' must be one of"):
+        meet_target(mm, 0.9, selection="cheapest")

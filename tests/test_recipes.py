@@ -96,7 +96,8 @@ def test_tag_multilabel_with_distillation_meet_target_and_head_refit(tmp_path):
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     out = tmp_path / "out"
     args = ["--model_name_or_path", model, "--data_dir", data, "--label_column", "tags",
-            "--distill_weight", "1.0", "--meet_target", "--refit_head_steps", "3",
+            "--distill_weight", "1.0", "--meet_target", "--meet_target_selection", "fit_the_gap",
+            "--refit_head_steps", "3",
             "--output_dir", str(out), *COMMON,
             "--mask_learning_rate", "0.01"]  # fmt: skip
     result = _recipe("tag", args, tmp_path)
@@ -110,6 +111,7 @@ def test_tag_multilabel_with_distillation_meet_target_and_head_refit(tmp_path):
     assert config["keepwhat"]["mask_config"]["distill_weight"] == 1.0
     met = config["keepwhat"]["target_met"]  # masks this slow cannot reach 50% in 6 steps
     assert met["realised_before"] < 0.5 <= met["realised"] and report["meet_target"] is True
+    assert met["selection"] == report["meet_target_selection"] == "fit_the_gap"
     total = config["keepwhat"]["report"]["total"]
     assert total[f"{config['keepwhat']['mask_config']['budget']}_removed_fraction"] >= 0.5
 
