@@ -99,11 +99,12 @@ def _label(row) -> str:
     return f"{row['model']}{layers}: {row['method']}"
 
 
-#: The plot's name for the supported finish (`finished`).
-FINISHED = "mask_macs, target met + head refit"
+#: The plot's name for the supported finish (`finished`), by `meet_target`'s selection.
+FINISHED = "mask_macs, target met ({}) + head refit"
 
 COLORS = {
-    FINISHED: "tab:purple",
+    FINISHED.format("least_sure"): "tab:purple",
+    FINISHED.format("fit_the_gap"): "tab:pink",
     "mask_macs": "tab:blue",
     "mask_lagrangian": "tab:cyan",
     "random": "tab:gray",
@@ -467,7 +468,11 @@ def frontier_section(frontier, latency=None) -> list[str]:
     rows = aggregate(frontier["runs"])
     diagnostics = aggregate(frontier["runs"], grid=False)
     plot(
-        rows + [{**f, "method": FINISHED, "lora": None} for f in finished(diagnostics)],
+        rows
+        + [
+            {**f, "method": FINISHED.format(_selection(f)), "lora": None}
+            for f in finished(diagnostics)
+        ],
         "benchmarks/results/frontier_gm.png",
     )
     machines = sorted({r["environment"].get("cuda") or "CPU" for r in frontier["runs"]})
