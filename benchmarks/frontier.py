@@ -14,9 +14,10 @@ what is trained or removed differs:
 - `--last_layer NAME=K` runs every method again on layers 0..K only (the paper: layers above the
   representation a task needs are dropped; choose K on the validation split);
 - LoRA recovery (`--lora_steps`, peft) after every mask run, recorded with the run;
-- `--meet_target` and `--refit_head_steps N`: the mask methods' supported finish (the target met,
-  then the head trained again with the masks frozen); their runs are keyed apart from the plain
-  masks', so both can sit in one JSON.
+- `--train_to_target_steps N`, `--meet_target` and `--refit_head_steps N`: the mask methods'
+  finish (the target reached by training on, or met by switching units off, then the head trained
+  again with the masks frozen); their runs are keyed apart from the plain masks', so both can sit
+  in one JSON.
 
 Every run reports accuracy on the validation and test splits, realised encoder MACs and params,
 and the kept units (hex bit masks), from which `benchmarks/frontier_latency.py` rebuilds each
@@ -64,6 +65,7 @@ from hf_keepwhat import (  # noqa: E402
     environment,  # noqa: E402
     get_mask_model,
     meet_target,
+    train_to_target,
 )
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
 from hf_keepwhat.files import read_json, write_json  # noqa: E402
@@ -125,6 +127,8 @@ class Point:
     distill_weight: float = 0.0
     refit_head_steps: int = 0
     meet_target: bool | str = False
+    meet_target_kinds: str = ""
+    train_to_target_steps: int = 0
 
     #: Fields added after runs were recorded: left out of the key at their default, so the
     #: recorded runs keep matching.
@@ -133,6 +137,8 @@ class Point:
         "distill_weight": 0.0,
         "refit_head_steps": 0,
         "meet_target": False,
+        "meet_target_kinds": "",
+        "train_to_target_steps": 0,
     }
 
     def key(self) -> str:
@@ -344,9 +350,15 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         )
         trainer.remove_callback(PrinterCallback)  # many runs at once: one line per run instead
         trainer.train()
+        if point.method in MASK_METHODS and point.train_to_target_steps:
+            round_args = training_arguments(
+                point, args, work_dir, point.train_to_target_steps, args.learning_rate
+            )
+            train_to_target(mm, round_args, Features(*features["train"]))
         if point.method in MASK_METHODS and point.meet_target:
             selection = point.meet_target if isinstance(point.meet_target, str) else "least_sure"
-            meet_target(mm, selection=selection)
+            kinds = point.meet_target_kinds.split(",") if point.meet_target_kinds else None
+            meet_target(mm, selection=selection, unit_kinds=kinds)
         before_refit = None
         if point.method in MASK_METHODS and point.refit_head_steps:
             before_refit = {s: accuracy(mm, *features[s], device) for s in SPLITS[1:]}
@@ -372,8 +384,9 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         }
         if before_refit is not None:
             record["accuracy_before_head_refit"] = before_refit
-        if mm.target_met is not None:
-            record["target_met"] = mm.target_met
+        for done in ("target_trained", "target_met"):
+            if getattr(mm, done) is not None:
+                record[done] = getattr(mm, done)
         if point.method in MASK_METHODS and args.lora_steps and point.head in PRUNABLE_HEADS:
             lora_start = time.perf_counter()
             lora_args = training_arguments(
@@ -439,7 +452,11 @@ def plan(args, paths: dict, match_targets: dict) -> list[Point]:
     the dense methods and the 50% and matched-MACs targets (first seed, then the others), then
     the other budgets; `--diagnostics` last."""
     settings = {"steps": args.steps, "mask_learning_rate": args.mask_learning_rate}
-    after_masks = {"refit_head_steps": args.refit_head_steps, "meet_target": args.meet_target}
+    after_masks = {
+        "refit_head_steps": args.refit_head_steps,
+        "meet_target": args.meet_target,
+        "train_to_target_steps": args.train_to_target_steps,
+    }
     points = []
     for model, path in paths.items():
         every = {*args.targets, *([match_targets[model]] if model in match_targets else [])}
@@ -509,7 +526,13 @@ def parse_args() -> argparse.Namespace:
         default=[],
         help="NAME=K: also run every method on layers 0..K (K chosen on the validation split)",
     )
-    add("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    add(
+        "--methods",
+        nargs="*",
+        default=list(ALL_METHODS),
+        choices=ALL_METHODS,
+        help="the grid's methods; none: only --diagnostics",
+    )
     add("--targets", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9])
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of mask_macs")
     add("--baseline_seeds", type=int, nargs="+", default=[0], help="seeds of the other methods")
@@ -523,6 +546,12 @@ def parse_args() -> argparse.Namespace:
     add("--finetune_lr", type=float, default=3e-5, help="the encoder's, in full_finetune")
     add("--refit_head_steps", type=int, default=0, help="refit_head steps after mask runs")
     add("--meet_target", action="store_true", help="meet_target after mask runs (before refit)")
+    add(
+        "--train_to_target_steps",
+        type=int,
+        default=0,
+        help="train_to_target rounds of N steps after mask runs (before meet_target); 0: none",
+    )
     add("--lora_steps", type=int, default=500, help="LoRA recovery after mask runs; 0: none")
     add("--lora_learning_rate", type=float, default=5e-4)
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -18,7 +18,13 @@ GRID = {
     "distill_weight": 0.0,
     "refit_head_steps": 0,
     "meet_target": False,
+    "meet_target_kinds": "",
+    "train_to_target_steps": 0,
 }
+#: `frontier.Point` fields added after runs were recorded, at their defaults (older runs lack them).
+ADDED_LATER = {"meet_target_kinds": "", "train_to_target_steps": 0}
+#: The grid's masks with nothing done after training (what a finish starts from).
+NOTHING_AFTER = {"refit_head_steps": 0, "meet_target": False, **ADDED_LATER}
 MASKS = ("mask_macs", "mask_lagrangian")
 STRUCTURED = ("random", "magnitude", "drop_layers")
 KEPT_UNITS_PROBE = "mask_units_probe"  # diagnostics only: a fresh head on masks' kept units
@@ -45,6 +51,8 @@ SETTINGS = (
     "distill_weight",
     "refit_head_steps",
     "meet_target",
+    "meet_target_kinds",
+    "train_to_target_steps",
 )
 
 
@@ -52,7 +60,7 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
     """Runs grouped by (model, layers, method, target, settings), with seed statistics: the
     grid's runs (`grid=True`) or the diagnostics (runs with other settings)."""
     groups = defaultdict(list)
-    for r in runs:
+    for r in ({**ADDED_LATER, **run} for run in runs):
         if "error" not in r and _grid(r) == grid:
             key = (r["model"], r["last_layer"], r["method"], r["target"])
             groups[key + tuple(r[s] for s in SETTINGS)].append(r)
@@ -78,6 +86,7 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
                 "validation": statistics.mean(r["accuracy"]["validation"] for r in members),
                 "test": test,
                 "test_std": test_std,
+                "test_by_seed": {r["seed"]: r["accuracy"]["test"] for r in members},
                 "lora": statistics.mean(lora) if lora else None,
                 "before_refit": statistics.mean(unrefit) if unrefit else None,
                 "keys": [r["key"] for r in members],
@@ -87,11 +96,17 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
                                        r["steps"], r["head"], r["mask_learning_rate"]))  # fmt: skip
 
 
-def _selection(row) -> str:
-    """How `meet_target` chose the units it switched off ("-" when it was not run)."""
-    if not row["meet_target"]:
-        return "-"
-    return "least_sure" if row["meet_target"] is True else row["meet_target"]
+def _reached_by(row) -> str:
+    """How the target was reached after mask training: rounds of `train_to_target`, then
+    `meet_target`'s selection (and the unit kinds it could switch off); "-" when neither ran."""
+    steps = []
+    if row["train_to_target_steps"]:
+        steps.append(f"`train_to_target` ({row['train_to_target_steps']}-step rounds)")
+    if row["meet_target"]:
+        selection = "least_sure" if row["meet_target"] is True else row["meet_target"]
+        kinds = row["meet_target_kinds"]
+        steps.append(f"`meet_target` ({selection}{f', {kinds} only' if kinds else ''})")
+    return " + ".join(steps) or "-"
 
 
 def _label(row) -> str:
@@ -99,12 +114,13 @@ def _label(row) -> str:
     return f"{row['model']}{layers}: {row['method']}"
 
 
-#: The plot's name for the supported finish (`finished`), by `meet_target`'s selection.
-FINISHED = "mask_macs, target met ({}) + head refit"
+#: The plot's name for a finish (`finished`), by how the target was reached (`_reached_by`).
+FINISHED = "mask_macs, target reached by {} + head refit"
 
 COLORS = {
-    FINISHED.format("least_sure"): "tab:purple",
-    FINISHED.format("fit_the_gap"): "tab:pink",
+    FINISHED.format("meet_target (least_sure)"): "tab:purple",
+    FINISHED.format("meet_target (fit_the_gap)"): "tab:pink",
+    FINISHED.format("train_to_target (250-step rounds)"): "tab:orange",
     "mask_macs": "tab:blue",
     "mask_lagrangian": "tab:cyan",
     "random": "tab:gray",
@@ -179,13 +195,14 @@ def _head_trained_again(diagnostics, mask, reference, probes=()) -> str:
     and, when `reference` is a probe, against its probe trained as many steps in all."""
     variants = []
     for d in diagnostics:
-        grid_like = {**d, "refit_head_steps": 0, "meet_target": False, "method": "mask_macs"}
+        grid_like = {**d, **NOTHING_AFTER, "method": "mask_macs"}
         if not (_grid(grid_like) and _same_settings(grid_like, mask)):
             continue
         if d["method"] == KEPT_UNITS_PROBE:
             what = "a fresh head on their kept units"
         elif d["method"] == "mask_macs" and d["refit_head_steps"]:
-            met = f", the target met (`meet_target`, {_selection(d)})" if d["meet_target"] else ""
+            reached = _reached_by(d)
+            met = f", the target reached by {reached}" if reached != "-" else ""
             what = (
                 f"masks trained the same way{met}, then `refit_head` ({d['refit_head_steps']} "
                 "steps)"
@@ -283,16 +300,16 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
 
 
 def finished(diagnostics) -> list[dict]:
-    """The supported finish at each budget: the grid's `mask_macs` settings, then `meet_target`,
-    then `refit_head` (all layers)."""
+    """The finishes at each budget: the grid's `mask_macs` settings, then the target reached
+    (`train_to_target`, `meet_target`), then `refit_head` (all layers)."""
     return [
         d
         for d in diagnostics
         if d["method"] == "mask_macs"
         and d["last_layer"] is None
-        and d["meet_target"]
+        and _reached_by(d) != "-"
         and d["refit_head_steps"]
-        and _grid({**d, "meet_target": False, "refit_head_steps": 0})
+        and _grid({**d, **NOTHING_AFTER})
     ]
 
 
@@ -302,6 +319,15 @@ def _reference_model(frontier, rows, d) -> str:
     if abs(d["target"] - frontier.get("match_targets", {}).get(d["model"], -1)) < 1e-9:
         return next((r["model"] for r in rows if r["model"] != d["model"]), d["model"])
     return d["model"]
+
+
+def _on_seeds(reference, seeds):
+    """`reference` restricted to `seeds` when it has every one of them (a paired comparison),
+    else as it is."""
+    if reference is None or not set(seeds) <= set(reference["test_by_seed"]):
+        return reference
+    tests = [reference["test_by_seed"][s] for s in seeds]
+    return {**reference, "seeds": sorted(seeds), "test": statistics.mean(tests)}
 
 
 def _versus(row, reference) -> str:
@@ -317,15 +343,19 @@ def finished_table(frontier, rows, diagnostics, latency=None) -> list[str]:
     at the target, and the structured baselines: random and magnitude at the target, and the
     dropped layers nearest in MACs, trained as many steps in all when that run exists."""
     lines = [
-        "The supported finish at every budget (`--meet_target --refit_head_steps 2000`): the "
-        "grid's masks, the target met (units switched off: `meet_target`'s selection), then the "
-        "head trained again for 2000 steps, so 4000 head steps in all. Each cell: test accuracy (points of the finish above it). Random and "
+        "The finishes at every budget: the grid's masks, the target reached (by training on in "
+        "rounds, `--train_to_target_steps`, which adds up to 3 rounds of mask steps; or by "
+        "switching units off, `--meet_target` with its selection and the unit kinds it may "
+        "switch off), then the head trained again for 2000 steps (`--refit_head_steps 2000`), so "
+        "4000 head steps in all besides those rounds. Each cell: test accuracy (points of the "
+        "finish above it); the refit alone (the same masks, the head refit, nothing else) and "
+        "the grid's masks on the finish's own seeds where they were run. Random and "
         "magnitude pruning trained their heads 2000 steps; the dropped layers (the count nearest "
         "in MACs, within 10 points) as many steps in all as the finish where that run exists "
         "(the cell says).",
         "",
-        "| model | target | units switched off | seeds | MACs removed | test | before refit "
-        "| refit without meet_target | grid masks | probe of "
+        "| model | target | target reached by | seeds | MACs removed | test | before refit "
+        "| refit alone | grid masks | probe of "
         "| probe, 2000 steps | probe, steps in all | random | magnitude "
         "| top layers dropped (n, MACs removed, head steps) | CPU speedup b1 | b8 |",
         "|---|---:|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
@@ -346,7 +376,14 @@ def finished_table(frontier, rows, diagnostics, latency=None) -> list[str]:
         if drop is not None and abs(drop["removed"] - f["removed"]) > 0.1:
             drop = None  # too far in MACs to compare
         refit_alone = next(
-            (d for d in diagnostics if _same_settings(d, {**f, "meet_target": False})), None
+            (
+                d
+                for d in diagnostics
+                if _same_settings(
+                    d, {**f, **NOTHING_AFTER, "refit_head_steps": f["refit_head_steps"]}
+                )
+            ),
+            None,
         )
         drop_cell = (
             "-"
@@ -355,10 +392,12 @@ def finished_table(frontier, rows, diagnostics, latency=None) -> list[str]:
         )
         low, high = f["removed_range"]
         lines.append(
-            f"| {f['model']} | {f['target']:g} | {_selection(f)} | {f['seeds']} "
+            f"| {f['model']} | {f['target']:g} | {_reached_by(f)} | {f['seeds']} "
             f"| {low:.1%}-{high:.1%} "
-            f"| {_test_cell(f)} | {f['before_refit']:.3f} | {_versus(f, refit_alone)} "
-            f"| {_versus(f, _find(rows, f['model'], 'mask_macs', f['target']))} | {reference} "
+            f"| {_test_cell(f)} | {f['before_refit']:.3f} "
+            f"| {_versus(f, _on_seeds(refit_alone, f['seeds']))} "
+            f"| {_versus(f, _on_seeds(_find(rows, f['model'], 'mask_macs', f['target']), f['seeds']))} "
+            f"| {reference} "
             f"| {_versus(f, _probe(rows, reference, f['steps'], f['head']))} "
             f"| {_versus(f, _probe(rows + diagnostics, reference, as_long, f['head']))} "
             f"| {_versus(f, _find(rows, f['model'], 'random', f['target']))} "
@@ -376,7 +415,8 @@ def _same_settings(a, b) -> bool:
 
 def _settings_text(d) -> str:
     low, high = d["removed_range"]
-    met = f", target met by `meet_target` ({_selection(d)})" if d["meet_target"] else ""
+    reached = _reached_by(d)
+    met = f", target reached by {reached}" if reached != "-" else ""
     return (
         f"{d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
         f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {d['mask_type']} "
@@ -470,7 +510,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
     plot(
         rows
         + [
-            {**f, "method": FINISHED.format(_selection(f)), "lora": None}
+            {**f, "method": FINISHED.format(_reached_by(f).replace("`", "")), "lora": None}
             for f in finished(diagnostics)
         ],
         "benchmarks/results/frontier_gm.png",
@@ -515,7 +555,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
             *diagnostic_findings(frontier, rows, diagnostics),
             "",
             "| model | method | target | steps | head | mask lr | warm-up | mask type "
-            "| distillation | target met by | head refit | seeds | MACs removed | validation | test "
+            "| distillation | target reached by | head refit | seeds | MACs removed | validation | test "
             "| test before refit | + LoRA |",
             "|---|---|---:|---:|---|---:|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|",
         ]
@@ -523,7 +563,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
             lines.append(
                 f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
                 f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['mask_type']} "
-                f"| {r['distill_weight']:g} | {_selection(r)} "
+                f"| {r['distill_weight']:g} | {_reached_by(r)} "
                 f"| {r['refit_head_steps']} | {r['seeds']} "
                 f"| {r['removed']:.1%} | {r['validation']:.3f} | {_test_cell(r)} "
                 f"| {'-' if r['before_refit'] is None else format(r['before_refit'], '.3f')} "

@@ -19,6 +19,7 @@ from .standalone import (
     register_auto_classes,
     save_pruned_module,
 )
+from .target_training import train_to_target
 from .units import KeptUnits, UnitGroup
 from .version import __version__
 
@@ -54,4 +55,5 @@ __all__ = [
     "save_pruned_module",
     "set_structured_masks",
     "supported_model_types",
+    "train_to_target",
 ]

@@ -115,24 +115,36 @@ def _card_data(record: dict, template: str, pipeline_tag, model_name: str) -> Mo
 
 def after_training_notes(record: dict) -> str:
     """Markdown paragraphs on what was done between mask training and pruning (the budget met
-    by switching units off, the head trained again), from the record's `target_met` and
-    `head_refit`; empty when neither was done.
+    by training on or by switching units off, the head trained again), from the record's
+    `target_trained`, `target_met` and `head_refit`; empty when none was done.
 
     Args:
         record: A pruning record or adapter config.
     """
     notes = []
+    budget = {"macs": "MACs", "params": "parameters"}.get(
+        record["mask_config"].get("budget"), "units"
+    )
+    trained = record.get("target_trained")
+    if trained:
+        aims = ", ".join(f"{aim:.1%}" for aim in trained["aims"])
+        notes.append(
+            f"Mask training stopped at {trained['realised_before']:.1%} of the backbone's "
+            f"{budget} removed, short of the {trained['target']:.1%} target; masks and head were "
+            f"then trained on for {trained['steps']} steps in {len(trained['aims'])} round(s), "
+            f"the penalty pulling towards {aims} removed, which left {trained['realised']:.1%} "
+            "removed."
+        )
     met = record.get("target_met")
     if met:
-        budget = {"macs": "MACs", "params": "parameters"}.get(
-            record["mask_config"].get("budget"), "units"
-        )
         which = (
             "with the lowest keep probability among those no costlier than the shortfall (then "
             "the others)"
             if met.get("selection") == "fit_the_gap"
             else "with the lowest keep probability"
         )
+        if met.get("unit_kinds"):
+            which += f" (of the kinds {', '.join(met['unit_kinds'])} only)"
         notes.append(
             f"Mask training stopped at {met['realised_before']:.1%} of the backbone's {budget} "
             f"removed, short of the {met['target']:.1%} target; the "

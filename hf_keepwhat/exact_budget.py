@@ -15,10 +15,13 @@ import copy
 import torch
 
 
-def _kept_by_confidence(mm) -> list[tuple[float, str, int]]:
-    """Every kept unit as (keep probability, group name, index), least sure first."""
+def _kept_by_confidence(mm, unit_kinds=None) -> list[tuple[float, str, int]]:
+    """Every kept unit (of `unit_kinds`, default all) as (keep probability, group name, index),
+    least sure first."""
     candidates = []
     for group in mm.unit_groups:
+        if unit_kinds is not None and group.kind not in unit_kinds:
+            continue
         mask = mm.get_mask(group.name)
         kept = mask.kept_indices()
         probability = mask.keep_probability().detach()[kept]
@@ -65,7 +68,9 @@ SELECTIONS = ("least_sure", "fit_the_gap")
 
 
 @torch.no_grad()
-def meet_target(mm, target: float | None = None, selection: str = "least_sure") -> float:
+def meet_target(
+    mm, target: float | None = None, selection: str = "least_sure", unit_kinds=None
+) -> float:
     """Switches off kept units of a trained `MaskModel` until its hard masks remove at least
     `target` of the budget; returns the realised fraction.
 
@@ -86,16 +91,26 @@ def meet_target(mm, target: float | None = None, selection: str = "least_sure") 
             covered by a costly unit (a whole attention head for a gap of a few FFN neurons).
             Neither is safe: on GM instruments each lost 7-10 points at a budget where the
             other lost about none (README, "Exact budget"); refit the head and check.
+        unit_kinds: Only units of these kinds (`"heads"`, `"ffn"`, `"conv"`) are switched off;
+            default every kind. A convolution-stem channel feeds every layer, so switching
+            one off moves every layer's input: on GM instruments, `fit_the_gap` at 50% lost
+            9.7 points with 19 conv channels among its units and 0.6 with heads and FFN only.
     """
     target = mm.mask_config.target_sparsity if target is None else float(target)
     if not 0.0 <= target < 1.0:
         raise ValueError(f"target={target} must be a fraction to remove, in [0, 1).")
     if selection not in SELECTIONS:
         raise ValueError(f"selection={selection!r} must be one of {SELECTIONS}.")
+    kinds = {g.kind for g in mm.unit_groups}
+    if unit_kinds is not None and not set(unit_kinds) <= kinds:
+        raise ValueError(
+            f"unit_kinds={list(unit_kinds)} names kinds this model's masks do not have; "
+            f"choose from {sorted(kinds)}."
+        )
     before = mm.realised_sparsity()
     if before >= target:
         return before
-    candidates = _kept_by_confidence(mm)
+    candidates = _kept_by_confidence(mm, unit_kinds)
     if selection == "fit_the_gap":
         candidates = _fitting_the_gap_first(mm, candidates, target - before)
     trained = copy.deepcopy(mm.masks.state_dict())
@@ -112,9 +127,9 @@ def meet_target(mm, target: float | None = None, selection: str = "least_sure") 
     if switch_off(len(candidates)) < target:
         mm.masks.load_state_dict(trained)
         raise ValueError(
-            f"Even with every unit off, the masks remove less than target={target} of the "
-            f"{mm.mask_config.budget} budget (what no mask covers still costs); choose a lower "
-            "target."
+            f"Even with every unit{'' if unit_kinds is None else f' of {list(unit_kinds)}'} off, "
+            f"the masks remove less than target={target} of the {mm.mask_config.budget} budget "
+            "(what no mask covers still costs); choose a lower target or more unit_kinds."
         )
     short, enough = 0, len(candidates)  # switching off `enough` units meets the target
     while enough - short > 1:
@@ -130,5 +145,6 @@ def meet_target(mm, target: float | None = None, selection: str = "least_sure") 
         "realised": realised,
         "units_switched_off": enough,
         "selection": selection,
+        **({} if unit_kinds is None else {"unit_kinds": sorted(unit_kinds)}),
     }
     return realised

@@ -271,8 +271,10 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         #: The last training batch's distillation loss (unweighted), for the logs.
         self.last_distillation_loss: float | None = None
         #: What was done after mask training, recorded by `prune()` and the adapter:
+        #: `target_training.train_to_target` (rounds trained on towards the target),
         #: `exact_budget.meet_target` (units switched off to meet the target) and
         #: `recovery.refit_head` (steps, learning rate).
+        self.target_trained: dict | None = None
         self.target_met: dict | None = None
         self.head_refit: dict | None = None
         # Lagrange multipliers (l1, l2) of the exact budget: the quadratic one starts as the

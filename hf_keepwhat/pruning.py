@@ -195,7 +195,7 @@ def _own_tensors(pruned: nn.Module, source: nn.Module) -> None:
 
 
 #: `MaskModel` attributes that record what was done between mask training and pruning.
-AFTER_TRAINING = ("target_met", "head_refit")
+AFTER_TRAINING = ("target_trained", "target_met", "head_refit")
 
 
 def pruning_record(mm, kept: KeptUnits | None = None) -> dict:

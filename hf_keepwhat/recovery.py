@@ -18,8 +18,19 @@ from .model import DEFAULT_MODULES_TO_SAVE
 from .standalone import RECORD_KEY
 
 
-def _train(model, args, train_dataset, data_collator, compute_loss_func, callbacks):
-    """One `Trainer` run; returns the trainer (its state has the steps taken)."""
+def train_with_trainer(model, args, train_dataset, data_collator, compute_loss_func, callbacks):
+    """One `Trainer` run with its default optimizer; returns the trainer (its state has the steps
+    taken).
+
+    Args:
+        model: What `Trainer` trains (a `MaskModel`, a peft model).
+        args: `TrainingArguments`.
+        train_dataset: The training data.
+        data_collator: Passed to `Trainer`.
+        compute_loss_func: Passed to `Trainer`; its mean loss is not scaled again for gradient
+            accumulation.
+        callbacks: Passed to `Trainer`.
+    """
     from transformers import Trainer
 
     trainer = Trainer(
@@ -68,7 +79,9 @@ def refit_head(
     for param in trained:
         param.requires_grad_(False)
     try:
-        trainer = _train(mm, args, train_dataset, data_collator, compute_loss_func, callbacks)
+        trainer = train_with_trainer(
+            mm, args, train_dataset, data_collator, compute_loss_func, callbacks
+        )
     finally:
         for param in trained:
             param.requires_grad_(True)
@@ -152,7 +165,9 @@ def recover_with_lora(
             "nothing for LoRA to adapt."
         )
     peft_model = get_peft_model(pruned, config)
-    trainer = _train(peft_model, args, train_dataset, data_collator, compute_loss_func, callbacks)
+    trainer = train_with_trainer(
+        peft_model, args, train_dataset, data_collator, compute_loss_func, callbacks
+    )
     merged = peft_model.merge_and_unload()
     recovery = {
         "method": "lora",

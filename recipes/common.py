@@ -41,6 +41,7 @@ from hf_keepwhat import (
     recover_with_lora,
     refit_head,
     save_pruned_module,
+    train_to_target,
 )
 from hf_keepwhat.exact_budget import SELECTIONS
 from hf_keepwhat.tasks import (
@@ -162,6 +163,12 @@ class RunArguments:
     latency_repeats: int = field(
         default=20, metadata={"help": "Timed runs per latency measurement."}
     )
+    train_to_target_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After mask training, if the masks remove less than the target, train masks and head on in rounds of this many steps (at most 3) with the penalty's target raised by the shortfall (train_to_target), before --meet_target (0: none)."
+        },
+    )
     meet_target: bool = field(
         default=False,
         metadata={
@@ -173,6 +180,12 @@ class RunArguments:
         metadata={
             "help": "Which units --meet_target switches off: least_sure (lowest keep probability, whatever their cost) or fit_the_gap (first the least sure units no costlier than the shortfall).",
             "choices": list(SELECTIONS),
+        },
+    )
+    meet_target_unit_kinds: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The unit kinds --meet_target may switch off (e.g. heads ffn; default every kind). Switching off conv-stem channels moves every layer's input: see the README's Exact budget."
         },
     )
     refit_head_steps: int = field(
@@ -478,13 +491,25 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> tuple[object, dict]:
 
 
 def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict | None:
-    """Trains the masks for one target (then meets the target and refits the head when asked),
-    prunes (then recovers with LoRA when asked), evaluates, saves adapter and pruned model;
-    returns the run's row (None off the main process)."""
+    """Trains the masks for one target (then trains on to it, meets it and refits the head when
+    asked), prunes (then recovers with LoRA when asked), evaluates, saves adapter and pruned
+    model; returns the run's row (None off the main process)."""
     name = f"target{config.target_sparsity:.2f}"
     mm = run.train_masks(config, name)
+    task_data = {"data_collator": run.collator, "compute_loss_func": run.task.compute_loss_func}
+    if run.run_args.train_to_target_steps:
+        train_to_target(
+            mm,
+            run.arguments(f"{name}/to_target", max_steps=run.run_args.train_to_target_steps),
+            run.train,
+            **task_data,
+        )
     if run.run_args.meet_target:
-        meet_target(mm, selection=run.run_args.meet_target_selection)
+        meet_target(
+            mm,
+            selection=run.run_args.meet_target_selection,
+            unit_kinds=run.run_args.meet_target_unit_kinds,
+        )
     row = {}
     if run.run_args.refit_head_steps:
         row["metrics_before_head_refit"] = run.evaluate(mm.prune(), name)
@@ -492,8 +517,7 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
             mm,
             run.arguments(f"{name}/head", max_steps=run.run_args.refit_head_steps),
             run.train,
-            data_collator=run.collator,
-            compute_loss_func=run.task.compute_loss_func,
+            **task_data,
         )
     checksums = _gather(_mask_checksum(mm))
     pruned = mm.prune(feature_extractor=run.collator.feature_extractor)
@@ -509,8 +533,7 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
             pruned,
             lora_args,
             run.train,
-            data_collator=run.collator,
-            compute_loss_func=run.task.compute_loss_func,
+            **task_data,
         )
         metrics = run.evaluate(pruned, name)
     if not run.main:
@@ -560,8 +583,10 @@ def write_run_report(run: Run, configs, dense_figures: dict, runs: list[dict], m
         "latency_input": "one test clip of median length "
         f"({tuple(run.latency_input[input_name].shape)})",
         "mask_config": dense_config.to_dict() | {"target_sparsity": mask_args.target_sparsity},
+        "train_to_target_steps": run.run_args.train_to_target_steps,
         "meet_target": run.run_args.meet_target,
         "meet_target_selection": run.run_args.meet_target_selection,
+        "meet_target_unit_kinds": run.run_args.meet_target_unit_kinds,
         "refit_head_steps": run.run_args.refit_head_steps,
         "recover_lora_steps": run.run_args.recover_lora_steps,
         "dense": dense_figures,

@@ -170,3 +170,15 @@ def test_fit_the_gap_covers_a_small_shortfall_without_a_costly_unit():
     assert "no costlier than the shortfall" in after_training_notes(mm.prune().config.keepwhat)
     with pytest.raises(ValueError, match="selection='cheapest' must be one of"):
         meet_target(mm, 0.9, selection="cheapest")
+
+
+def test_unit_kinds_limit_what_is_switched_off():
+    _, mm = _trained_like()
+    conv = {g.name: mm.kept_units()[g.name].tolist() for g in mm.unit_groups if g.kind == "conv"}
+    assert conv
+    assert meet_target(mm, unit_kinds=["heads", "ffn"]) >= 0.5
+    assert {name: mm.kept_units()[name].tolist() for name in conv} == conv
+    assert mm.target_met["unit_kinds"] == ["ffn", "heads"]
+    assert "(of the kinds ffn, heads only)" in after_training_notes(mm.prune().config.keepwhat)
+    with pytest.raises(ValueError, match=r"unit_kinds=\['neurons'\].*choose from"):
+        meet_target(mm, target=0.6, unit_kinds=["neurons"])

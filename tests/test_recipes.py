@@ -89,14 +89,16 @@ def _audiofolder(root, rows_by_split, rate=16000):
     return str(root)
 
 
-def test_tag_multilabel_with_distillation_meet_target_and_head_refit(tmp_path):
+def test_tag_multilabel_with_distillation_train_to_target_meet_target_and_head_refit(tmp_path):
     tags = [["rock"], ["jazz", "vocal"], ["rock", "vocal"], ["jazz"]]
     data = _audiofolder(tmp_path / "tags", {"train": [{"tags": t} for t in tags * 3],
                                             "test": [{"tags": t} for t in tags]})  # fmt: skip
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     out = tmp_path / "out"
     args = ["--model_name_or_path", model, "--data_dir", data, "--label_column", "tags",
-            "--distill_weight", "1.0", "--meet_target", "--meet_target_selection", "fit_the_gap",
+            "--distill_weight", "1.0", "--train_to_target_steps", "2",
+            "--meet_target", "--meet_target_selection", "fit_the_gap",
+            "--meet_target_unit_kinds", "heads", "ffn",
             "--refit_head_steps", "3",
             "--output_dir", str(out), *COMMON,
             "--mask_learning_rate", "0.01"]  # fmt: skip
@@ -112,6 +114,10 @@ def test_tag_multilabel_with_distillation_meet_target_and_head_refit(tmp_path):
     met = config["keepwhat"]["target_met"]  # masks this slow cannot reach 50% in 6 steps
     assert met["realised_before"] < 0.5 <= met["realised"] and report["meet_target"] is True
     assert met["selection"] == report["meet_target_selection"] == "fit_the_gap"
+    assert met["unit_kinds"] == sorted(report["meet_target_unit_kinds"]) == ["ffn", "heads"]
+    trained = config["keepwhat"]["target_trained"]  # before meet_target, too slow to meet it
+    assert trained["realised"] == pytest.approx(met["realised_before"]) and trained["aims"]
+    assert trained["steps"] == 2 * len(trained["aims"]) == report["train_to_target_steps"] * 3
     total = config["keepwhat"]["report"]["total"]
     assert total[f"{config['keepwhat']['mask_config']['budget']}_removed_fraction"] >= 0.5
 

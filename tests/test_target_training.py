@@ -1,0 +1,82 @@
+"""`train_to_target`: masks short of their target train on with the penalty's target raised by the
+shortfall until they meet it; only masks and head change, and the record reaches the pruned model,
+the adapter and their cards."""
+
+import copy
+
+import pytest
+import torch
+from test_exact_budget import _trained_like
+from test_recovery import _nn_state, _train_args
+from test_trainer import _synthetic_dataset
+from transformers import TrainerCallback
+
+from hf_keepwhat import MaskModel, train_to_target
+
+
+class _Seen(TrainerCallback):
+    """After every step: the target the penalty pulled towards, and the realised sparsity."""
+
+    def __init__(self, mm):
+        self.mm, self.targets, self.realised = mm, [], []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.targets.append(self.mm.current_target)
+        self.realised.append(self.mm.realised_sparsity())
+
+
+def test_trains_on_towards_the_raised_target_until_it_is_met(tmp_path):
+    base, mm = _trained_like(mask_learning_rate=0.1)
+    before = mm.realised_sparsity()
+    assert before < 0.5
+    state = {k: v.clone() for k, v in _nn_state(mm).items()}
+    seen = _Seen(mm)
+
+    args = _train_args(tmp_path / "rounds", steps=10)
+    realised = train_to_target(mm, args, _synthetic_dataset(), rounds=4, callbacks=[seen])
+
+    assert realised == mm.realised_sparsity() >= 0.5
+    record = mm.target_trained
+    aims = record["aims"]
+    assert record["target"] == 0.5 and record["realised_before"] == before
+    assert record["realised"] == realised and record["steps"] == len(seen.targets)
+    # The first aim is the target plus the shortfall; every later one adds what is still missing.
+    assert aims[0] == pytest.approx(0.5 + (0.5 - before))
+    assert len(aims) > 1 and aims == sorted(aims)
+    # Every round but the last ran its 10 steps; training stopped at the first step that met it.
+    rounds = [a for a in aims[:-1] for _ in range(10)]
+    assert seen.targets == rounds + [aims[-1]] * (len(seen.targets) - len(rounds))
+    assert max(seen.realised[:-1]) < 0.5 <= seen.realised[-1] == realised
+    assert mm.current_target == 0.5  # back to the target, for the logs and a later run
+    changed = {k for k, v in _nn_state(mm).items() if not torch.equal(v, state[k])}
+    assert any(k.startswith("masks.") for k in changed)
+    assert all(k.startswith(("masks.", "model.projector.", "model.classifier.")) for k in changed)
+
+    sentence = f"trained on for {record['steps']} steps in {len(aims)} round(s)"
+    pruned = mm.prune()
+    assert pruned.config.keepwhat["target_trained"] == record
+    pruned.save_pretrained(tmp_path / "pruned")
+    assert sentence in (tmp_path / "pruned" / "README.md").read_text()
+    mm.save_pretrained(tmp_path / "adapter")
+    assert sentence in (tmp_path / "adapter" / "README.md").read_text()
+    loaded = MaskModel.from_pretrained(copy.deepcopy(base), tmp_path / "adapter")
+    assert loaded.target_trained == record
+
+
+def test_a_met_target_trains_nothing(tmp_path):
+    _, mm = _trained_like(target=0.05)
+    state = copy.deepcopy(mm.state_dict())
+    realised = train_to_target(mm, _train_args(tmp_path), _synthetic_dataset())
+    assert realised == mm.realised_sparsity() > 0.05 and mm.target_trained is None
+    for key, value in mm.state_dict().items():
+        assert torch.equal(value, state[key])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message", [({"target": 1.0}, r"in \[0, "), ({"rounds": 0}, "at least 1")]
+)
+def test_an_invalid_target_or_round_count_is_refused(tmp_path, kwargs, message):
+    _, mm = _trained_like()
+    with pytest.raises(ValueError, match=message):
+        train_to_target(mm, _train_args(tmp_path), _synthetic_dataset(), **kwargs)
+    assert mm.target_trained is None
