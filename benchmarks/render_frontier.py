@@ -120,6 +120,8 @@ FINISHED = "mask_macs, target reached by {} + head refit"
 COLORS = {
     FINISHED.format("meet_target (least_sure)"): "tab:purple",
     FINISHED.format("meet_target (fit_the_gap)"): "tab:pink",
+    FINISHED.format("meet_target (least_sure, heads,ffn only)"): "gold",
+    FINISHED.format("meet_target (fit_the_gap, heads,ffn only)"): "black",
     FINISHED.format("train_to_target (250-step rounds)"): "tab:orange",
     "mask_macs": "tab:blue",
     "mask_lagrangian": "tab:cyan",
