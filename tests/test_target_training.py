@@ -15,14 +15,16 @@ from hf_keepwhat import MaskModel, train_to_target
 
 
 class _Seen(TrainerCallback):
-    """After every step: the target the penalty pulled towards, and the realised sparsity."""
+    """After every step: the target the penalty pulled towards, the realised sparsity, and the
+    learning rate of the next step."""
 
     def __init__(self, mm):
-        self.mm, self.targets, self.realised = mm, [], []
+        self.mm, self.targets, self.realised, self.rates = mm, [], [], []
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
         self.targets.append(self.mm.current_target)
         self.realised.append(self.mm.realised_sparsity())
+        self.rates.append(lr_scheduler.get_last_lr()[0])
 
 
 def test_trains_on_towards_the_raised_target_until_it_is_met(tmp_path):
@@ -47,6 +49,8 @@ def test_trains_on_towards_the_raised_target_until_it_is_met(tmp_path):
     rounds = [a for a in aims[:-1] for _ in range(10)]
     assert seen.targets == rounds + [aims[-1]] * (len(seen.targets) - len(rounds))
     assert max(seen.realised[:-1]) < 0.5 <= seen.realised[-1] == realised
+    # With no warm-up in `args`, each round's rate rises from 0 towards the head's over its steps.
+    assert seen.rates[:9] == pytest.approx([1e-2 * step / 10 for step in range(1, 10)])
     assert mm.current_target == 0.5  # back to the target, for the logs and a later run
     changed = {k for k, v in _nn_state(mm).items() if not torch.equal(v, state[k])}
     assert any(k.startswith("masks.") for k in changed)
