@@ -145,8 +145,10 @@ def after_training_notes(record: dict) -> str:
         )
         if met.get("unit_kinds"):
             which += f" (of the kinds {', '.join(met['unit_kinds'])} only)"
+        # After training on, the shortfall is the one that training left, already stated above.
+        stopped = "Training" if trained else "Mask training"
         notes.append(
-            f"Mask training stopped at {met['realised_before']:.1%} of the backbone's {budget} "
+            f"{stopped} stopped at {met['realised_before']:.1%} of the backbone's {budget} "
             f"removed, short of the {met['target']:.1%} target; the "
             f"{met['units_switched_off']} kept units {which} were then switched off, leaving "
             f"{met['realised']:.1%} removed."

@@ -17,25 +17,26 @@ from __future__ import annotations
 
 import dataclasses
 
-from transformers import TrainerCallback
-
+from .callbacks import SparsityCallback
 from .recovery import train_with_trainer
 
 
-class _AimAt(TrainerCallback):
-    """Holds the target the penalty pulls towards at `aim` (what `SparsityCallback`'s schedule
-    would otherwise set), with the masks at their own learning rate, and stops training at the
-    first step after which the hard masks remove `target`."""
+class _AimAt(SparsityCallback):
+    """`SparsityCallback` (masks at their own rate, sparsity in the logs) whose schedule holds the
+    penalty's target at `aim`, and which stops training at the first step after which the hard
+    masks remove `target`."""
 
     def __init__(self, mm, aim: float, target: float):
+        super().__init__(mm.mask_config)
         self.mm, self.aim, self.target = mm, aim, target
 
-    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
-        if optimizer is not None:
-            self.mm.match_mask_learning_rate(optimizer)
+    def target_at(self, step: int) -> float:
+        """The raised aim, at every step.
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.mm.current_target = self.aim
+        Args:
+            step: The global step (unused: the aim is constant within a round).
+        """
+        return self.aim
 
     def on_step_end(self, args, state, control, **kwargs):
         # Stopping here, not at the round's end: a whole round at the raised aim overshot the
@@ -64,10 +65,10 @@ def train_to_target(
     penalty's target at `target` plus every shortfall measured so far, and stops at the first
     step after which the target is met; a round that ends short raises the next round's aim.
     Its learning rate rises from 0 over the round unless `args` sets a warm-up. Does nothing
-    when the target is met. `mm.target_trained` records the
-    rounds; `mm.prune()` writes it to the pruning record and the model card. The target can
-    still be missed, by less: check the returned fraction, and call `meet_target(mm)` to switch
-    off the rest. Then `refit_head` fits the head to the final units.
+    when the target is met. `mm.target_trained` records the rounds; `mm.prune()` writes it to
+    the pruning record and the model card. The target can still be missed, by less: check the
+    returned fraction, and call `meet_target(mm)` to switch off the rest. Then `refit_head` fits
+    the head to the final units.
 
     Args:
         mm: A trained `MaskModel`.

@@ -12,6 +12,7 @@ from test_trainer import _synthetic_dataset
 from transformers import TrainerCallback
 
 from hf_keepwhat import MaskModel, train_to_target
+from hf_keepwhat.cards import after_training_notes
 
 
 class _Seen(TrainerCallback):
@@ -84,3 +85,15 @@ def test_an_invalid_target_or_round_count_is_refused(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_to_target(mm, _train_args(tmp_path), _synthetic_dataset(), **kwargs)
     assert mm.target_trained is None
+
+
+def test_the_card_says_once_where_mask_training_stopped_when_both_closed_the_gap():
+    trained = {"target": 0.5, "realised_before": 0.46, "realised": 0.49, "aims": [0.54, 0.55],
+               "steps": 40, "learning_rate": 1e-3}  # fmt: skip
+    met = {"target": 0.5, "realised_before": 0.49, "realised": 0.501, "units_switched_off": 3,
+           "selection": "least_sure"}  # fmt: skip
+    notes = after_training_notes(
+        {"mask_config": {"budget": "macs"}, "target_trained": trained, "target_met": met}
+    )
+    assert notes.count("Mask training stopped at 46.0%") == 1
+    assert "Training stopped at 49.0% of the backbone's MACs removed" in notes
