@@ -107,6 +107,12 @@ class Point:
         mask_type: `MaskConfig.mask_type` of the mask methods.
         distill_weight: `MaskConfig.distill_weight` of the mask methods (distillation from
             the dense encoder while masks train; 0: none).
+        penalty_weight: `MaskConfig.penalty_weight` of `mask_macs` (the quadratic penalty's
+            lambda: how hard the realised MACs are pulled onto the target).
+        penalty_on: `MaskConfig.penalty_on` of the mask methods ("auto" is "mask" for this
+            MACs budget: the penalty counts the hard masks; "probability": the keep probabilities).
+        unit_kinds: `MaskConfig.unit_kinds` of the mask methods, comma-separated (e.g.
+            "heads,ffn": the convolution stem keeps every channel); "": every kind.
         refit_head_steps: Mask methods: steps of `refit_head` after mask training (the head
             trained again, masks frozen, at the head's rate); 0: none.
         meet_target: Mask methods: `meet_target` after mask training (before any refit), so
@@ -125,6 +131,9 @@ class Point:
     warmup_fraction: float = 1 / 3
     mask_type: str = "straight_through"
     distill_weight: float = 0.0
+    penalty_weight: float = 100.0
+    penalty_on: str = "auto"
+    unit_kinds: str = ""
     refit_head_steps: int = 0
     meet_target: bool | str = False
     meet_target_kinds: str = ""
@@ -135,6 +144,9 @@ class Point:
     ADDED_LATER = {
         "mask_type": "straight_through",
         "distill_weight": 0.0,
+        "penalty_weight": 100.0,
+        "penalty_on": "auto",
+        "unit_kinds": "",
         "refit_head_steps": 0,
         "meet_target": False,
         "meet_target_kinds": "",
@@ -246,6 +258,9 @@ def mask_config(point: Point, window: int, num_layers: int) -> MaskConfig:
             mask_learning_rate=point.mask_learning_rate,
             mask_type=point.mask_type,
             distill_weight=point.distill_weight,
+            penalty_weight=point.penalty_weight,
+            penalty_on=point.penalty_on,
+            **({"unit_kinds": point.unit_kinds.split(",")} if point.unit_kinds else {}),
             target_warmup_steps=round(point.steps * point.warmup_fraction),
         )
     if point.method == "drop_layers":
@@ -273,7 +288,7 @@ def training_arguments(point: Point, args, work_dir: str, steps: int, lr: float)
         max_steps=steps,
         learning_rate=lr,
         save_strategy="no",
-        logging_steps=max(steps // 4, 1),
+        logging_steps=max(steps // 40, 1),  # the masks' path to the target, in the record
         report_to=[],
         disable_tqdm=True,
         seed=point.seed,
@@ -350,6 +365,13 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         )
         trainer.remove_callback(PrinterCallback)  # many runs at once: one line per run instead
         trainer.train()
+        # Where the hard masks were along the way (SparsityCallback logs them): whether a run
+        # ends short of its target because training settled there or because it was still moving.
+        removed_by_step = {
+            log["step"]: round(log["removed_macs"], 5)
+            for log in trainer.state.log_history
+            if "removed_macs" in log
+        }
         if point.method in MASK_METHODS and point.train_to_target_steps:
             round_args = training_arguments(
                 point, args, work_dir, point.train_to_target_steps, args.learning_rate
@@ -384,6 +406,8 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         }
         if before_refit is not None:
             record["accuracy_before_head_refit"] = before_refit
+        if removed_by_step:
+            record["macs_removed_by_step"] = removed_by_step
         for done in ("target_trained", "target_met"):
             if getattr(mm, done) is not None:
                 record[done] = getattr(mm, done)

@@ -16,15 +16,37 @@ GRID = {
     "mask_learning_rate": 0.02,
     "mask_type": "straight_through",
     "distill_weight": 0.0,
+    "penalty_weight": 100.0,
+    "penalty_on": "auto",
+    "unit_kinds": "",
     "refit_head_steps": 0,
     "meet_target": False,
     "meet_target_kinds": "",
     "train_to_target_steps": 0,
 }
 #: `frontier.Point` fields added after runs were recorded, at their defaults (older runs lack them).
-ADDED_LATER = {"meet_target_kinds": "", "train_to_target_steps": 0}
+ADDED_LATER = {
+    "meet_target_kinds": "",
+    "train_to_target_steps": 0,
+    "penalty_weight": 100.0,
+    "penalty_on": "auto",
+    "unit_kinds": "",
+}
+#: Mask-training settings a diagnostic is also compared on with the grid's value (same seeds),
+#: and how the grid's value reads.
+PAIRED = {
+    "mask_learning_rate": f"mask lr {GRID['mask_learning_rate']:g}",
+    "penalty_weight": f"penalty weight {GRID['penalty_weight']:g}",
+    "penalty_on": "penalty on hard masks",
+    "unit_kinds": "masks on every kind",
+}
 #: The grid's masks with nothing done after training (what a finish starts from).
-NOTHING_AFTER = {"refit_head_steps": 0, "meet_target": False, **ADDED_LATER}
+NOTHING_AFTER = {
+    "refit_head_steps": 0,
+    "meet_target": False,
+    "meet_target_kinds": "",
+    "train_to_target_steps": 0,
+}
 MASKS = ("mask_macs", "mask_lagrangian")
 STRUCTURED = ("random", "magnitude", "drop_layers")
 KEPT_UNITS_PROBE = "mask_units_probe"  # diagnostics only: a fresh head on masks' kept units
@@ -49,6 +71,9 @@ SETTINGS = (
     "warmup_fraction",
     "mask_type",
     "distill_weight",
+    "penalty_weight",
+    "penalty_on",
+    "unit_kinds",
     "refit_head_steps",
     "meet_target",
     "meet_target_kinds",
@@ -84,16 +109,32 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
                     max(r["macs_removed_fraction"] for r in members),
                 ),
                 "validation": statistics.mean(r["accuracy"]["validation"] for r in members),
+                "validation_by_seed": {r["seed"]: r["accuracy"]["validation"] for r in members},
+                "removed_by_seed": {r["seed"]: r["macs_removed_fraction"] for r in members},
                 "test": test,
                 "test_std": test_std,
                 "test_by_seed": {r["seed"]: r["accuracy"]["test"] for r in members},
                 "lora": statistics.mean(lora) if lora else None,
                 "before_refit": statistics.mean(unrefit) if unrefit else None,
+                "removed_late": _late_range(members),
                 "keys": [r["key"] for r in members],
             }
         )
     return sorted(rows, key=lambda r: (r["model"], str(r["last_layer"]), r["method"], r["target"],
                                        r["steps"], r["head"], r["mask_learning_rate"]))  # fmt: skip
+
+
+def _late_range(members):
+    """Lowest and highest MACs removed that the masks logged over the last quarter of mask
+    training (runs that logged them; None otherwise): a wide range means the masks had not
+    settled, and where training stopped decided what was removed."""
+    late = [
+        removed
+        for r in members
+        for step, removed in r.get("macs_removed_by_step", {}).items()
+        if int(step) > 0.75 * r["steps"]
+    ]
+    return (min(late), max(late)) if late else None
 
 
 def _reached_by(row) -> str:
@@ -422,7 +463,8 @@ def _settings_text(d) -> str:
     return (
         f"{d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
         f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {d['mask_type']} "
-        f"masks, distillation weight {d['distill_weight']:g}{met}, head refit "
+        f"masks ({_kinds(d)}), distillation weight {d['distill_weight']:g}, penalty "
+        f"{_penalty(d)}{met}, head refit "
         f"{d['refit_head_steps']} steps, target {d['target']:g} (realised {low:.3f}-{high:.3f})"
     )
 
@@ -469,6 +511,13 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
                 f"{probe['test']:.3f} (seeds {probe['seeds']}): "
                 f"{100 * (d['test'] - probe['test']):+.1f} points"
             )
+        if d["method"] == "mask_macs":
+            line += _paired_with_grid(d, diagnostics)
+            if d["removed_late"]:
+                low, high = d["removed_late"]
+                line += (
+                    f"; MACs removed over the last quarter of mask training {low:.1%}-{high:.1%}"
+                )
         grid = _find(rows, d["model"], "mask_macs", d["target"], d["last_layer"])
         if grid is not None and d["method"] == "mask_macs":
             line += (
@@ -477,6 +526,43 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
             )
         out.append(line + ".")
     return out
+
+
+def _kinds(row) -> str:
+    return f"{row['unit_kinds']} only" if row["unit_kinds"] else "every kind"
+
+
+def _penalty(row) -> str:
+    counted = "keep probabilities" if row["penalty_on"] == "probability" else "hard masks"
+    return f"{row['penalty_weight']:g} on {counted}"
+
+
+def _paired_with_grid(d, diagnostics) -> str:
+    """`d` against the same run with the grid's values of the `PAIRED` settings, on `d`'s seeds
+    (validation, on which a setting is chosen, and test), or "" when `d` has the grid's values
+    or that run is missing."""
+    changed = {k: GRID[k] for k in PAIRED if d[k] != GRID[k]}
+    same = next(
+        (
+            o
+            for o in diagnostics
+            if changed and o["method"] == d["method"] and _same_settings(o, {**d, **changed})
+        ),
+        None,
+    )
+    if same is None or not set(d["seeds"]) <= set(same["test_by_seed"]):
+        return ""
+    parts = []
+    for split in ("validation", "test"):
+        theirs = statistics.mean(same[f"{split}_by_seed"][s] for s in d["seeds"])
+        parts.append(f"{split} {theirs:.3f} ({100 * (d[split] - theirs):+.1f})")
+    grid_values = ", ".join(PAIRED[k] for k in changed)
+    removed = [same["removed_by_seed"][s] for s in d["seeds"]]
+    low, high = d["removed_range"]
+    return (
+        f"; the same with the grid's {grid_values}, same seeds: {', '.join(parts)}, "
+        f"{min(removed):.1%}-{max(removed):.1%} removed (here {low:.1%}-{high:.1%})"
+    )
 
 
 def _test_cell(row) -> str:
@@ -557,15 +643,16 @@ def frontier_section(frontier, latency=None) -> list[str]:
             *diagnostic_findings(frontier, rows, diagnostics),
             "",
             "| model | method | target | steps | head | mask lr | warm-up | mask type "
-            "| distillation | target reached by | head refit | seeds | MACs removed | validation | test "
-            "| test before refit | + LoRA |",
-            "|---|---|---:|---:|---|---:|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|",
+            "| masked kinds | distillation | penalty | target reached by | head refit | seeds "
+            "| MACs removed | validation | test | test before refit | + LoRA |",
+            "|---|---|---:|---:|---|---:|---:|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|",
         ]
         for r in diagnostics:
             lines.append(
                 f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
                 f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['mask_type']} "
-                f"| {r['distill_weight']:g} | {_reached_by(r)} "
+                f"| {_kinds(r)} | {r['distill_weight']:g} | {_penalty(r)} "
+                f"| {_reached_by(r)} "
                 f"| {r['refit_head_steps']} | {r['seeds']} "
                 f"| {r['removed']:.1%} | {r['validation']:.3f} | {_test_cell(r)} "
                 f"| {'-' if r['before_refit'] is None else format(r['before_refit'], '.3f')} "
