@@ -42,10 +42,8 @@ PAIRED = {
 }
 #: The grid's masks with nothing done after training (what a finish starts from).
 NOTHING_AFTER = {
-    "refit_head_steps": 0,
-    "meet_target": False,
-    "meet_target_kinds": "",
-    "train_to_target_steps": 0,
+    k: GRID[k]
+    for k in ("refit_head_steps", "meet_target", "meet_target_kinds", "train_to_target_steps")
 }
 MASKS = ("mask_macs", "mask_lagrangian")
 STRUCTURED = ("random", "magnitude", "drop_layers")
