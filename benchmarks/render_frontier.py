@@ -39,6 +39,8 @@ PAIRED = {
     "penalty_weight": f"penalty weight {GRID['penalty_weight']:g}",
     "penalty_on": "penalty on hard masks",
     "unit_kinds": "masks on every kind",
+    "meet_target_kinds": "meet_target on every kind",
+    "mask_type": f"{GRID['mask_type']} masks",
 }
 #: The grid's masks with nothing done after training (what a finish starts from).
 NOTHING_AFTER = {
@@ -124,15 +126,22 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
 
 def _late_range(members):
     """Lowest and highest MACs removed that the masks logged over the last quarter of mask
-    training (runs that logged them; None otherwise): a wide range means the masks had not
-    settled, and where training stopped decided what was removed."""
+    training, and the widest swing within one run (runs that logged them; None otherwise): a
+    wide swing means the masks had not settled, and where training stopped decided what was
+    removed."""
     late = [
-        removed
+        [
+            removed
+            for step, removed in r["macs_removed_by_step"].items()
+            if int(step) > 0.75 * r["steps"]
+        ]
         for r in members
-        for step, removed in r.get("macs_removed_by_step", {}).items()
-        if int(step) > 0.75 * r["steps"]
+        if r.get("macs_removed_by_step")
     ]
-    return (min(late), max(late)) if late else None
+    if not late:
+        return None
+    pooled = [removed for run in late for removed in run]
+    return min(pooled), max(pooled), max(max(run) - min(run) for run in late)
 
 
 def _reached_by(row) -> str:
@@ -512,9 +521,10 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
         if d["method"] == "mask_macs":
             line += _paired_with_grid(d, diagnostics)
             if d["removed_late"]:
-                low, high = d["removed_late"]
+                low, high, swing = d["removed_late"]
                 line += (
                     f"; MACs removed over the last quarter of mask training {low:.1%}-{high:.1%}"
+                    f" (up to {100 * swing:.1f} points within one run)"
                 )
         grid = _find(rows, d["model"], "mask_macs", d["target"], d["last_layer"])
         if grid is not None and d["method"] == "mask_macs":
@@ -531,7 +541,10 @@ def _kinds(row) -> str:
 
 
 def _penalty(row) -> str:
-    counted = "keep probabilities" if row["penalty_on"] == "probability" else "hard masks"
+    if row["penalty_on"] == "probability":
+        counted = "keep probabilities"
+    else:  # hard-concrete masks are samples while they train (`HardConcreteMask`)
+        counted = "sampled masks" if row["mask_type"] == "hard_concrete" else "hard masks"
     return f"{row['penalty_weight']:g} on {counted}"
 
 

@@ -8,7 +8,12 @@ from .callbacks import SparsityCallback
 from .config import MaskConfig
 from .exact_budget import meet_target
 from .layouts import adapted_feature_extractor, get_layout, supported_model_types
-from .masks import GatedStraightThroughMask, MaskParametrization, StraightThroughMask
+from .masks import (
+    GatedStraightThroughMask,
+    HardConcreteMask,
+    MaskParametrization,
+    StraightThroughMask,
+)
 from .model import MaskModel, get_mask_model
 from .profiling import count_macs, count_params, disk_size, environment, measure_latency
 from .recovery import default_lora_config, recover_with_lora, refit_head
@@ -37,6 +42,7 @@ __all__ = [
     "SparsityCallback",
     "StraightThroughMask",
     "GatedStraightThroughMask",
+    "HardConcreteMask",
     "UnitGroup",
     "__version__",
     "adapted_feature_extractor",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 UNIT_KINDS = ("heads", "ffn", "conv")
 BUDGET_KINDS = ("units", "params", "macs")
-MASK_TYPES = ("straight_through", "straight_through_gated")
+MASK_TYPES = ("straight_through", "straight_through_gated", "hard_concrete")
 PENALTY_ON = ("auto", "probability", "mask")
 BUDGET_MODES = ("penalty", "lagrangian")
 
@@ -92,6 +92,9 @@ class MaskConfig:
             adds one such gate per group (CoFi's coarse masks: a layer's whole attention block,
             its whole FFN), so the budget can remove a block in one decision instead of unit by
             unit; a layer whose blocks are all gated off becomes a pass-through.
+            `"hard_concrete"`: L0 regularisation's stochastic masks (Louizos et al., 2018; CoFi),
+            sampled while masks train and hard (`log_alpha > 0`) otherwise; `mask_init` is the
+            initial `log_alpha`.
         modules_to_save: Names of the wrapped model's child modules (or parameters) that are
             trained with the masks, the task head. `None` picks those of
             `projector`, `classifier`, `layer_weights`, `lm_head` that the model has.

@@ -28,7 +28,9 @@ def _probabilities(mm) -> dict[str, torch.Tensor]:
     return {g.name: mm.get_mask(g.name).keep_probability().detach().clone() for g in mm.unit_groups}
 
 
-@pytest.mark.parametrize("mask_type", ["straight_through", "straight_through_gated"])
+@pytest.mark.parametrize(
+    "mask_type", ["straight_through", "straight_through_gated", "hard_concrete"]
+)
 def test_meets_the_target_with_the_fewest_least_sure_units(mask_type):
     _, mm = _trained_like(mask_type)
     assert mm.realised_sparsity() < 0.5

@@ -1,9 +1,10 @@
-"""The paper's straight-through mask, and the same with a gate over its whole group."""
+"""The paper's straight-through mask, the same with a gate over its whole group, and the
+hard-concrete (L0) mask."""
 
 import pytest
 import torch
 
-from hf_keepwhat import GatedStraightThroughMask, StraightThroughMask
+from hf_keepwhat import GatedStraightThroughMask, HardConcreteMask, StraightThroughMask
 
 
 def test_init_keeps_every_unit_and_forward_is_hard():
@@ -75,3 +76,63 @@ def test_gate_is_stored_as_theta_whatever_the_rate():
     restored.set_rate(0.05)
     restored.load_state_dict(state)
     assert torch.allclose(restored.gate_theta(), torch.tensor([1.5]))
+
+
+# ---- hard-concrete (L0) masks -------------------------------------------------------------
+
+
+def test_hard_concrete_samples_while_training_and_is_hard_otherwise():
+    mask = HardConcreteMask(4000, init=0.0)
+    with torch.no_grad():
+        mask.logits[:2000] = 2.0
+        mask.logits[2000:] = -2.0
+    mask.train()
+    torch.manual_seed(0)
+    sample = mask()
+    assert sample.min() >= 0 and sample.max() <= 1
+    assert ((sample > 0) & (sample < 1)).any() and (sample == 0).any() and (sample == 1).any()
+    # keep_probability is P(z > 0), the L0 norm: what a sample's non-zeros estimate.
+    non_zero = (sample > 0).float()
+    expected = mask.keep_probability().detach()
+    assert abs(non_zero[:2000].mean() - expected[0]) < 0.03
+    assert abs(non_zero[2000:].mean() - expected[-1]) < 0.03
+    # Reparameterised: the sample's gradient reaches log_alpha (not straight through).
+    sample.sum().backward()
+    assert (mask.logits.grad > 0).any() and (mask.logits.grad >= 0).all()
+
+    hard = torch.cat([torch.ones(2000), torch.zeros(2000)])
+    mask.eval()
+    assert torch.equal(mask(), hard)
+    mask.train()
+    mask.logits.requires_grad_(False)  # frozen masks (a head refit) use the hard mask too
+    assert torch.equal(mask(), hard)
+    assert torch.equal(mask.kept(), hard.bool())
+
+
+def test_hard_concrete_expected_mask_is_one_half_at_the_hard_threshold():
+    """The penalty on sampled masks pulls on a quantity that crosses 1/2 where the hard mask
+    flips (log_alpha = 0), so what it counts and what pruning keeps agree."""
+    mask = HardConcreteMask(20000, init=0.0)
+    torch.manual_seed(1)
+    assert abs(mask().mean().item() - 0.5) < 0.01
+
+
+def test_hard_concrete_expected_mask_is_soft_away_from_the_threshold():
+    """Why the penalty on sampled masks lands off target (README, "Exact budget"): a unit
+    pruning removes (log_alpha = -2) still counts about 0.14, one it keeps (+2) about 0.86."""
+    torch.manual_seed(3)
+    for log_alpha, expected in ((-2.0, 0.143), (2.0, 0.857)):
+        mask = HardConcreteMask(50000, init=log_alpha)
+        assert abs(mask().mean().item() - expected) < 0.01
+
+
+def test_hard_concrete_units_set_by_hand_stay_decided_while_training():
+    mask = HardConcreteMask(1000)
+    mask.set_kept(range(500))
+    mask.train()
+    torch.manual_seed(2)
+    sample = mask()
+    assert (sample[:500] == 1).float().mean() > 0.99
+    assert (sample[500:] == 0).float().mean() > 0.99
+    mask.switch_off([0])
+    assert mask.kept_indices().tolist() == list(range(1, 500))

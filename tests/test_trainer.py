@@ -1,6 +1,7 @@
 """Mask training with transformers.Trainer: masks and head move, the backbone does not."""
 
 import numpy as np
+import pytest
 import torch
 from datasets import Dataset
 from tiny_models import tiny_whisper
@@ -27,6 +28,18 @@ def _synthetic_dataset(n: int = 16) -> Dataset:
     )
 
 
+def _training_args(output_dir, **changes) -> TrainingArguments:
+    """Batch 4 on the CPU, no reporting or progress bars, plus `changes`."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        **changes,
+    )
+
+
 def test_trainer_moves_masks_and_head_only(tmp_path):
     config = MaskConfig(target_sparsity=0.5, target_warmup_steps=4)
     mm = get_mask_model(tiny_whisper(), config)
@@ -36,17 +49,7 @@ def test_trainer_moves_masks_and_head_only(tmp_path):
     head_before = mm.model.classifier.weight.detach().clone()
     masks_before = {n: p.detach().clone() for n, p in mm.masks.named_parameters()}
 
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=6,
-        learning_rate=0.05,
-        logging_steps=2,
-        save_steps=6,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = _training_args(tmp_path, max_steps=6, learning_rate=0.05, logging_steps=2, save_steps=6)
     callback = SparsityCallback(config)
     trainer = Trainer(model=mm, args=args, train_dataset=_synthetic_dataset(), callbacks=[callback])
     trainer.train()
@@ -75,17 +78,7 @@ def _train(output_dir, dataset, resume=None):
     torch.manual_seed(7)  # the same "pretrained" backbone in every run
     config = MaskConfig(target_sparsity=0.5, target_warmup_steps=4, mask_learning_rate=0.05)
     mm = get_mask_model(tiny_whisper(), config)
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        max_steps=8,
-        save_steps=4,
-        learning_rate=1e-2,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-    )
+    args = _training_args(output_dir, max_steps=8, save_steps=4, learning_rate=1e-2, seed=0)
     trainer = Trainer(
         model=mm,
         args=args,
@@ -111,3 +104,31 @@ def test_checkpoints_hold_masks_and_head_and_resume_exactly(tmp_path):
     resumed = _train(tmp_path / "b", dataset, resume=str(checkpoint))
     for key, value in uninterrupted.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_hard_concrete_masks_train_with_trainer_and_prune_to_what_eval_computed(tmp_path):
+    """The hard-concrete masks sample only while they train: evaluation, the sparsity the
+    callback logs and the pruned model all use the hard mask."""
+    config = MaskConfig(
+        budget="macs", target_sparsity=0.5, mask_type="hard_concrete", mask_learning_rate=0.5
+    )
+    mm = get_mask_model(tiny_whisper(), config)
+    args = _training_args(
+        tmp_path, max_steps=20, learning_rate=0.05, logging_steps=5, save_strategy="no"
+    )
+    dataset = _synthetic_dataset()
+    trainer = Trainer(
+        model=mm, args=args, train_dataset=dataset, callbacks=[SparsityCallback(config)]
+    )
+    trainer.train()
+
+    logged = [e["removed_macs"] for e in trainer.state.log_history if "removed_macs" in e]
+    assert logged[-1] == pytest.approx(mm.realised_sparsity()) and logged[-1] > 0
+    mm.eval()
+    features = torch.tensor(np.stack(dataset["input_features"][:4]), dtype=torch.float32)
+    with torch.no_grad():
+        masked = mm(input_features=features).logits
+        again = mm(input_features=features).logits
+        pruned = mm.prune()(input_features=features).logits
+    assert torch.equal(masked, again)  # no sampling in eval mode
+    assert (masked - pruned).abs().max().item() <= 1e-4
