@@ -252,8 +252,10 @@ class HardConcreteMask(StraightThroughMask):
     straight-through masks at 50%), but where they settle is biased: the sampled masks'
     expectation is soft (0.14 at `log_alpha = -2`, 0.86 at +2), so units that are off still
     count in the penalty and units that are on count less than whole, and the penalty's count
-    differs from the hard masks' by the balance of the two (75% of MACs asked on heads and FFN:
-    82% removed). `meet_target` cannot undo an overshoot.
+    differs from the hard masks' by the balance of the two (75% of MACs asked at the masks'
+    rate 0.02: 83.6-83.9% removed). A larger rate drives `log_alpha` further from 0 and shrinks
+    the bias (rate 0.1: 72.5-74.4%, still settled, 2 points below the straight-through masks'
+    accuracy). `meet_target` cannot undo an overshoot.
 
     Args:
         num_units: Number of units in the group.
