@@ -101,6 +101,7 @@ def test_hard_concrete_samples_while_training_and_is_hard_otherwise():
     assert (mask.logits.grad > 0).any() and (mask.logits.grad >= 0).all()
 
     hard = torch.cat([torch.ones(2000), torch.zeros(2000)])
+    assert torch.equal(mask.kept(), hard.bool())  # while training too: kept() never samples
     mask.eval()
     assert torch.equal(mask(), hard)
     mask.train()
