@@ -15,6 +15,7 @@ GRID = {
     "steps": 2000,
     "mask_learning_rate": 0.02,
     "mask_type": "straight_through",
+    "mask_init": 1.0,
     "distill_weight": 0.0,
     "penalty_weight": 100.0,
     "penalty_on": "auto",
@@ -26,6 +27,7 @@ GRID = {
 }
 #: `frontier.Point` fields added after runs were recorded, at their defaults (older runs lack them).
 ADDED_LATER = {
+    "mask_init": 1.0,
     "meet_target_kinds": "",
     "train_to_target_steps": 0,
     "penalty_weight": 100.0,
@@ -41,6 +43,7 @@ PAIRED = {
     "unit_kinds": "masks on every kind",
     "meet_target_kinds": "meet_target on every kind",
     "mask_type": f"{GRID['mask_type']} masks",
+    "mask_init": f"mask init {GRID['mask_init']:g}",
 }
 #: The grid's masks with nothing done after training (what a finish starts from).
 NOTHING_AFTER = {
@@ -70,6 +73,7 @@ SETTINGS = (
     "mask_learning_rate",
     "warmup_fraction",
     "mask_type",
+    "mask_init",
     "distill_weight",
     "penalty_weight",
     "penalty_on",
@@ -469,7 +473,7 @@ def _settings_text(d) -> str:
     met = f", target reached by {reached}" if reached != "-" else ""
     return (
         f"{d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
-        f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {d['mask_type']} "
+        f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {_mask_type(d)} "
         f"masks ({_kinds(d)}), distillation weight {d['distill_weight']:g}, penalty "
         f"{_penalty(d)}{met}, head refit "
         f"{d['refit_head_steps']} steps, target {d['target']:g} (realised {low:.3f}-{high:.3f})"
@@ -536,6 +540,11 @@ def diagnostic_findings(frontier, rows, diagnostics) -> list[str]:
     return out
 
 
+def _mask_type(row) -> str:
+    init = row["mask_init"]
+    return row["mask_type"] + ("" if init == GRID["mask_init"] else f" (init {init:g})")
+
+
 def _kinds(row) -> str:
     return f"{row['unit_kinds']} only" if row["unit_kinds"] else "every kind"
 
@@ -543,7 +552,9 @@ def _kinds(row) -> str:
 def _penalty(row) -> str:
     if row["penalty_on"] == "probability":
         counted = "keep probabilities"
-    else:  # hard-concrete masks are samples while they train (`HardConcreteMask`)
+    elif row["penalty_on"] == "kept":
+        counted = "the masks pruning keeps"
+    else:  # "mask": hard-concrete masks are samples while they train (`HardConcreteMask`)
         counted = "sampled masks" if row["mask_type"] == "hard_concrete" else "hard masks"
     return f"{row['penalty_weight']:g} on {counted}"
 
@@ -661,7 +672,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
         for r in diagnostics:
             lines.append(
                 f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
-                f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {r['mask_type']} "
+                f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {_mask_type(r)} "
                 f"| {_kinds(r)} | {r['distill_weight']:g} | {_penalty(r)} "
                 f"| {_reached_by(r)} "
                 f"| {r['refit_head_steps']} | {r['seeds']} "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 UNIT_KINDS = ("heads", "ffn", "conv")
 BUDGET_KINDS = ("units", "params", "macs")
 MASK_TYPES = ("straight_through", "straight_through_gated", "hard_concrete")
-PENALTY_ON = ("auto", "probability", "mask")
+PENALTY_ON = ("auto", "probability", "mask", "kept")
 BUDGET_MODES = ("penalty", "lagrangian")
 
 
@@ -80,8 +80,11 @@ class MaskConfig:
             `sigmoid(theta)`, as in the paper; the realised (hard-mask) sparsity then lags the
             target until the logits polarise, which takes long training. `"mask"`: the hard masks
             themselves, with the straight-through gradient, so the penalty measures the realised
-            sparsity and training settles on the target. `"auto"`: `"probability"` for
-            `budget="units"` (the paper), `"mask"` for `"params"` and `"macs"`.
+            sparsity (for `"hard_concrete"` masks: their samples, whose soft expectation biases
+            the count). `"kept"`: what pruning keeps (`log_alpha > 0` for `"hard_concrete"`),
+            with the gradient of the masks the network runs with; for straight-through masks it
+            is `"mask"`. `"auto"`: `"probability"` for `budget="units"` (the paper), `"mask"`
+            for `"params"` and `"macs"`.
         mask_init: Initial mask logit of every unit. `1.0` (sigmoid 0.73, every unit on) as in
             the paper.
         mask_learning_rate: Learning rate of the mask logits when the optimizer is built from

@@ -384,9 +384,11 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
 
     def sparsity_penalty(self) -> torch.Tensor:
         """The differentiable sparsity penalty at the current target (`current_target`)."""
-        masks = self._masks_in_order()
-        if self.mask_config.resolved_penalty_on() == "mask":
+        masks, counted = self._masks_in_order(), self.mask_config.resolved_penalty_on()
+        if counted == "mask":
             keep = [m() for m in masks]
+        elif counted == "kept":
+            keep = [m.kept_with_gradient() for m in masks]
         else:
             keep = [m.keep_probability() for m in masks]
         weight = self.mask_config.penalty_weight

@@ -41,10 +41,23 @@ def test_units_budget_is_the_papers_penalty():
     assert torch.allclose(mm.sparsity_penalty(), expected)
 
 
-def test_mask_penalty_measures_realised_sparsity():
-    config = MaskConfig(budget="params", target_sparsity=0.4, penalty_weight=100.0)
-    mm = get_mask_model(tiny_whisper(), config)
-    assert config.resolved_penalty_on() == "mask"
+@pytest.mark.parametrize(
+    "mask_type, penalty_on",
+    [
+        ("straight_through", "auto"),  # "mask" for a params budget: the hard masks
+        ("hard_concrete", "kept"),  # while it trains: what pruning keeps, not the samples
+    ],
+)
+def test_mask_penalty_measures_realised_sparsity(mask_type, penalty_on):
+    config = MaskConfig(
+        budget="params",
+        target_sparsity=0.4,
+        penalty_weight=100.0,
+        mask_type=mask_type,
+        penalty_on=penalty_on,
+    )
+    mm = get_mask_model(tiny_whisper(), config).train()
+    assert config.resolved_penalty_on() == ("mask" if penalty_on == "auto" else penalty_on)
     mm.set_kept("encoder.layers.1.ffn", [0, 1, 2])
     mm.set_kept("encoder.layers.2.heads", [1])
     expected = 100.0 * (0.4 - mm.realised_sparsity()) ** 2

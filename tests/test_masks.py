@@ -137,3 +137,25 @@ def test_hard_concrete_units_set_by_hand_stay_decided_while_training():
     assert (sample[500:] == 0).float().mean() > 0.99
     mask.switch_off([0])
     assert mask.kept_indices().tolist() == list(range(1, 500))
+
+
+def test_kept_with_gradient_counts_what_pruning_keeps_with_the_training_masks_gradient():
+    """`penalty_on="kept"`: hard-concrete counts `log_alpha > 0`, not its soft samples, and the
+    gradient is the samples'; for the straight-through mask it is the mask itself."""
+    mask = HardConcreteMask(6, init=0.0)
+    with torch.no_grad():
+        mask.logits.copy_(torch.tensor([2.0, 2.0, 2.0, -2.0, -2.0, -2.0]))
+    mask.train()
+    torch.manual_seed(4)
+    counted = mask.kept_with_gradient()
+    assert torch.equal(counted, torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]))
+    counted.sum().backward()
+    torch.manual_seed(4)
+    expected = torch.autograd.grad(mask().sum(), mask.logits)[0]
+    assert torch.equal(mask.logits.grad, expected)
+
+    straight = StraightThroughMask(3)
+    straight.set_kept([1])
+    assert torch.equal(straight.kept_with_gradient(), straight())
+    straight.kept_with_gradient().sum().backward()
+    assert torch.equal(straight.logits.grad, torch.ones(3))
