@@ -12,7 +12,7 @@ time goes.
 
     python benchmarks/deploy.py --stock $KEEPWHAT_WHISPER_TINY \
         --task fsdd=out/demo/pruned --fsdd $KEEPWHAT_FSDD \
-        --task gm=out/gm/pruned --gm .gpu/gm_instruments \
+        --task gm=out/gm/pruned --gm data/gm_instruments \
         --out benchmarks/results/deploy_cpu.json
 """
 

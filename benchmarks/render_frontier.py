@@ -4,35 +4,21 @@ asks for, computed from the runs (nothing typed by hand)."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import defaultdict
 
+from frontier import KEPT_UNITS_PROBE, MASK_METHODS, Point
+from frontier import STRUCTURED as STRUCTURED_METHODS
+
 from hf_keepwhat.tasks import saved_figure
 
-# the grid's own settings
+# The grid's settings: `frontier.Point`'s defaults (all but what names a run), read from it so
+# that the two cannot drift apart.
 GRID = {
-    "head": "linear",
-    "steps": 2000,
-    "mask_learning_rate": 0.02,
-    "mask_type": "straight_through",
-    "mask_init": 1.0,
-    "distill_weight": 0.0,
-    "penalty_weight": 100.0,
-    "penalty_on": "auto",
-    "unit_kinds": "",
-    "refit_head_steps": 0,
-    "meet_target": False,
-    "meet_target_kinds": "",
-    "train_to_target_steps": 0,
-}
-#: `frontier.Point` fields added after runs were recorded, at their defaults (older runs lack them).
-ADDED_LATER = {
-    "mask_init": 1.0,
-    "meet_target_kinds": "",
-    "train_to_target_steps": 0,
-    "penalty_weight": 100.0,
-    "penalty_on": "auto",
-    "unit_kinds": "",
+    f.name: f.default
+    for f in dataclasses.fields(Point)
+    if f.name not in ("model", "method", "target", "seed", "last_layer")
 }
 #: Mask-training settings a diagnostic is also compared on with the grid's value (same seeds),
 #: and how the grid's value reads.
@@ -50,17 +36,12 @@ NOTHING_AFTER = {
     k: GRID[k]
     for k in ("refit_head_steps", "meet_target", "meet_target_kinds", "train_to_target_steps")
 }
-MASKS = ("mask_macs", "mask_lagrangian")
-STRUCTURED = ("random", "magnitude", "drop_layers")
-KEPT_UNITS_PROBE = "mask_units_probe"  # diagnostics only: a fresh head on masks' kept units
+MASKS = tuple(MASK_METHODS)
+STRUCTURED = (*STRUCTURED_METHODS, "drop_layers")
 
 
 def _grid(run) -> bool:
-    return (
-        run["method"] != KEPT_UNITS_PROBE
-        and all(run[k] == v for k, v in GRID.items())
-        and abs(run["warmup_fraction"] - 1 / 3) < 1e-9
-    )
+    return run["method"] != KEPT_UNITS_PROBE and all(run[k] == v for k, v in GRID.items())
 
 
 def _mean_std(values):
@@ -89,7 +70,8 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
     """Runs grouped by (model, layers, method, target, settings), with seed statistics: the
     grid's runs (`grid=True`) or the diagnostics (runs with other settings)."""
     groups = defaultdict(list)
-    for r in ({**ADDED_LATER, **run} for run in runs):
+    # Older runs lack the fields added later; they ran at those fields' defaults.
+    for r in ({**Point.ADDED_LATER, **run} for run in runs):
         if "error" not in r and _grid(r) == grid:
             key = (r["model"], r["last_layer"], r["method"], r["target"])
             groups[key + tuple(r[s] for s in SETTINGS)].append(r)
