@@ -103,7 +103,8 @@ class Point:
             hidden layer of 1024 with ReLU).
         steps: Training steps.
         mask_learning_rate: The masks' own rate.
-        warmup_fraction: Share of the steps over which the target rises from 0.
+        warmup_fraction: Share of the steps over which the target rises to its value (from what
+            `last_layer` removes; `SparsityCallback`).
         mask_type: `MaskConfig.mask_type` of the mask methods.
         mask_init: `MaskConfig.mask_init` of the mask methods (the initial logit; for
             hard-concrete masks the initial `log_alpha`, which sets how noisy the first samples

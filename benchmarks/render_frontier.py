@@ -143,9 +143,14 @@ def _reached_by(row) -> str:
     return " + ".join(steps) or "-"
 
 
-def _label(row) -> str:
+def _model_text(row) -> str:
+    """The model, and its layers when the run cut it (`last_layer`)."""
     layers = "" if row["last_layer"] is None else f", layers 0-{row['last_layer']}"
-    return f"{row['model']}{layers}: {row['method']}"
+    return f"{row['model']}{layers}"
+
+
+def _label(row) -> str:
+    return f"{_model_text(row)}: {row['method']}"
 
 
 #: The plot's name for a finish (`finished`), by how the target was reached (`_reached_by`).
@@ -212,17 +217,36 @@ def _find(rows, model, method, target=None, last_layer=None):
     )
 
 
-def _probe(rows, model, steps: int, head: str):
-    """The dense linear probe of `model` with this head, trained `steps` steps."""
+def _probe(rows, model, steps: int, head: str, last_layer=None):
+    """The dense linear probe of `model` (layers 0..`last_layer`) with this head, trained `steps`
+    steps."""
     return next(
         (
             p
             for p in rows
-            if (p["model"], p["method"], p["last_layer"]) == (model, "linear_probe", None)
+            if (p["model"], p["method"], p["last_layer"]) == (model, "linear_probe", last_layer)
             and (p["steps"], p["head"]) == (steps, head)
         ),
         None,
     )
+
+
+def _dense_ceiling(probes, model, last_layer, reference) -> str:
+    """The larger model's own dense probe (same layers, the grid's head) against the reference
+    model's, at every step count both were trained: what the larger model brings before any
+    pruning, with this head."""
+    steps = sorted({p["steps"] for p in probes if p["method"] == "linear_probe"})
+    parts = []
+    for n in steps:
+        own = _probe(probes, model, n, GRID["head"], last_layer)
+        theirs = _probe(probes, reference, n, GRID["head"])
+        if own and theirs:
+            parts.append(
+                f"{own['test']:.3f} at {n} steps (seeds {own['seeds']}, "
+                f"{100 * (own['test'] - theirs['test']):+.1f} over {reference}'s {theirs['test']:.3f})"
+            )
+    layers = "all layers" if last_layer is None else f"layers 0-{last_layer}"
+    return f"; the dense {model} ({layers}) probe itself: {', '.join(parts)}" if parts else ""
 
 
 def _head_trained_again(diagnostics, mask, reference, probes=()) -> str:
@@ -292,7 +316,8 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
                 f"MACs): {mask['test']:.3f} vs dense {reference} probe {probe['test']:.3f}, "
                 f"{100 * (mask['test'] - probe['test']):+.1f} points (goal: +3); with LoRA "
                 f"{mask['lora']:.3f} ({100 * (mask['lora'] - probe['test']):+.1f})"
-                f"{_head_trained_again(diagnostics, mask, probe, probes)}."
+                f"{_head_trained_again(diagnostics, mask, probe, probes)}"
+                f"{_dense_ceiling(probes, model, last_layer, reference)}."
             )
     beaten = []
     for r in rows:
@@ -454,7 +479,7 @@ def _settings_text(d) -> str:
     reached = _reached_by(d)
     met = f", target reached by {reached}" if reached != "-" else ""
     return (
-        f"{d['model']}, {d['steps']} steps, {d['head']} head, mask lr "
+        f"{_model_text(d)}, {d['steps']} steps, {d['head']} head, mask lr "
         f"{d['mask_learning_rate']:g}, warm-up {d['warmup_fraction']:.2f}, {_mask_type(d)} "
         f"masks ({_kinds(d)}), distillation weight {d['distill_weight']:g}, penalty "
         f"{_penalty(d)}{met}, head refit "
@@ -595,8 +620,15 @@ def _latency_machine(latency) -> str:
     return f"{env.get('machine', '?')}, {latency.get('threads')} threads, torch {env.get('torch')}"
 
 
-def frontier_section(frontier, latency=None) -> list[str]:
-    """The Markdown section (and the plot next to the JSON)."""
+def frontier_section(frontier, latency=None, superseded=None) -> list[str]:
+    """The Markdown section (and the plot next to the JSON).
+
+    Args:
+        frontier: `frontier_gm.json`.
+        latency: `frontier_gm_latency.json`, or None.
+        superseded: `frontier_gm_superseded.json` (runs recorded before a fix, not rendered), or
+            None.
+    """
     rows = aggregate(frontier["runs"])
     diagnostics = aggregate(frontier["runs"], grid=False)
     plot(
@@ -622,6 +654,12 @@ def frontier_section(frontier, latency=None) -> list[str]:
             f"({_latency_machine(latency)}, `benchmarks/frontier_latency.py`)."
             if latency
             else "(not measured yet)."
+        )
+        + (
+            f" Not shown: {len(superseded['runs'])} runs recorded before a fix "
+            "(`benchmarks/results/frontier_gm_superseded.json` says which and why)."
+            if superseded
+            else ""
         ),
         "",
         *findings(frontier, rows, diagnostics),
@@ -653,7 +691,7 @@ def frontier_section(frontier, latency=None) -> list[str]:
         ]
         for r in diagnostics:
             lines.append(
-                f"| {r['model']} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
+                f"| {_model_text(r)} | {r['method']} | {r['target']:g} | {r['steps']} | {r['head']} "
                 f"| {r['mask_learning_rate']:g} | {r['warmup_fraction']:.2f} | {_mask_type(r)} "
                 f"| {_kinds(r)} | {r['distill_weight']:g} | {_penalty(r)} "
                 f"| {_reached_by(r)} "

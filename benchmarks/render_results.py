@@ -436,7 +436,9 @@ def main() -> None:
     lines = [START, "", "## Results", ""]
     frontier = _load("frontier_gm.json")
     if frontier is not None:
-        lines += frontier_section(frontier, _load("frontier_gm_latency.json"))
+        lines += frontier_section(
+            frontier, _load("frontier_gm_latency.json"), _load("frontier_gm_superseded.json")
+        )
     for name, section in (
         ("demo_fsdd_report.json", demo_section),
         ("speed_cpu.json", speed_section),

@@ -112,8 +112,9 @@ class MaskConfig:
             budget counts from.
         macs_input_seconds: Input length used to count MACs for models whose input length is
             free (wav2vec2 family). Whisper always counts its fixed input window.
-        target_warmup_steps: `SparsityCallback` raises the target linearly from 0 to
-            `target_sparsity` over this many optimizer steps; 0 applies it from the start.
+        target_warmup_steps: `SparsityCallback` raises the target linearly to
+            `target_sparsity` over this many optimizer steps, from what dropping the layers
+            above `last_layer` removes (0 without it); 0 applies it from the start.
         distill_weight: Weight of a distillation term added to the loss while masks train: the
             relative squared error between the masked backbone's output and the dense
             backbone's on the same batch (the teacher is the frozen backbone with its masks

@@ -74,6 +74,35 @@ def test_warmup_schedule():
     assert callback.target_at(50) == 0.6
 
 
+def test_warmup_starts_from_what_dropped_layers_remove(tmp_path):
+    """With `last_layer`, the budget already counts the dropped layers as removed; a warm-up
+    from 0 would pull every mask on until the target passed that share."""
+    config = MaskConfig(
+        budget="macs",
+        target_sparsity=0.8,
+        target_warmup_steps=10,
+        last_layer=1,
+        max_input_seconds=1,
+    )
+    mm = get_mask_model(tiny_whisper(), config)
+    dropped = mm.removed_before_masking()
+    assert dropped == pytest.approx(mm.sparsity_report()["total"]["macs_removed_fraction"])
+    assert 0.1 < dropped < 0.8  # one of three layers, less what no mask touches
+    callback = SparsityCallback(config)
+    args = _training_args(tmp_path, max_steps=2, logging_steps=1, learning_rate=1e-3)
+    trainer = Trainer(model=mm, args=args, train_dataset=_synthetic_dataset(), callbacks=[callback])
+    trainer.train()
+
+    # Logged after each step, at the target that step trained with (steps 0 and 1).
+    targets = [e["sparsity_target"] for e in trainer.state.log_history if "loss" in e]
+    assert targets == pytest.approx([dropped, dropped + (0.8 - dropped) * 0.1])
+    assert callback.target_at(10) == 0.8
+    # A target below the dropped share is not lowered to it: the warm-up never runs backwards.
+    low = SparsityCallback(MaskConfig(budget="macs", target_sparsity=0.05, target_warmup_steps=10))
+    low.on_train_begin(args, None, None, model=mm)
+    assert low.target_at(0) == 0.05
+
+
 def _train(output_dir, dataset, resume=None):
     torch.manual_seed(7)  # the same "pretrained" backbone in every run
     config = MaskConfig(target_sparsity=0.5, target_warmup_steps=4, mask_learning_rate=0.05)
