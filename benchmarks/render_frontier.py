@@ -231,7 +231,7 @@ def _probe(rows, model, steps: int, head: str, last_layer=None):
     )
 
 
-def _dense_ceiling(probes, model, last_layer, reference) -> str:
+def _dense_ceiling(probes, model, last_layer, layers: str, reference) -> str:
     """The larger model's own dense probe (same layers, the grid's head) against the reference
     model's, at every step count both were trained: what the larger model brings before any
     pruning, with this head."""
@@ -245,7 +245,6 @@ def _dense_ceiling(probes, model, last_layer, reference) -> str:
                 f"{own['test']:.3f} at {n} steps (seeds {own['seeds']}, "
                 f"{100 * (own['test'] - theirs['test']):+.1f} over {reference}'s {theirs['test']:.3f})"
             )
-    layers = "all layers" if last_layer is None else f"layers 0-{last_layer}"
     return f"; the dense {model} ({layers}) probe itself: {', '.join(parts)}" if parts else ""
 
 
@@ -317,7 +316,7 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
                 f"{100 * (mask['test'] - probe['test']):+.1f} points (goal: +3); with LoRA "
                 f"{mask['lora']:.3f} ({100 * (mask['lora'] - probe['test']):+.1f})"
                 f"{_head_trained_again(diagnostics, mask, probe, probes)}"
-                f"{_dense_ceiling(probes, model, last_layer, reference)}."
+                f"{_dense_ceiling(probes, model, last_layer, layers, reference)}."
             )
     beaten = []
     for r in rows:

@@ -55,7 +55,7 @@ class SparsityCallback(TrainerCallback):
         # mask on, far past the threshold, for as long as the target stays below that share:
         # on GM instruments, Whisper base cut to layers 0-2 (47% of MACs) then fell 8 points of
         # MACs short of a 61% target.
-        self.start = min(mm.removed_before_masking(), self.config.target_sparsity)
+        self.start = min(mm.budget.min_removed_fraction(), self.config.target_sparsity)
         if optimizer is not None:  # the masks' own rate, whichever optimizer Trainer built
             mm.match_mask_learning_rate(optimizer)
 

@@ -394,12 +394,6 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         weight = self.mask_config.penalty_weight
         return self.budget.penalty(keep, self.current_target, weight, self.lagrange_multipliers())
 
-    def removed_before_masking(self) -> float:
-        """Fraction of the budget removed with every unit kept: what dropping the layers above
-        `last_layer` removed (0 without it, and for the units budget, which counts masks only)."""
-        every_unit = [torch.ones(g.num_units, dtype=torch.bool) for g in self.unit_groups]
-        return float(1.0 - self.budget.realised_kept_fraction(every_unit))
-
     def realised_sparsity(self) -> float:
         """Fraction of the budget (units, params or MACs) the hard masks remove now, counted as
         pruning will (what the sparsity report says)."""

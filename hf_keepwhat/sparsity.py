@@ -238,12 +238,21 @@ class Budget:
         ]
         return self.costs.remaining(fractions, self.kind) / self.costs.totals[self.kind]
 
+    def _removed_with_every_unit(self, kept: bool) -> float:
+        every_unit = [torch.full((g.num_units,), kept) for g in self.costs.groups]
+        return 1.0 - float(self.realised_kept_fraction(every_unit))
+
     def max_removed_fraction(self) -> float:
         """The largest fraction of the budget that pruning every masked unit can reach (the
         units a group must keep, `min_kept`, still cost), so that `meet_target` can reach every
         target this allows."""
-        nothing_kept = [torch.zeros(g.num_units, dtype=torch.bool) for g in self.costs.groups]
-        return 1.0 - float(self.realised_kept_fraction(nothing_kept))
+        return self._removed_with_every_unit(kept=False)
+
+    def min_removed_fraction(self) -> float:
+        """The fraction of the budget removed with every masked unit kept: what dropping the
+        layers above `last_layer` removed (0 without it, and for the units budget, which counts
+        masks only), where `SparsityCallback`'s warm-up starts."""
+        return self._removed_with_every_unit(kept=True)
 
     def penalty(
         self,

@@ -85,7 +85,7 @@ def test_warmup_starts_from_what_dropped_layers_remove(tmp_path):
         max_input_seconds=1,
     )
     mm = get_mask_model(tiny_whisper(), config)
-    dropped = mm.removed_before_masking()
+    dropped = mm.budget.min_removed_fraction()
     assert dropped == pytest.approx(mm.sparsity_report()["total"]["macs_removed_fraction"])
     assert 0.1 < dropped < 0.8  # one of three layers, less what no mask touches
     callback = SparsityCallback(config)
