@@ -19,12 +19,13 @@ what is trained or removed differs:
   again with the masks frozen); their runs are keyed apart from the plain masks', so both can sit
   in one JSON.
 
-Every run reports accuracy on the validation and test splits, realised encoder MACs and params,
-and the kept units (hex bit masks), from which `benchmarks/frontier_latency.py` rebuilds each
-pruned model to time it. The JSON is written after every run and resumed from: a run already in
-`--out` is not run again, so the grid can be spread over sessions and machines. `--workers N`
-trains N runs at once in separate processes (useful on one GPU, whose kernels small models
-leave mostly idle); `--stop_after_minutes` stops starting runs after that long.
+Every run reports accuracy on the validation and test splits and which clips it got right (for
+paired comparisons on the same clips), realised encoder MACs and params, and the kept units (hex
+bit masks), from which `benchmarks/frontier_latency.py` rebuilds each pruned model to time it.
+The JSON is written after every run and resumed from: a run already in `--out` is not run
+again, so the grid can be spread over sessions and machines. `--workers N` trains N runs at once
+in separate processes (useful on one GPU, whose kernels small models leave mostly idle);
+`--stop_after_minutes` stops starting runs after that long.
 
     python benchmarks/audio_data/gm_instruments.py --out data/gm_instruments
     python benchmarks/frontier.py --data data/gm_instruments \
@@ -277,15 +278,32 @@ def mask_config(point: Point, window: int, num_layers: int) -> MaskConfig:
 
 
 @torch.no_grad()
-def accuracy(model, features: torch.Tensor, labels: torch.Tensor, device) -> float:
-    """Arg-max accuracy, batched."""
+def correct_by_clip(model, features: torch.Tensor, labels: torch.Tensor, device) -> np.ndarray:
+    """Whether each clip's arg-max class is its label (batched), clip 0 first."""
     model.eval()
-    correct = 0
+    correct = []
     for start in range(0, len(labels), 128):
         batch = features[start : start + 128].to(device)
         logits = model(input_features=batch).logits
-        correct += int((logits.argmax(-1).cpu() == labels[start : start + 128]).sum())
-    return correct / len(labels)
+        correct.append((logits.argmax(-1).cpu() == labels[start : start + 128]).numpy())
+    return np.concatenate(correct)
+
+
+def evaluate(model, features: dict, device) -> dict:
+    """Accuracy on the validation and test splits, and which clips were right (`hex_bits`):
+    two runs scored on the same clips can then be compared clip by clip (a paired test), which
+    their accuracies alone do not allow.
+
+    Args:
+        model: A model whose output has `logits`.
+        features: Split name -> (input features, labels).
+        device: Where the model runs.
+    """
+    correct = {s: correct_by_clip(model, *features[s], device) for s in SPLITS[1:]}
+    return {
+        "accuracy": {s: float(c.mean()) for s, c in correct.items()},
+        "correct": {s: hex_bits(c) for s, c in correct.items()},
+    }
 
 
 def training_arguments(point: Point, args, work_dir: str, steps: int, lr: float):
@@ -304,21 +322,31 @@ def training_arguments(point: Point, args, work_dir: str, steps: int, lr: float)
     )
 
 
+def hex_bits(bits: np.ndarray) -> str:
+    """Booleans as a hex bit string (element 0 first), compact enough for the JSON."""
+    return np.packbits(bits.astype(bool)).tobytes().hex()
+
+
+def bits_of(hex_string: str, count: int) -> np.ndarray:
+    """The `count` booleans of a hex bit string written by `hex_bits`."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_string), dtype=np.uint8))[:count]
+    return bits.astype(bool)
+
+
 def kept_hex(mm) -> dict[str, str]:
-    """Each group's hard mask as a hex bit string (unit 0 first), compact enough for the JSON."""
+    """Each group's hard mask as a hex bit string (unit 0 first)."""
     out = {}
     for name, kept in mm.kept_units().items():
         group = next(g for g in mm.unit_groups if g.name == name)
         bits = np.zeros(group.num_units, dtype=bool)
         bits[kept.cpu().numpy()] = True
-        out[name] = np.packbits(bits).tobytes().hex()
+        out[name] = hex_bits(bits)
     return out
 
 
-def unpack(hex_bits: str, num_units: int) -> list[int]:
+def unpack(hex_string: str, num_units: int) -> list[int]:
     """The kept unit indices of a hex bit string written by `kept_hex`."""
-    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_bits), dtype=np.uint8))[:num_units]
-    return np.nonzero(bits)[0].tolist()
+    return np.nonzero(bits_of(hex_string, num_units))[0].tolist()
 
 
 def set_recorded_kept(mm, kept: dict[str, str]) -> None:
@@ -390,7 +418,7 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
             meet_target(mm, selection=selection, unit_kinds=kinds)
         before_refit = None
         if point.method in MASK_METHODS and point.refit_head_steps:
-            before_refit = {s: accuracy(mm, *features[s], device) for s in SPLITS[1:]}
+            before_refit = evaluate(mm, features, device)
             refit_args = training_arguments(
                 point, args, work_dir, point.refit_head_steps, args.learning_rate
             )
@@ -402,7 +430,7 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         record = {
             **dataclasses.asdict(point),
             "key": point.key(),
-            "accuracy": {s: accuracy(pruned, *features[s], device) for s in SPLITS[1:]},
+            **evaluate(pruned, features, device),
             "macs_removed_fraction": total["macs_removed_fraction"],
             "params_removed_fraction": total["params_removed_fraction"],
             "encoder_macs": total["macs_remaining"],
@@ -412,7 +440,8 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
             "train_seconds": time.perf_counter() - start,
         }
         if before_refit is not None:
-            record["accuracy_before_head_refit"] = before_refit
+            record["accuracy_before_head_refit"] = before_refit["accuracy"]
+            record["correct_before_head_refit"] = before_refit["correct"]
         if removed_by_step:
             record["macs_removed_by_step"] = removed_by_step
         for done in ("target_trained", "target_met"):
@@ -429,7 +458,7 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
             record["lora"] = {
                 "steps": args.lora_steps,
                 "learning_rate": args.lora_learning_rate,
-                "accuracy": {s: accuracy(recovered, *features[s], device) for s in SPLITS[1:]},
+                **evaluate(recovered, features, device),
                 "seconds": time.perf_counter() - lora_start,
             }
     return record
@@ -647,7 +676,8 @@ def main() -> None:
         }
         runs[:] = [r for r in runs if r["key"] != result["key"]] + [result]
         write_json(args.out, {**meta, "runs": runs})
-        print(json.dumps({k: v for k, v in result.items() if k != "kept"}), flush=True)
+        shown = {k: v for k, v in result.items() if k not in ("kept", "correct")}
+        print(json.dumps(shown), flush=True)
 
     jobs = [(p, stop_at) for p in todo]
     if args.workers == 1:

@@ -8,7 +8,8 @@ import dataclasses
 import statistics
 from collections import defaultdict
 
-from frontier import KEPT_UNITS_PROBE, MASK_METHODS, Point
+import numpy as np
+from frontier import KEPT_UNITS_PROBE, MASK_METHODS, Point, bits_of
 from frontier import STRUCTURED as STRUCTURED_METHODS
 
 from hf_keepwhat.tasks import saved_figure
@@ -100,6 +101,10 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
                 "test": test,
                 "test_std": test_std,
                 "test_by_seed": {r["seed"]: r["accuracy"]["test"] for r in members},
+                # Which test clips each seed got right (runs recorded before this was kept lack it).
+                "correct_by_seed": {
+                    r["seed"]: r["correct"]["test"] for r in members if "correct" in r
+                },
                 "lora": statistics.mean(lora) if lora else None,
                 "before_refit": statistics.mean(unrefit) if unrefit else None,
                 "removed_late": _late_range(members),
@@ -248,30 +253,31 @@ def _dense_ceiling(probes, model, last_layer, layers: str, reference) -> str:
     return f"; the dense {model} ({layers}) probe itself: {', '.join(parts)}" if parts else ""
 
 
-def _head_trained_again(diagnostics, mask, reference, probes=()) -> str:
-    """What the grid's masks at this point give once a head is trained again on their kept units,
-    the masks frozen (the diagnostics with otherwise the grid's settings), against `reference`
-    and, when `reference` is a probe, against its probe trained as many steps in all."""
+def _finishes(diagnostics, mask, reference, probes=(), clips=0) -> str:
+    """What the grid's masks at this point give once the target is met or a head is trained
+    again on their kept units, the masks frozen (the diagnostics with otherwise the grid's
+    settings), against `reference` (with the paired interval over the `clips` test clips where
+    both sides kept them) and, when `reference` is a probe, against its probe trained as many
+    steps in all."""
     variants = []
     for d in diagnostics:
         grid_like = {**d, **NOTHING_AFTER, "method": "mask_macs"}
         if not (_grid(grid_like) and _same_settings(grid_like, mask)):
             continue
+        reached = _reached_by(d)
         if d["method"] == KEPT_UNITS_PROBE:
             what = "a fresh head on their kept units"
-        elif d["method"] == "mask_macs" and d["refit_head_steps"]:
-            reached = _reached_by(d)
+        elif d["method"] == "mask_macs" and (d["refit_head_steps"] or reached != "-"):
             met = f", the target reached by {reached}" if reached != "-" else ""
-            what = (
-                f"masks trained the same way{met}, then `refit_head` ({d['refit_head_steps']} "
-                "steps)"
-            )
+            refit = d["refit_head_steps"]
+            then = f", then `refit_head` ({refit} steps)" if refit else ", head not refit"
+            what = f"masks trained the same way{met}{then}"
         else:
             continue
         low, high = d["removed_range"]
         text = (
             f"{what} {d['test']:.3f} (seeds {d['seeds']}, {low:.1%}-{high:.1%} removed, "
-            f"{100 * (d['test'] - reference['test']):+.1f}"
+            f"{100 * (d['test'] - reference['test']):+.1f}{_interval_text(d, reference, clips)}"
         )
         as_long = d["steps"] + d["refit_head_steps"]
         longer = _probe(probes, reference["model"], as_long, d["head"])
@@ -281,7 +287,11 @@ def _head_trained_again(diagnostics, mask, reference, probes=()) -> str:
                 f"{as_long} steps, {longer['test']:.3f}"
             )
         variants.append(text + ")")
-    return f"; head trained again, masks frozen: {', '.join(variants)}" if variants else ""
+    if not variants:
+        return ""
+    return (
+        f"; finished (the target met, or a head refit on the frozen masks): {', '.join(variants)}"
+    )
 
 
 def findings(frontier, rows, diagnostics=()) -> list[str]:
@@ -289,6 +299,7 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
     out = []
     diagnostics = list(diagnostics)
     probes = rows + diagnostics
+    clips = frontier["examples"]["test"]
     models = sorted({r["model"] for r in rows})
     for model in models:
         probe, mask = _find(rows, model, "linear_probe"), _find(rows, model, "mask_macs", 0.5)
@@ -297,7 +308,9 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
                 f"- {model}, 50% of encoder MACs: masks {mask['test']:.3f} (seeds {mask['seeds']}, "
                 f"{mask['removed']:.1%} removed) vs dense probe {probe['test']:.3f} (seeds "
                 f"{probe['seeds']}): {100 * (mask['test'] - probe['test']):+.1f} points; with LoRA "
-                f"recovery {mask['lora']:.3f}{_head_trained_again(diagnostics, mask, probe, probes)}."
+                f"recovery {mask['lora']:.3f}"
+                f"{_finishes(diagnostics, mask, probe, probes, clips)}"
+                f"{_cut_first(rows, model, probe, clips)}."
             )
     for model, target in frontier.get("match_targets", {}).items():
         reference = next((m for m in models if m != model), None)
@@ -313,9 +326,10 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
                 f"- {model} ({layers}) pruned towards {reference}'s encoder MACs (target "
                 f"{target:.3f} removed; realised {low:.3f}-{high:.3f}: {within} {reference}'s "
                 f"MACs): {mask['test']:.3f} vs dense {reference} probe {probe['test']:.3f}, "
-                f"{100 * (mask['test'] - probe['test']):+.1f} points (goal: +3); with LoRA "
+                f"{100 * (mask['test'] - probe['test']):+.1f} points"
+                f"{_interval_text(mask, probe, clips)} (goal: +3); with LoRA "
                 f"{mask['lora']:.3f} ({100 * (mask['lora'] - probe['test']):+.1f})"
-                f"{_head_trained_again(diagnostics, mask, probe, probes)}"
+                f"{_finishes(diagnostics, mask, probe, probes, clips)}"
                 f"{_dense_ceiling(probes, model, last_layer, layers, reference)}."
             )
     beaten = []
@@ -354,9 +368,49 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
                 f"({drop['removed']:.1%} of MACs removed) {drop['test']:.3f}; mask_macs at "
                 f"{mask['removed']:.1%} removed {mask['test']:.3f}: masks {verdict} the dropped "
                 f"layers ({100 * (mask['test'] - drop['test']):+.1f} points)"
-                f"{_head_trained_again(diagnostics, mask, drop)}."
+                f"{_finishes(diagnostics, mask, drop)}{_cut_masks_versus(rows, drop)}."
             )
     return out
+
+
+def _cut_first(rows, model, probe, clips: int) -> str:
+    """The paper's recipe at 50% of the MACs against the dense probe of the whole model: the
+    model cut to layers 0..K (K chosen on validation), then masks."""
+    parts = []
+    for last_layer in sorted({r["last_layer"] for r in rows} - {None}):
+        mask = _find(rows, model, "mask_macs", 0.5, last_layer)
+        if mask:
+            parts.append(
+                f"; cut to layers 0-{last_layer} first (the paper's recipe): masks "
+                f"{mask['test']:.3f} (seeds {mask['seeds']}, {mask['removed']:.1%} removed), "
+                f"{100 * (mask['test'] - probe['test']):+.1f} points"
+                f"{_interval_text(mask, probe, clips)}; with LoRA recovery {mask['lora']:.3f}"
+            )
+    return "".join(parts)
+
+
+def _cut_masks_versus(rows, drop) -> str:
+    """The paper's recipe against a dropped-layers run: masks on the model cut to layers 0..K
+    (K chosen on validation), at the target nearest the dropped layers' MACs (within 10 points).
+    Masks on every layer must thin all of them; cut first, they only choose within the layers
+    the task uses."""
+    cut = [
+        r
+        for r in rows
+        if r["method"] == "mask_macs"
+        and r["model"] == drop["model"]
+        and r["last_layer"] not in (None, drop["last_layer"])
+        and abs(r["removed"] - drop["removed"]) <= 0.1
+    ]
+    if not cut:
+        return ""
+    mask = min(cut, key=lambda r: abs(r["removed"] - drop["removed"]))
+    verdict = "above" if mask["test"] >= drop["test"] else "BELOW"
+    return (
+        f"; masks on layers 0-{mask['last_layer']} at {mask['removed']:.1%} removed "
+        f"{mask['test']:.3f} (seeds {mask['seeds']}): {verdict} the dropped layers "
+        f"({100 * (mask['test'] - drop['test']):+.1f} points)"
+    )
 
 
 def finished(diagnostics) -> list[dict]:
@@ -614,6 +668,50 @@ def _speedups(row, latency) -> str:
     return " | ".join(f"{pruned['latency'][b]['speedup']:.2f}" for b in ("batch_1", "batch_8"))
 
 
+def paired_interval(row, reference, clips: int, resamples: int = 10000) -> tuple | None:
+    """95% interval of `row`'s test accuracy minus `reference`'s from a paired bootstrap over
+    the test clips: each clip's correctness averaged over each side's seeds, the clips resampled
+    with replacement (fixed generator, so the README renders the same). It counts the luck of
+    which clips were drawn, which the seeds' spread does not; None when a side lacks the clips
+    of any of its seeds (runs recorded before they were kept).
+
+    Args:
+        row, reference: `aggregate` rows.
+        clips: Number of test clips.
+        resamples: Bootstrap resamples.
+    """
+    sides = []
+    for r in (row, reference):
+        by_seed = r.get("correct_by_seed", {})
+        if set(by_seed) != set(r["seeds"]):
+            return None
+        sides.append(np.mean([bits_of(h, clips) for h in by_seed.values()], axis=0))
+    gap = sides[0] - sides[1]
+    draws = np.random.default_rng(0).integers(0, clips, size=(resamples, clips))
+    low, high = np.percentile(gap[draws].mean(axis=1), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _interval_text(row, reference, clips: int) -> str:
+    interval = paired_interval(row, reference, clips) if reference else None
+    if interval is None:
+        return ""
+    low, high = (round(100 * x, 1) + 0.0 for x in interval)  # + 0.0: no "-0.0"
+    return f", 95% interval over the clips {low:+.1f} to {high:+.1f}"
+
+
+def _sampling_error(clips: int, accuracy: float = 0.6) -> str:
+    """How far one accuracy on these clips can move by which clips happened to be drawn: the
+    binomial standard error at `accuracy`. The seeds' spread does not include it (every run is
+    scored on the same clips), so a gap of a few points between two methods is within it."""
+    error = (accuracy * (1 - accuracy) / clips) ** 0.5
+    return (
+        f"one test accuracy near {accuracy:g} has a binomial standard error of "
+        f"{100 * error:.1f} points over {clips} clips, which the seeds' spread (the same clips "
+        "for every run) does not include"
+    )
+
+
 def _latency_machine(latency) -> str:
     env = latency.get("environment", {})
     return f"{env.get('machine', '?')}, {latency.get('threads')} threads, torch {env.get('torch')}"
@@ -642,7 +740,8 @@ def frontier_section(frontier, latency=None, superseded=None) -> list[str]:
     lines = [
         "### Accuracy against encoder MACs on GM instrument families: `benchmarks/frontier.py`",
         "",
-        f"{frontier['examples']['test']} test clips (pitches unseen in training), 16 classes, "
+        f"{frontier['examples']['test']} test clips (pitches unseen in training), 16 classes; "
+        f"{_sampling_error(frontier['examples']['test'])}. "
         f"{frontier['window_s']} s window, batch {frontier['batch_size']}, 2000 steps, head at "
         f"{frontier['learning_rate']:g}, masks at 0.02, full fine-tuning's encoder at "
         f"{frontier['finetune_lr']:g}; LoRA recovery 500 steps at 5e-4 after each mask run. "

@@ -1,0 +1,56 @@
+"""The frontier benchmark's paired comparison: which test clips each run got right, stored as hex
+bits in its JSON, and the bootstrap interval over the clips that the README quotes."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# The benchmark scripts import each other by module name, as they do when run as scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from frontier import bits_of, hex_bits  # noqa: E402
+from render_frontier import paired_interval  # noqa: E402
+
+CLIPS = 400
+
+
+def _row(*correct_by_seed: np.ndarray) -> dict:
+    return {
+        "seeds": list(range(len(correct_by_seed))),
+        "correct_by_seed": {s: hex_bits(c) for s, c in enumerate(correct_by_seed)},
+    }
+
+
+def _first(n: int) -> np.ndarray:
+    return np.arange(CLIPS) < n
+
+
+@pytest.mark.parametrize("count", [1, 7, 8, 9, 507])
+def test_hex_bits_round_trip(count):
+    bits = np.random.default_rng(count).random(count) < 0.5
+    assert hex_bits(bits) == hex_bits(bits_of(hex_bits(bits), count))
+    assert (bits_of(hex_bits(bits), count) == bits).all()
+
+
+def test_paired_interval_is_exact_where_every_clip_agrees():
+    assert paired_interval(_row(_first(300)), _row(_first(300)), CLIPS) == (0.0, 0.0)
+    assert paired_interval(_row(_first(CLIPS)), _row(_first(0)), CLIPS) == (1.0, 1.0)
+    # Each side's clips are averaged over its seeds first: right in one seed of two is half.
+    assert paired_interval(_row(_first(CLIPS), _first(0)), _row(_first(0)), CLIPS) == (0.5, 0.5)
+
+
+def test_paired_interval_covers_the_gap_and_counts_only_disagreements():
+    # 300 vs 200 right, the 200 among the 300: the gap is 0.25 and only 100 clips disagree.
+    low, high = paired_interval(_row(_first(300)), _row(_first(200)), CLIPS)
+    assert 0.15 < low < 0.25 < high < 0.35
+    # The same accuracies, the reference right on the last 200 clips instead: 300 clips
+    # disagree, so the same gap is less certain.
+    wide_low, wide_high = paired_interval(_row(_first(300)), _row(~_first(200)), CLIPS)
+    assert wide_low < 0.25 < wide_high and wide_high - wide_low > 1.5 * (high - low)
+
+
+def test_paired_interval_needs_every_seed_clips():
+    partial = {**_row(_first(300), _first(100)), "seeds": [0, 1, 2]}
+    assert paired_interval(partial, _row(_first(200)), CLIPS) is None
+    assert paired_interval(_row(_first(300)), {"seeds": [0], "correct_by_seed": {}}, CLIPS) is None
