@@ -253,7 +253,7 @@ def _dense_ceiling(probes, model, last_layer, layers: str, reference) -> str:
     return f"; the dense {model} ({layers}) probe itself: {', '.join(parts)}" if parts else ""
 
 
-def _finishes(diagnostics, mask, reference, probes=(), clips=0) -> str:
+def _finishes(diagnostics, mask, reference, probes, clips: int) -> str:
     """What the grid's masks at this point give once the target is met or a head is trained
     again on their kept units, the masks frozen (the diagnostics with otherwise the grid's
     settings), against `reference` (with the paired interval over the `clips` test clips where
@@ -362,13 +362,12 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
         ]
         if masks:
             mask = min(masks, key=lambda r: abs(r["removed"] - drop["removed"]))
-            verdict = "above" if mask["test"] >= drop["test"] else "BELOW"
             out.append(
                 f"- {drop['model']}: dropping the top {drop['target']:g} layer(s) "
                 f"({drop['removed']:.1%} of MACs removed) {drop['test']:.3f}; mask_macs at "
-                f"{mask['removed']:.1%} removed {mask['test']:.3f}: masks {verdict} the dropped "
-                f"layers ({100 * (mask['test'] - drop['test']):+.1f} points)"
-                f"{_finishes(diagnostics, mask, drop)}{_cut_masks_versus(rows, drop)}."
+                f"{mask['removed']:.1%} removed {mask['test']:.3f}: masks {_against_drop(mask, drop)}"
+                f"{_finishes(diagnostics, mask, drop, probes, clips)}"
+                f"{_cut_masks_versus(rows, drop)}."
             )
     return out
 
@@ -405,12 +404,15 @@ def _cut_masks_versus(rows, drop) -> str:
     if not cut:
         return ""
     mask = min(cut, key=lambda r: abs(r["removed"] - drop["removed"]))
-    verdict = "above" if mask["test"] >= drop["test"] else "BELOW"
     return (
         f"; masks on layers 0-{mask['last_layer']} at {mask['removed']:.1%} removed "
-        f"{mask['test']:.3f} (seeds {mask['seeds']}): {verdict} the dropped layers "
-        f"({100 * (mask['test'] - drop['test']):+.1f} points)"
+        f"{mask['test']:.3f} (seeds {mask['seeds']}): {_against_drop(mask, drop)}"
     )
+
+
+def _against_drop(mask, drop) -> str:
+    verdict = "above" if mask["test"] >= drop["test"] else "BELOW"
+    return f"{verdict} the dropped layers ({100 * (mask['test'] - drop['test']):+.1f} points)"
 
 
 def finished(diagnostics) -> list[dict]:
