@@ -365,9 +365,9 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
             out.append(
                 f"- {drop['model']}: dropping the top {drop['target']:g} layer(s) "
                 f"({drop['removed']:.1%} of MACs removed) {drop['test']:.3f}; mask_macs at "
-                f"{mask['removed']:.1%} removed {mask['test']:.3f}: masks {_against_drop(mask, drop)}"
+                f"{mask['removed']:.1%} removed {mask['test']:.3f}: masks {_against_drop(mask, drop, clips)}"
                 f"{_finishes(diagnostics, mask, drop, probes, clips)}"
-                f"{_cut_masks_versus(rows, drop)}."
+                f"{_cut_masks_versus(rows, drop, clips)}."
             )
     return out
 
@@ -388,7 +388,7 @@ def _cut_first(rows, model, probe, clips: int) -> str:
     return "".join(parts)
 
 
-def _cut_masks_versus(rows, drop) -> str:
+def _cut_masks_versus(rows, drop, clips: int) -> str:
     """The paper's recipe against a dropped-layers run: masks on the model cut to layers 0..K
     (K chosen on validation), at the target nearest the dropped layers' MACs (within 10 points).
     Masks on every layer must thin all of them; cut first, they only choose within the layers
@@ -406,13 +406,14 @@ def _cut_masks_versus(rows, drop) -> str:
     mask = min(cut, key=lambda r: abs(r["removed"] - drop["removed"]))
     return (
         f"; masks on layers 0-{mask['last_layer']} at {mask['removed']:.1%} removed "
-        f"{mask['test']:.3f} (seeds {mask['seeds']}): {_against_drop(mask, drop)}"
+        f"{mask['test']:.3f} (seeds {mask['seeds']}): {_against_drop(mask, drop, clips)}"
     )
 
 
-def _against_drop(mask, drop) -> str:
+def _against_drop(mask, drop, clips: int) -> str:
     verdict = "above" if mask["test"] >= drop["test"] else "BELOW"
-    return f"{verdict} the dropped layers ({100 * (mask['test'] - drop['test']):+.1f} points)"
+    gap = f"{100 * (mask['test'] - drop['test']):+.1f} points{_interval_text(mask, drop, clips)}"
+    return f"{verdict} the dropped layers ({gap})"
 
 
 def finished(diagnostics) -> list[dict]:
