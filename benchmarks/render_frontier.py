@@ -365,7 +365,8 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
             out.append(
                 f"- {drop['model']}: dropping the top {drop['target']:g} layer(s) "
                 f"({drop['removed']:.1%} of MACs removed) {drop['test']:.3f}; mask_macs at "
-                f"{mask['removed']:.1%} removed {mask['test']:.3f}: masks {_against_drop(mask, drop, clips)}"
+                f"{mask['removed']:.1%} removed {mask['test']:.3f}: "
+                f"masks {_against_drop(mask, drop, clips)}"
                 f"{_finishes(diagnostics, mask, drop, probes, clips)}"
                 f"{_cut_masks_versus(rows, drop, clips)}."
             )
