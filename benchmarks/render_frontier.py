@@ -307,8 +307,8 @@ def findings(frontier, rows, diagnostics=()) -> list[str]:
             out.append(
                 f"- {model}, 50% of encoder MACs: masks {mask['test']:.3f} (seeds {mask['seeds']}, "
                 f"{mask['removed']:.1%} removed) vs dense probe {probe['test']:.3f} (seeds "
-                f"{probe['seeds']}): {100 * (mask['test'] - probe['test']):+.1f} points; with LoRA "
-                f"recovery {mask['lora']:.3f}"
+                f"{probe['seeds']}): {100 * (mask['test'] - probe['test']):+.1f} points"
+                f"{_interval_text(mask, probe, clips)}; with LoRA recovery {mask['lora']:.3f}"
                 f"{_finishes(diagnostics, mask, probe, probes, clips)}"
                 f"{_cut_first(rows, model, probe, clips)}."
             )
@@ -662,14 +662,21 @@ def _lora_cell(row) -> str:
 
 
 def _speedups(row, latency) -> str:
-    """Dense / pruned CPU latency at batch 1 and 8 (the first seed's model: speed depends only
-    on the shapes), or '-' when not measured."""
-    if not latency:
+    """Dense / pruned CPU latency at batch 1 and 8, the mean over the row's seeds that were
+    timed (each seed keeps its own units, so their shapes and speeds differ), or '-' when none
+    was.
+
+    Args:
+        row: an `aggregate` row (its `keys` name the runs of every seed).
+        latency: the `frontier_latency.py` JSON, or None.
+    """
+    timed = [latency["rows"][k] for k in row["keys"] if latency and k in latency["rows"]]
+    if not timed:
         return "- | -"
-    pruned = latency["rows"].get(row["keys"][0])
-    if pruned is None:
-        return "- | -"
-    return " | ".join(f"{pruned['latency'][b]['speedup']:.2f}" for b in ("batch_1", "batch_8"))
+    return " | ".join(
+        f"{statistics.mean(t['latency'][b]['speedup'] for t in timed):.2f}"
+        for b in ("batch_1", "batch_8")
+    )
 
 
 def paired_interval(row, reference, clips: int, resamples: int = 10000) -> tuple | None:
@@ -721,6 +728,89 @@ def _latency_machine(latency) -> str:
     return f"{env.get('machine', '?')}, {latency.get('threads')} threads, torch {env.get('torch')}"
 
 
+def grid_table(rows, latency=None) -> list[str]:
+    """The grid's Markdown table, a line per (model, layers, method, target), with the CPU
+    speedup columns where `latency` is given.
+
+    Args:
+        rows: `aggregate`'s grid rows.
+        latency: `frontier_latency.py`'s JSON, or None (no speed columns).
+    """
+    speed = (" CPU speedup b1 | b8 |", "---:|---:|") if latency else ("", "")
+    lines = [
+        "| model | layers | method | target | seeds | MACs removed | encoder MACs (M) "
+        f"| validation | test | test + LoRA |{speed[0]}",
+        f"|---|---|---|---:|---|---:|---:|---:|---:|---:|{speed[1]}",
+    ]
+    for r in rows:
+        layers = "all" if r["last_layer"] is None else f"0-{r['last_layer']}"
+        lines.append(
+            f"| {r['model']} | {layers} | {r['method']} | {r['target']:g} | {r['seeds']} "
+            f"| {r['removed']:.1%} | {r['macs'] / 1e6:.1f} | {r['validation']:.3f} "
+            f"| {_test_cell(r)} | {_lora_cell(r)} |"
+            + (f" {_speedups(r, latency)} |" if latency else "")
+        )
+    return lines
+
+
+def reference_section(frontier) -> list[str]:
+    """The same grid on a saturated reference task (FSDD): where the dense probe is near 100%,
+    every method stays near it, so a win there proves little; the GM grid above is the test.
+
+    Args:
+        frontier: `frontier_fsdd.json` (`frontier.py` on `benchmarks/audio_data/fsdd.py`'s
+            layout).
+    """
+    rows = aggregate(frontier["runs"])
+    clips = frontier["examples"]["test"]
+    lines = [
+        "### The same grid on spoken digits (FSDD), for reference",
+        "",
+        f"{clips} test clips (FSDD's standard test split, recording index 0-4; validation: index "
+        f"5-9), {len(frontier['labels'])} classes; settings as above "
+        f"({frontier['window_s']} s window, batch {frontier['batch_size']}). Laid out with "
+        "`benchmarks/audio_data/fsdd.py`, run with `frontier.py --data ... --out "
+        "benchmarks/results/frontier_fsdd.json`.",
+        "",
+    ]
+    for model in sorted({r["model"] for r in rows}):
+        probe = _find(rows, model, "linear_probe")
+        if probe is None:
+            continue
+        error = _sampling_error(clips, round(probe["test"], 2))
+        lines.append(f"- {model}: dense probe {probe['test']:.3f} ({error}).")
+        for target in sorted({r["target"] for r in rows if r["method"] == "mask_macs"}):
+            mask = _find(rows, model, "mask_macs", target)
+            if mask is None:
+                continue
+            rivals = [
+                r
+                for r in rows
+                if r["model"] == model
+                and (
+                    (r["method"] in STRUCTURED_METHODS and abs(r["target"] - target) < 1e-9)
+                    or (r["method"] == "drop_layers" and abs(r["removed"] - mask["removed"]) < 0.1)
+                )
+            ]
+            rivals_text = "; ".join(
+                f"{_method_text(r)} {r['test']:.3f} ({r['removed']:.1%} removed, "
+                f"{100 * (r['test'] - probe['test']):+.1f}{_interval_text(r, probe, clips)})"
+                for r in rivals
+            )
+            lines.append(
+                f"  - {target:.0%} of MACs: mask_macs {mask['test']:.3f} ({mask['removed']:.1%} "
+                f"removed, {100 * (mask['test'] - probe['test']):+.1f} points against the probe"
+                f"{_interval_text(mask, probe, clips)}); {rivals_text or 'no baseline run'}."
+            )
+    return lines + ["", *grid_table(rows), ""]
+
+
+def _method_text(row) -> str:
+    if row["method"] == "drop_layers":
+        return f"top {row['target']:g} layer(s) dropped"
+    return row["method"]
+
+
 def frontier_section(frontier, latency=None, superseded=None) -> list[str]:
     """The Markdown section (and the plot next to the JSON).
 
@@ -751,7 +841,8 @@ def frontier_section(frontier, latency=None, superseded=None) -> list[str]:
         f"{frontier['finetune_lr']:g}; LoRA recovery 500 steps at 5e-4 after each mask run. "
         f"Trained on: {', '.join(machines)}. Plot: `benchmarks/results/frontier_gm.png`. The grid "
         "resumes from the JSON (a run already there is not run again). CPU speedup: "
-        "dense / pruned latency of the same base, timed in alternation in one run, same 1 s input "
+        "dense / pruned latency of the same base, timed in alternation in one run, same 1 s input, "
+        "the mean over the seeds timed "
         + (
             f"({_latency_machine(latency)}, `benchmarks/frontier_latency.py`)."
             if latency
@@ -767,17 +858,8 @@ def frontier_section(frontier, latency=None, superseded=None) -> list[str]:
         *findings(frontier, rows, diagnostics),
         "",
         *(finished_table(frontier, rows, diagnostics, latency) if finished(diagnostics) else []),
-        "| model | layers | method | target | seeds | MACs removed | encoder MACs (M) "
-        "| validation | test | test + LoRA | CPU speedup b1 | b8 |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        *grid_table(rows, latency),
     ]
-    for r in rows:
-        layers = "all" if r["last_layer"] is None else f"0-{r['last_layer']}"
-        lines.append(
-            f"| {r['model']} | {layers} | {r['method']} | {r['target']:g} | {r['seeds']} "
-            f"| {r['removed']:.1%} | {r['macs'] / 1e6:.1f} | {r['validation']:.3f} "
-            f"| {_test_cell(r)} | {_lora_cell(r)} | {_speedups(r, latency)} |"
-        )
     if diagnostics:
         lines += [
             "",

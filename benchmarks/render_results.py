@@ -9,7 +9,7 @@ import json
 import os
 import statistics
 
-from render_frontier import frontier_section
+from render_frontier import frontier_section, reference_section
 from render_gpu import gpu_section
 
 from hf_keepwhat.tasks import saved_figure
@@ -439,6 +439,9 @@ def main() -> None:
         lines += frontier_section(
             frontier, _load("frontier_gm_latency.json"), _load("frontier_gm_superseded.json")
         )
+    reference = _load("frontier_fsdd.json")
+    if reference is not None:
+        lines += reference_section(reference)
     for name, section in (
         ("demo_fsdd_report.json", demo_section),
         ("speed_cpu.json", speed_section),

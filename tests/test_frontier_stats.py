@@ -1,5 +1,6 @@
-"""The frontier benchmark's paired comparison: which test clips each run got right, stored as hex
-bits in its JSON, and the bootstrap interval over the clips that the README quotes."""
+"""The frontier benchmark's statistics: which test clips each run got right, stored as hex bits in
+its JSON, the bootstrap interval over the clips that the README quotes, and the speedup cell's mean
+over the seeds timed."""
 
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 # The benchmark scripts import each other by module name, as they do when run as scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from frontier import bits_of, hex_bits  # noqa: E402
-from render_frontier import paired_interval  # noqa: E402
+from render_frontier import _speedups, paired_interval  # noqa: E402
 
 CLIPS = 400
 
@@ -54,3 +55,49 @@ def test_paired_interval_needs_every_seed_clips():
     partial = {**_row(_first(300), _first(100)), "seeds": [0, 1, 2]}
     assert paired_interval(partial, _row(_first(200)), CLIPS) is None
     assert paired_interval(_row(_first(300)), {"seeds": [0], "correct_by_seed": {}}, CLIPS) is None
+
+
+def _timed(b1: float, b8: float) -> dict:
+    return {"latency": {"batch_1": {"speedup": b1}, "batch_8": {"speedup": b8}}}
+
+
+def test_speedup_cell_is_the_mean_over_the_seeds_timed():
+    latency = {"rows": {"s0": _timed(2.0, 3.0), "s2": _timed(3.0, 5.0)}}
+    # s1 was not timed: it is left out of the mean instead of counting as zero.
+    assert _speedups({"keys": ["s0", "s1", "s2"]}, latency) == "2.50 | 4.00"
+    assert _speedups({"keys": ["s1"]}, latency) == "- | -"
+    assert _speedups({"keys": ["s0"]}, None) == "- | -"
+
+
+def test_reference_section_compares_every_baseline_at_the_masks_target():
+    from render_frontier import reference_section
+
+    from hf_keepwhat.files import read_json
+
+    gm = read_json(str(Path(__file__).resolve().parents[1] / "benchmarks/results/frontier_gm.json"))
+    wanted = {
+        ("linear_probe", 0.0),
+        ("mask_macs", 0.5),
+        ("random", 0.5),
+        ("magnitude", 0.5),
+        ("drop_layers", 2.0),
+    }
+    runs = [
+        r
+        for r in gm["runs"]
+        if r["model"] == "whisper-tiny.en"
+        and r["seed"] == 0
+        and r["last_layer"] is None
+        and r["steps"] == 2000
+        and (r["method"], r["target"]) in wanted
+    ]
+    lines = reference_section({**gm, "runs": runs})
+    text = "\n".join(lines)
+    assert "whisper-tiny.en: dense probe" in text
+    (finding,) = [line for line in lines if line.startswith("  - 50% of MACs: mask_macs")]
+    # The structured baselines at the same target and the dropped layers nearest in MACs.
+    for rival in ("random", "magnitude", "top 2 layer(s) dropped"):
+        assert rival in finding, finding
+    # One table row per method and target, and no speed columns without latency.
+    assert sum(line.startswith("| whisper-tiny.en |") for line in lines) == 5
+    assert "CPU speedup" not in text
