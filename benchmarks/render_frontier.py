@@ -777,7 +777,7 @@ def reference_section(frontier) -> list[str]:
         probe = _find(rows, model, "linear_probe")
         if probe is None:
             continue
-        error = _sampling_error(clips, round(probe["test"], 2))
+        error = _sampling_error(clips, round(probe["test"], 3))
         lines.append(f"- {model}: dense probe {probe['test']:.3f} ({error}).")
         for target in sorted({r["target"] for r in rows if r["method"] == "mask_macs"}):
             mask = _find(rows, model, "mask_macs", target)
