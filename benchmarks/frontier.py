@@ -22,8 +22,9 @@ what is trained or removed differs:
 Every run reports accuracy on the validation and test splits and which clips it got right (for
 paired comparisons on the same clips), realised encoder MACs and params, and the kept units (hex
 bit masks), from which `benchmarks/frontier_latency.py` rebuilds each pruned model to time it.
-The JSON is written after every run and resumed from: a run already in `--out` is not run
-again, so the grid can be spread over sessions and machines. `--workers N` trains N runs at once
+The JSON (the runs, and `summary`: mean and spread over the seeds of every point) is written
+after every run and resumed from: a run already in `--out` is not run again, so the grid can be
+spread over sessions and machines. `--workers N` trains N runs at once
 in separate processes (useful on one GPU, whose kernels small models leave mostly idle);
 `--stop_after_minutes` stops starting runs after that long.
 
@@ -40,6 +41,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -320,6 +322,43 @@ def training_arguments(point: Point, args, work_dir: str, steps: int, lr: float)
         use_cpu=args.device == "cpu",
         dataloader_pin_memory=args.device != "cpu",
     )
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Mean and spread over the seeds of every point: the runs grouped by their key without the
+    seed (failed runs left out), with the seeds, test and validation accuracy (mean, sample
+    standard deviation; None for one seed), MACs removed (mean) and test accuracy after LoRA
+    recovery (mean, where run).
+
+    Args:
+        runs: The JSON's runs, one per (point, seed).
+    """
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        if "error" not in run:
+            fields = {k: v for k, v in json.loads(run["key"]).items() if k != "seed"}
+            groups.setdefault(json.dumps(fields, sort_keys=True), []).append(run)
+
+    def mean_std(values: list[float]) -> dict:
+        return {
+            "mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+        }
+
+    summary = []
+    for point, members in groups.items():
+        lora = [r["lora"]["accuracy"]["test"] for r in members if "lora" in r]
+        summary.append(
+            {
+                "point": json.loads(point),
+                "seeds": sorted(r["seed"] for r in members),
+                "test": mean_std([r["accuracy"]["test"] for r in members]),
+                "validation": mean_std([r["accuracy"]["validation"] for r in members]),
+                "macs_removed": statistics.mean(r["macs_removed_fraction"] for r in members),
+                "lora_test": statistics.mean(lora) if lora else None,
+            }
+        )
+    return summary
 
 
 def hex_bits(bits: np.ndarray) -> str:
@@ -663,7 +702,7 @@ def main() -> None:
         "match_macs_of": args.match_macs_of,
         "match_targets": match_targets,
     }
-    write_json(args.out, {**meta, "runs": runs})
+    write_json(args.out, {**meta, "runs": runs, "summary": summarize(runs)})
 
     def record(point: Point, result: dict | None) -> None:
         if result is None:
@@ -675,7 +714,7 @@ def main() -> None:
             "threads_per_run": args.threads,
         }
         runs[:] = [r for r in runs if r["key"] != result["key"]] + [result]
-        write_json(args.out, {**meta, "runs": runs})
+        write_json(args.out, {**meta, "runs": runs, "summary": summarize(runs)})
         shown = {k: v for k, v in result.items() if k not in ("kept", "correct")}
         print(json.dumps(shown), flush=True)
 

@@ -2,6 +2,7 @@
 its JSON, the bootstrap interval over the clips that the README quotes, and the speedup cell's mean
 over the seeds timed."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -101,3 +102,28 @@ def test_reference_section_compares_every_baseline_at_the_masks_target():
     # One table row per method and target, and no speed columns without latency.
     assert sum(line.startswith("| whisper-tiny.en |") for line in lines) == 5
     assert "CPU speedup" not in text
+
+
+def test_summary_gives_mean_and_spread_over_the_seeds_of_each_point():
+    from frontier import summarize
+
+    def run(seed, test, target=0.5, lora=None):
+        key = json.dumps({"method": "mask_macs", "seed": seed, "target": target}, sort_keys=True)
+        out = {
+            "key": key,
+            "seed": seed,
+            "accuracy": {"test": test, "validation": test + 0.1},
+            "macs_removed_fraction": target,
+        }
+        return {**out, "lora": {"accuracy": {"test": lora}}} if lora is not None else out
+
+    runs = [run(0, 0.5, lora=0.7), run(1, 0.7, lora=0.8), run(0, 0.4, target=0.9)]
+    runs.append({**run(2, 0.0), "error": "RuntimeError()"})  # failed runs are left out
+    by_target = {s["point"]["target"]: s for s in summarize(runs)}
+    fifty = by_target[0.5]
+    assert fifty["seeds"] == [0, 1] and "seed" not in fifty["point"]
+    assert fifty["test"]["mean"] == pytest.approx(0.6)
+    assert fifty["test"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert fifty["validation"]["mean"] == pytest.approx(0.7)
+    assert fifty["lora_test"] == pytest.approx(0.75)
+    assert by_target[0.9]["test"]["std"] is None and by_target[0.9]["lora_test"] is None
