@@ -324,6 +324,15 @@ def training_arguments(point: Point, args, work_dir: str, steps: int, lr: float)
     )
 
 
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation of `values` (None for a single value).
+
+    Args:
+        values: One number per seed.
+    """
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
 def summarize(runs: list[dict]) -> list[dict]:
     """Mean and spread over the seeds of every point: the runs grouped by their key without the
     seed (failed runs left out), with the seeds, test and validation accuracy (mean, sample
@@ -338,22 +347,18 @@ def summarize(runs: list[dict]) -> list[dict]:
         if "error" not in run:
             fields = {k: v for k, v in json.loads(run["key"]).items() if k != "seed"}
             groups.setdefault(json.dumps(fields, sort_keys=True), []).append(run)
-
-    def mean_std(values: list[float]) -> dict:
-        return {
-            "mean": statistics.mean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else None,
-        }
-
     summary = []
     for point, members in groups.items():
         lora = [r["lora"]["accuracy"]["test"] for r in members if "lora" in r]
+        accuracy = {}
+        for split in ("test", "validation"):
+            mean, std = mean_std([r["accuracy"][split] for r in members])
+            accuracy[split] = {"mean": mean, "std": std}
         summary.append(
             {
                 "point": json.loads(point),
                 "seeds": sorted(r["seed"] for r in members),
-                "test": mean_std([r["accuracy"]["test"] for r in members]),
-                "validation": mean_std([r["accuracy"]["validation"] for r in members]),
+                **accuracy,
                 "macs_removed": statistics.mean(r["macs_removed_fraction"] for r in members),
                 "lora_test": statistics.mean(lora) if lora else None,
             }

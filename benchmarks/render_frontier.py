@@ -9,7 +9,7 @@ import statistics
 from collections import defaultdict
 
 import numpy as np
-from frontier import KEPT_UNITS_PROBE, MASK_METHODS, Point, bits_of
+from frontier import KEPT_UNITS_PROBE, MASK_METHODS, Point, bits_of, mean_std
 from frontier import STRUCTURED as STRUCTURED_METHODS
 
 from hf_keepwhat.tasks import saved_figure
@@ -45,10 +45,6 @@ def _grid(run) -> bool:
     return run["method"] != KEPT_UNITS_PROBE and all(run[k] == v for k, v in GRID.items())
 
 
-def _mean_std(values):
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
 SETTINGS = (
     "steps",
     "head",
@@ -78,7 +74,7 @@ def aggregate(runs, grid: bool = True) -> list[dict]:
             groups[key + tuple(r[s] for s in SETTINGS)].append(r)
     rows = []
     for key, members in groups.items():
-        test, test_std = _mean_std([r["accuracy"]["test"] for r in members])
+        test, test_std = mean_std([r["accuracy"]["test"] for r in members])
         lora = [r["lora"]["accuracy"]["test"] for r in members if "lora" in r]
         unrefit = [
             r["accuracy_before_head_refit"]["test"] for r in members if r["refit_head_steps"]

@@ -1,14 +1,13 @@
 """Free Spoken Digit Dataset from `KEEPWHAT_FSDD`: real 8 kHz recordings, resampled to 16 kHz."""
 
 import os
-import re
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
 
-FILENAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$")
+from benchmarks.audio_data.fsdd import FILE_NAME
 
 
 def fsdd_split(root: str, split: str) -> list[tuple[str, int]]:
@@ -20,7 +19,7 @@ def fsdd_split(root: str, split: str) -> list[tuple[str, int]]:
     """
     items = []
     for name in sorted(os.listdir(root)):
-        match = FILENAME.match(name)
+        match = FILE_NAME.fullmatch(name)
         if match and (int(match["index"]) < 5) == (split == "test"):
             items.append((os.path.join(root, name), int(match["digit"])))
     if not items:

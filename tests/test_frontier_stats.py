@@ -1,6 +1,7 @@
-"""The frontier benchmark's statistics: which test clips each run got right, stored as hex bits in
-its JSON, the bootstrap interval over the clips that the README quotes, and the speedup cell's mean
-over the seeds timed."""
+"""The frontier benchmark's statistics and their rendering: which test clips each run got right,
+stored as hex bits in its JSON, the bootstrap interval over the clips that the README quotes, the
+JSON's summary over seeds, the speedup cell's mean over the seeds timed, and the FSDD reference
+section."""
 
 import json
 import sys
@@ -11,8 +12,10 @@ import pytest
 
 # The benchmark scripts import each other by module name, as they do when run as scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from frontier import bits_of, hex_bits  # noqa: E402
-from render_frontier import _speedups, paired_interval  # noqa: E402
+from frontier import bits_of, hex_bits, summarize  # noqa: E402
+from render_frontier import _speedups, paired_interval, reference_section  # noqa: E402
+
+from hf_keepwhat.files import read_json  # noqa: E402
 
 CLIPS = 400
 
@@ -71,10 +74,6 @@ def test_speedup_cell_is_the_mean_over_the_seeds_timed():
 
 
 def test_reference_section_compares_every_baseline_at_the_masks_target():
-    from render_frontier import reference_section
-
-    from hf_keepwhat.files import read_json
-
     gm = read_json(str(Path(__file__).resolve().parents[1] / "benchmarks/results/frontier_gm.json"))
     wanted = {
         ("linear_probe", 0.0),
@@ -105,8 +104,6 @@ def test_reference_section_compares_every_baseline_at_the_masks_target():
 
 
 def test_summary_gives_mean_and_spread_over_the_seeds_of_each_point():
-    from frontier import summarize
-
     def run(seed, test, target=0.5, lora=None):
         key = json.dumps({"method": "mask_macs", "seed": seed, "target": target}, sort_keys=True)
         out = {

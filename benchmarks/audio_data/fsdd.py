@@ -48,8 +48,8 @@ def build(recordings: str, out_dir: str, test_below: int = 5, validation_below: 
             f"test_below={test_below} and validation_below={validation_below} leave an empty "
             "split; pass 0 < test_below < validation_below (FSDD's indices run 0-49)."
         )
-    names = sorted(n for n in os.listdir(recordings) if FILE_NAME.fullmatch(n))
-    if not names:
+    matches = [m for m in map(FILE_NAME.fullmatch, sorted(os.listdir(recordings))) if m]
+    if not matches:
         raise FileNotFoundError(
             f"No FSDD recordings named like 0_george_0.wav in {recordings}; point --fsdd (or "
             "KEEPWHAT_FSDD) at FSDD's recordings folder."
@@ -60,12 +60,13 @@ def build(recordings: str, out_dir: str, test_below: int = 5, validation_below: 
     # Staged beside the output and moved in whole, so an interrupted copy leaves no half dataset.
     with tempfile.TemporaryDirectory(dir=parent, prefix=".fsdd-layout-") as work:
         staging = os.path.join(work, "out")
-        for name in names:
-            match = FILE_NAME.fullmatch(name)
+        for match in matches:
             split = split_of(int(match["index"]), test_below, validation_below)
             folder = os.path.join(staging, split, match["digit"])
             os.makedirs(folder, exist_ok=True)
-            shutil.copyfile(os.path.join(recordings, name), os.path.join(folder, name))
+            shutil.copyfile(
+                os.path.join(recordings, match.string), os.path.join(folder, match.string)
+            )
             counts[split] = counts.get(split, 0) + 1
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
