@@ -9,10 +9,12 @@ export KEEPWHAT_WHISPER_TINY ?= $(SHARED)/models/whisper-tiny.en
 export KEEPWHAT_WHISPER_BASE ?= $(SHARED)/models/whisper-base-encoder
 export KEEPWHAT_FSDD ?= $(SHARED)/data/fsdd/recordings
 
-# FFmpeg's shared libraries, which torchcodec (datasets' audio decoder) loads; fluidsynth and the
-# FluidR3 GM SoundFont, from which benchmarks/audio_data/gm_instruments.py renders its task.
+# FFmpeg's shared libraries, which torchcodec (datasets' audio decoder) loads; fluidsynth and every
+# GM SoundFont Debian ships (MuseScore General aside: the outside check), from which
+# benchmarks/audio_data/gm_instruments.py and gm_sources.py render their tasks.
 APT_PACKAGES := libavcodec59 libavformat59 libavutil57 libswresample4 libswscale6 \
-	libavdevice59 libavfilter8 fluidsynth fluid-soundfont-gm
+	libavdevice59 libavfilter8 fluidsynth fluid-soundfont-gm timgm6mb-soundfont \
+	csound-soundfont opl3-soundfont
 
 .PHONY: install system-deps test lint format demo bench cards
 

@@ -74,7 +74,7 @@ from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
 from hf_keepwhat.files import read_json, write_json  # noqa: E402
 from hf_keepwhat.recovery import recover_with_lora, refit_head  # noqa: E402
 
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test")  # every layout has these; choices use validation only
 SAMPLING_RATE = 16_000
 MASK_METHODS = {
     "mask_macs": {"budget": "macs"},
@@ -176,7 +176,9 @@ class Point:
 
 def read_audiofolder(folder: str) -> tuple[dict[str, tuple[list[np.ndarray], list[int]]], list]:
     """Audio and labels of every split of an audiofolder (`{split}/{label}/*.wav`), resampled to
-    16 kHz; labels are indices into the sorted label names of the train split.
+    16 kHz; labels are indices into the sorted label names of the train split. Besides train,
+    validation and test, every other split folder is read too and scored by every run (e.g. the
+    in-source splits of `audio_data/gm_sources.py`).
 
     Args:
         folder: The dataset folder (e.g. `benchmarks/audio_data/gm_instruments.py`'s output).
@@ -188,8 +190,11 @@ def read_audiofolder(folder: str) -> tuple[dict[str, tuple[list[np.ndarray], lis
             "(for every choice) and test. Render one with benchmarks/audio_data/gm_instruments.py."
         )
     names = sorted(os.listdir(os.path.join(folder, "train")))
+    extra = sorted(
+        s for s in os.listdir(folder) if os.path.isdir(os.path.join(folder, s)) and s not in SPLITS
+    )
     splits = {}
-    for split in SPLITS:
+    for split in (*SPLITS, *extra):
         audio, labels = [], []
         for label in sorted(os.listdir(os.path.join(folder, split))):
             for name in sorted(os.listdir(os.path.join(folder, split, label))):
@@ -292,16 +297,16 @@ def correct_by_clip(model, features: torch.Tensor, labels: torch.Tensor, device)
 
 
 def evaluate(model, features: dict, device) -> dict:
-    """Accuracy on the validation and test splits, and which clips were right (`hex_bits`):
-    two runs scored on the same clips can then be compared clip by clip (a paired test), which
-    their accuracies alone do not allow.
+    """Accuracy on every split but train, and which clips were right (`hex_bits`): two runs
+    scored on the same clips can then be compared clip by clip (a paired test), which their
+    accuracies alone do not allow.
 
     Args:
         model: A model whose output has `logits`.
         features: Split name -> (input features, labels).
         device: Where the model runs.
     """
-    correct = {s: correct_by_clip(model, *features[s], device) for s in SPLITS[1:]}
+    correct = {s: correct_by_clip(model, *xy, device) for s, xy in features.items() if s != "train"}
     return {
         "accuracy": {s: float(c.mean()) for s, c in correct.items()},
         "correct": {s: hex_bits(c) for s, c in correct.items()},
@@ -335,9 +340,9 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def summarize(runs: list[dict]) -> list[dict]:
     """Mean and spread over the seeds of every point: the runs grouped by their key without the
-    seed (failed runs left out), with the seeds, test and validation accuracy (mean, sample
-    standard deviation; None for one seed), MACs removed (mean) and test accuracy after LoRA
-    recovery (mean, where run).
+    seed (failed runs left out), with the seeds, the accuracy on every scored split (mean, sample
+    standard deviation, None for one seed, and the seed spread max - min), MACs removed (mean)
+    and test accuracy after LoRA recovery (mean, where run).
 
     Args:
         runs: The JSON's runs, one per (point, seed).
@@ -351,9 +356,10 @@ def summarize(runs: list[dict]) -> list[dict]:
     for point, members in groups.items():
         lora = [r["lora"]["accuracy"]["test"] for r in members if "lora" in r]
         accuracy = {}
-        for split in ("test", "validation"):
-            mean, std = mean_std([r["accuracy"][split] for r in members])
-            accuracy[split] = {"mean": mean, "std": std}
+        for split in members[0]["accuracy"]:
+            values = [r["accuracy"][split] for r in members]
+            mean, std = mean_std(values)
+            accuracy[split] = {"mean": mean, "std": std, "spread": max(values) - min(values)}
         summary.append(
             {
                 "point": json.loads(point),
@@ -699,7 +705,7 @@ def main() -> None:
         "benchmark": "frontier",
         "dataset": os.path.basename(os.path.normpath(args.data)),
         "labels": label_names,
-        "examples": {s: len(splits[s][1]) for s in SPLITS},
+        "examples": {s: len(labels) for s, (_, labels) in splits.items()},
         "window_s": args.window,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,

@@ -121,6 +121,7 @@ def test_summary_gives_mean_and_spread_over_the_seeds_of_each_point():
     assert fifty["seeds"] == [0, 1] and "seed" not in fifty["point"]
     assert fifty["test"]["mean"] == pytest.approx(0.6)
     assert fifty["test"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert fifty["test"]["spread"] == pytest.approx(0.2)  # max - min over the seeds
     assert fifty["validation"]["mean"] == pytest.approx(0.7)
     assert fifty["lora_test"] == pytest.approx(0.75)
     assert by_target[0.9]["test"]["std"] is None and by_target[0.9]["lora_test"] is None

@@ -204,6 +204,40 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+def render_clips(soundfont: str, notes: list[Note], work: str) -> np.ndarray:
+    """Every note of `notes` rendered from `soundfont` in one fluidsynth call, as 1 s mono int16
+    clips (one row per note, in order).
+
+    Args:
+        soundfont: The `.sf2` file.
+        notes: The notes, in slot order.
+        work: A scratch folder for the MIDI and WAV files.
+    """
+    write_midi(notes, os.path.join(work, "notes.mid"))
+    render(soundfont, os.path.join(work, "notes.mid"), os.path.join(work, "notes.wav"))
+    return cut_clips(os.path.join(work, "notes.wav"), len(notes))
+
+
+def is_silent(clip: np.ndarray) -> bool:
+    """Whether a clip's peak is below `SILENCE_PEAK` (the program sounds nothing at that pitch)."""
+    return bool(np.abs(clip.astype(np.int32)).max() < SILENCE_PEAK)
+
+
+def write_clip(staging: str, split: str, note: Note, clip: np.ndarray, prefix: str = "") -> None:
+    """Writes one clip as `staging/split/family/{prefix}{note.file_name}` (16-bit PCM)."""
+    folder = os.path.join(staging, split, note.family)
+    os.makedirs(folder, exist_ok=True)
+    sf.write(os.path.join(folder, prefix + note.file_name), clip, SAMPLE_RATE, subtype="PCM_16")
+
+
+def replace_folder(staging: str, out_dir: str) -> None:
+    """Moves a finished staging folder to `out_dir`, replacing what was there, so a killed build
+    never leaves a half-written dataset behind."""
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+
+
 def build(
     out_dir: str,
     soundfont: str = DEFAULT_SOUNDFONT,
@@ -222,23 +256,17 @@ def build(
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=".gm-render-") as work:
-        write_midi(notes, os.path.join(work, "notes.mid"))
-        render(soundfont, os.path.join(work, "notes.mid"), os.path.join(work, "notes.wav"))
-        clips = cut_clips(os.path.join(work, "notes.wav"), len(notes))
+        clips = render_clips(soundfont, notes, work)
         staging = os.path.join(work, "out")
         counts: dict[str, int] = {}
         skipped = []
         for note, clip in zip(notes, clips, strict=True):
-            if np.abs(clip.astype(np.int32)).max() < SILENCE_PEAK:
+            if is_silent(clip):
                 skipped.append(note.file_name.removesuffix(".wav"))
                 continue
-            folder = os.path.join(staging, note.split, note.family)
-            os.makedirs(folder, exist_ok=True)
-            sf.write(os.path.join(folder, note.file_name), clip, SAMPLE_RATE, subtype="PCM_16")
+            write_clip(staging, note.split, note, clip)
             counts[note.split] = counts.get(note.split, 0) + 1
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        replace_folder(staging, out_dir)
     return {
         "soundfont": os.path.basename(soundfont),
         "soundfont_sha256": file_digest(soundfont),
