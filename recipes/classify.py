@@ -7,10 +7,9 @@ environmental sound, intent.
 """
 
 import numpy as np
-from common import Task, main, prepare_labelled_audio
 from transformers import AutoModelForAudioClassification
 
-from hf_keepwhat.tasks import load_metric
+from hf_keepwhat.tasks import Task, load_metric, main, prepare_labelled_audio
 
 ACCURACY = load_metric("accuracy")
 BALANCED = load_metric("balanced_accuracy")

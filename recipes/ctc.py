@@ -10,19 +10,18 @@ trains with the masks; the paper used a BiLSTM + CTC head instead.
 from dataclasses import dataclass
 
 import numpy as np
-from common import Task, main
 from datasets import Audio
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
 
-from hf_keepwhat.tasks import decoded_waveform, load_metric, require_column
+from hf_keepwhat.tasks import Task, decoded_waveform, load_metric, main, require_column
 
 WER = load_metric("wer")
 CER = load_metric("cer")
 PROCESSOR = {}  # filled by prepare(): compute_metrics decodes with it
 
 
-def prepare(train, test, feature_extractor, model_path, data_args, config):
-    """Featurizes both splits and tokenizes transcripts with the model's own processor."""
+def prepare(splits, feature_extractor, model_path, data_args, config):
+    """Featurizes every split and tokenizes transcripts with the model's own processor."""
     processor = PROCESSOR["processor"] = AutoProcessor.from_pretrained(model_path)
     rate = processor.feature_extractor.sampling_rate
     input_name = processor.feature_extractor.model_input_names[0]
@@ -43,26 +42,26 @@ def prepare(train, test, feature_extractor, model_path, data_args, config):
 
         return process
 
-    for split_name, split in (("train", train), ("test", test)):
+    for split_name, split in splits.items():
         where = f"{split_name} split"
         require_column(
             split.column_names, data_args.text_column, "transcript", "--text_column", where
         )
     # Decoded file by file in `encode`, so that a bad file is named, not a decoder traceback.
     undecoded = Audio(decode=False)
-    train = train.cast_column(data_args.audio_column, undecoded).map(
-        encode("train"), batched=True, with_indices=True, remove_columns=train.column_names
-    )
-    test = test.cast_column(data_args.audio_column, undecoded).map(
-        encode("test"), batched=True, with_indices=True, remove_columns=test.column_names
-    )
+    featurized = {
+        name: split.cast_column(data_args.audio_column, undecoded).map(
+            encode(name), batched=True, with_indices=True, remove_columns=split.column_names
+        )
+        for name, split in splits.items()
+    }
     tokenizer = processor.tokenizer
     model_kwargs = {"ctc_loss_reduction": "mean"}
     architectures = AutoConfig.from_pretrained(model_path).architectures or []
     if not any(name.endswith("ForCTC") for name in architectures):
         # A bare pretrained encoder: its new CTC head spans the tokenizer's vocabulary.
         model_kwargs.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    return train, test, model_kwargs, CTCCollator(processor)
+    return featurized, model_kwargs, CTCCollator(processor)
 
 
 @dataclass
@@ -109,6 +108,7 @@ TASK = Task(
     prepare=prepare,
     compute_metrics=compute_metrics,
     card_task="speech recognition",
+    greater_is_better=False,
 )
 
 if __name__ == "__main__":

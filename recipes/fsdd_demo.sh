@@ -23,5 +23,5 @@ exec "$PYTHON" recipes/classify.py \
   --max_input_seconds 3 --budget params --target_sparsity 0.5 \
   --mask_learning_rate 0.02 --target_warmup_steps 200 \
   --train_baseline --max_steps 600 --per_device_train_batch_size 8 --learning_rate 1e-3 \
-  --logging_steps 50 --save_strategy no --report_to none --seed 0 \
+  --logging_steps 50 --report_to none --seed 0 \
   --output_dir "$OUT" "$@"

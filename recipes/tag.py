@@ -7,10 +7,9 @@
 
 import numpy as np
 import torch
-from common import Task, main, prepare_labelled_audio
 from transformers import AutoModelForAudioClassification
 
-from hf_keepwhat.tasks import load_metric
+from hf_keepwhat.tasks import Task, load_metric, main, prepare_labelled_audio
 
 MAP = load_metric("mean_average_precision")
 ROC_AUC = load_metric("roc_auc")

@@ -202,7 +202,9 @@ def test_classify_with_a_fold_split_and_half_a_second_window(tmp_path, digits):
     report = json.loads((out / "report.json").read_text())
     assert report["test_examples"] == 18  # every file of speaker "ann": 3 labels x 6
     assert 0 <= report["runs"][0]["metrics"]["balanced_accuracy"] <= 1
-    bad = _recipe("classify", [*args[: -len(COMMON)], "--test_fold", "zoe", *COMMON], tmp_path)
+    bad_args = [*args[: -len(COMMON)], "--test_fold", "zoe", *COMMON]
+    bad_args[bad_args.index("--output_dir") + 1] = str(tmp_path / "bad")
+    bad = _recipe("classify", bad_args, tmp_path)
     assert bad.returncode == 2 and "--test_fold ['zoe'] selects 0 of 36 rows" in bad.stderr
 
 
@@ -214,15 +216,14 @@ def test_classify_with_a_fold_split_and_half_a_second_window(tmp_path, digits):
     ],
 )
 def test_presets_fill_the_checked_fold_splits(monkeypatch, tmp_path, preset, dataset, label, fold):
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "recipes"))
-    import common
+    from hf_keepwhat.tasks.arguments import parse_arguments
 
     argv = ["classify.py", "--model_name_or_path", "m", "--output_dir", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", [*argv, "--preset", preset])
-    data = common.parse_arguments()[1]
+    data = parse_arguments()[1]
     assert (data.dataset_name, data.label_column, data.test_fold) == (dataset, label, [fold])
     monkeypatch.setattr(sys, "argv", [*argv, "--preset", preset, "--test_fold", "3"])
-    assert common.parse_arguments()[1].test_fold == ["3"]  # a preset never overrides the user
+    assert parse_arguments()[1].test_fold == ["3"]  # a preset never overrides the user
     monkeypatch.setattr(sys, "argv", [*argv, "--preset", "nsynth_pitch"])
     with pytest.raises(SystemExit):  # dropped: a loading-script dataset
-        common.parse_arguments()
+        parse_arguments()

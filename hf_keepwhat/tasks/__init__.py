@@ -8,7 +8,11 @@ it needs `datasets` and `evaluate`, which the core does not.
 - `metrics`: `load_metric` (accuracy, f1, mean_average_precision, roc_auc, wer, cer);
 - `heads`: `PooledAudioClassifier` / `pooled_classifier`: any backbone's mean-pooled features into
   a linear layer or the paper's MLP (recipes' `--head linear|mlp`);
-- `reports`: `write_report` (report.json, report.md, plots), `compare`, `saved_figure`.
+- `reports`: `write_report` (report.json, report.md, plots), `compare`, `saved_figure`;
+- the recipes' run, one idea a module: `arguments` (the command line), `splits` (train,
+  validation, test), `budgets` (a budget in the user's terms: `--match_macs_of` ...), `loading`
+  (the weight-loading report summarised), `selection` (the best checkpoint within the budget),
+  `run_folder` (resume), `run` (the phases) and `recipe` (`main`, `Task`).
 """
 
 from .audio import (
@@ -24,11 +28,14 @@ from .audio import (
 )
 from .heads import PooledAudioClassifier, audio_backbone, pooled_classifier
 from .metrics import load_metric
+from .recipe import main, prepare_labelled_audio
 from .reports import compare, saved_figure, write_report
+from .run import Task
 
 __all__ = [
     "AudioCollator",
     "AudioDataError",
+    "Task",
     "PooledAudioClassifier",
     "audio_backbone",
     "cast_audio",
@@ -39,6 +46,8 @@ __all__ = [
     "label_names",
     "load_audio_dataset",
     "load_metric",
+    "main",
+    "prepare_labelled_audio",
     "pooled_classifier",
     "require_column",
     "saved_figure",

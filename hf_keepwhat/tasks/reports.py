@@ -34,8 +34,37 @@ def _fmt(value, pattern="{:.4g}"):
     return "-" if value is None else pattern.format(value)
 
 
+def _budget_lines(report: dict) -> list[str]:
+    """What a budget in the user's terms asked for, and how each pruned model compares."""
+    budget = report.get("budget_request")
+    if not budget:
+        return []
+    kind = budget["budget"]
+    asked = budget["asked"]
+    against = (
+        f"`{budget['value']}`'s backbone {kind} ({budget['allowed_cost']:,})"
+        if asked.startswith("match_")
+        else f"{budget['allowed_cost']:,} backbone {kind}"
+    )
+    lines = [
+        "",
+        f"Budget: at most {against}, from the model's {budget['model_cost']:,}: target "
+        f"{budget['target_sparsity']:.2%} of {kind} removed (`--{asked}`).",
+    ]
+    field = "macs" if kind == "macs" else "backbone_params"
+    for run in report["runs"]:
+        ratio = run[field] / budget["allowed_cost"]
+        verdict = "within the budget" if ratio <= 1 else "over the budget"
+        lines.append(
+            f"Pruned at target {run['target_sparsity']:.2f}: {run[field]:,} {kind}, "
+            f"{ratio:.3f}x the allowed ({verdict})."
+        )
+    return lines
+
+
 def markdown(report: dict) -> str:
-    """The report as Markdown: one row for the dense model, one per target sparsity.
+    """The report as Markdown: one row for the dense model, one per target sparsity, with the
+    task metric on validation (where choices are made) and on test (reported only).
 
     Args:
         report: The report dict written to `report.json`.
@@ -45,28 +74,34 @@ def markdown(report: dict) -> str:
     lines = [
         f"# hf_keepwhat report: {report['task']} with `{report['model']}`",
         "",
-        f"Dataset: {report['dataset']}. Test examples: {report['test_examples']}. Figures measured "
-        f"on {report['environment']['machine']} with {report['environment']['torch_threads']} "
-        f"threads; latency is batch 1 on {report['latency_input']}, median of "
-        f"{dense['latency']['repeats']} runs after warm-up.",
+        f"Dataset: {report['dataset']}. Validation examples: "
+        f"{report.get('validation_examples', '-')}; test examples: {report['test_examples']}. "
+        f"Figures measured on {report['environment']['machine']} with "
+        f"{report['environment']['torch_threads']} threads; latency is batch 1 on "
+        f"{report['latency_input']}, median of {dense['latency']['repeats']} runs after warm-up.",
+        *_budget_lines(report),
         "",
-        f"| model | target | {metric} | backbone params removed | MACs removed | params | MACs "
-        "| latency (ms) | disk (MB) | speedup |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| dense ({report['dense_kind']}) | - | {_fmt(dense['metrics'].get(metric))} | 0 | 0 "
+        f"| model | target | validation {metric} | test {metric} | backbone params removed "
+        "| MACs removed | params | MACs | latency (ms) | disk (MB) | speedup |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| dense ({report['dense_kind']}) | - "
+        f"| {_fmt(dense.get('validation_metrics', {}).get(metric))} "
+        f"| {_fmt(dense['metrics'].get(metric))} | 0 | 0 "
         f"| {dense['params']:,} | {dense['macs']:,} | {dense['latency']['median_s'] * 1e3:.2f} "
         f"| {dense['disk_bytes'] / 1e6:.2f} | 1.00 |",
     ]
     for run in report["runs"]:
         lines.append(
-            f"| pruned | {run['target_sparsity']:.2f} | {_fmt(run['metrics'].get(metric))} "
+            f"| pruned | {run['target_sparsity']:.4g} "
+            f"| {_fmt(run.get('validation_metrics', {}).get(metric))} "
+            f"| {_fmt(run['metrics'].get(metric))} "
             f"| {run['removed']['params_removed_fraction']:.1%} "
             f"| {run['removed']['macs_removed_fraction']:.1%} | {run['params']:,} | {run['macs']:,} "
             f"| {run['latency']['median_s'] * 1e3:.2f} | {run['disk_bytes'] / 1e6:.2f} "
             f"| {_fmt(run['ratios']['latency'], '{:.2f}')} |"
         )
     for run in report["runs"]:
-        lines += ["", f"## Kept units at target {run['target_sparsity']:.2f}", ""]
+        lines += ["", f"## Kept units at target {run['target_sparsity']:.4g}", ""]
         lines.append(layer_table(run["groups"]))
     return "\n".join(lines) + "\n"
 

@@ -25,6 +25,8 @@ class MeanAveragePrecision(evaluate.Metric):
     def _compute(self, prediction_scores, references):
         references = np.asarray(references)
         present = references.sum(axis=0) > 0  # AP is undefined for a class with no positive
+        if not present.any():
+            return {"mean_average_precision": float("nan")}
         score = average_precision_score(
             references[:, present], np.asarray(prediction_scores)[:, present], average="macro"
         )

@@ -26,6 +26,8 @@ class RocAuc(evaluate.Metric):
         references = np.asarray(references)
         # AUC needs both a positive and a negative for a class.
         defined = (references.sum(axis=0) > 0) & (references.sum(axis=0) < len(references))
+        if not defined.any():  # e.g. a validation split of one clip: AUC is undefined, not an error
+            return {"roc_auc": float("nan")}
         score = roc_auc_score(
             references[:, defined], np.asarray(prediction_scores)[:, defined], average="macro"
         )

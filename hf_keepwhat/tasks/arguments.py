@@ -1,0 +1,297 @@
+"""The recipes' command line: model, data, masks, the run's extra steps, and `TrainingArguments`,
+parsed by `HfArgumentParser` (a JSON file of arguments works too, as in transformers' examples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..config import MaskConfig
+from ..exact_budget import SELECTIONS
+from .heads import HEADS
+
+# Hub datasets of the paper's tasks: --preset NAME fills the data arguments (still overridable).
+# This project's machines cannot reach the Hub; each preset was checked against the dataset's
+# stored Hub pages (dataset_infos.json / README metadata): a parquet dataset (no loading script),
+# its splits, label and fold columns.
+# - esc50 (ashraq/esc50): one "train" split of 2,000 clips; "category" (string), "fold" 1-5.
+# - urbansound8k (danavery/urbansound8K): one "train" split of 8,732; "class" (string), "fold" 1-10.
+# Unverified (no stored page of the repository): librispeech.
+# Dropped: google/speech_commands, marsyas/gtzan, jg583/NSynth and confit/magnatagatune (loading
+# scripts, which datasets 5 refuses to run), AudioSet/MagnaTagATune (no such dataset found), the
+# Fluent Speech Commands preset (a ~200-row evaluation subset). FSD50K is not offered: its Hub
+# copies use a loading script (Fhrozen/FSD50k) or store mp3 bytes without an Audio feature
+# (nguyenvulebinh/fsd50k).
+PRESETS = {
+    "esc50": {"dataset_name": "ashraq/esc50", "label_column": "category", "test_fold": ["5"]},
+    "urbansound8k": {
+        "dataset_name": "danavery/urbansound8K",
+        "label_column": "class",
+        "test_fold": ["10"],
+    },
+    "librispeech": {
+        "dataset_name": "openslr/librispeech_asr",
+        "dataset_config_name": "clean",
+        "train_split": "train.100",
+        "test_split": "test",
+        "text_column": "text",
+    },
+}
+
+
+@dataclass
+class ModelArguments:
+    """Which pretrained model to specialise."""
+
+    model_name_or_path: str = field(metadata={"help": "Hub id or local folder of the base model."})
+    head: str = field(
+        default="model",
+        metadata={
+            "help": "model: the model's own ...ForAudioClassification head; linear or mlp: the mean-pooled features of any backbone (embedding models too: AutoModel) into a linear layer or the paper's MLP (1024, ReLU)."
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the audio and labels come from."""
+
+    preset: str | None = field(default=None, metadata={"help": f"One of {sorted(PRESETS)}."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset config."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Local folder: audiofolder layout, or flat files with --filename_label_regex."
+        },
+    )
+    filename_label_regex: str | None = field(
+        default=None,
+        metadata={
+            "help": r"Regex over file names with a (?P<label>...) group, e.g. FSDD's (?P<label>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav."
+        },
+    )
+    test_group: str | None = field(
+        default=None, metadata={"help": "Regex group that decides the test split."}
+    )
+    test_values: list[str] | None = field(
+        default=None, metadata={"help": "Values of --test_group that are test data."}
+    )
+    audio_column: str = field(default="audio", metadata={"help": "Column with the audio."})
+    label_column: str = field(default="label", metadata={"help": "Column with the label(s)."})
+    text_column: str = field(default="text", metadata={"help": "Column with transcripts (ctc.py)."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    test_split: str = field(default="test", metadata={"help": "Split to evaluate on."})
+    test_size: float = field(
+        default=0.1, metadata={"help": "Held-out fraction when there is no test split."}
+    )
+    validation_split: str = field(
+        default="validation",
+        metadata={"help": "The dataset's validation split, used when it has one."},
+    )
+    validation_size: float = field(
+        default=0.1,
+        metadata={
+            "help": "Without a validation split or fold: the fraction of the train split carved out for validation (stratified by label where the labels allow it, seeded)."
+        },
+    )
+    validation_fold: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Fold-based validation: rows of the train split whose --fold_column value is one of these (after --test_fold is taken out)."
+        },
+    )
+    test_fold: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Fold-based split (UrbanSound8K, ESC-50): rows of the train split whose --fold_column value is one of these are the test split, the rest train."
+        },
+    )
+    fold_column: str = field(default="fold", metadata={"help": "Column holding the fold."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the train split."}
+    )
+    max_test_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the test split."}
+    )
+    max_validation_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the validation split."}
+    )
+
+
+@dataclass
+class RunArguments:
+    """What the run measures besides the masked model."""
+
+    train_baseline: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train the dense baseline: the same head on the frozen, unmasked backbone (a linear probe)."
+        },
+    )
+    latency_repeats: int = field(
+        default=20, metadata={"help": "Timed runs per latency measurement."}
+    )
+    train_to_target_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After mask training, if the masks remove less than the target, train masks and head on in rounds of this many steps (at most 3) with the penalty's target raised by the shortfall (train_to_target), before --meet_target (0: none)."
+        },
+    )
+    meet_target: bool = field(
+        default=False,
+        metadata={
+            "help": "After mask training, if the masks remove less than the target, switch off kept units (see --meet_target_selection) until they remove it (before the head refit), so the pruned model costs at most what was asked. It can cost accuracy: see the README's Exact budget."
+        },
+    )
+    meet_target_selection: str = field(
+        default="least_sure",
+        metadata={
+            "help": "Which units --meet_target switches off: least_sure (lowest keep probability, whatever their cost) or fit_the_gap (first the least sure units no costlier than the shortfall).",
+            "choices": list(SELECTIONS),
+        },
+    )
+    meet_target_unit_kinds: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The unit kinds --meet_target may switch off (e.g. heads ffn; default every kind). Switching off conv-stem channels moves every layer's input: see the README's Exact budget."
+        },
+    )
+    refit_head_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After mask training, train the head again for this many steps (at the head's learning rate) with the masks frozen, so it fits the units pruning keeps (0: none)."
+        },
+    )
+    recover_lora_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After pruning, train LoRA adapters (peft) on the task for this many steps and merge them into the pruned model (0: none)."
+        },
+    )
+    recover_lora_learning_rate: float = field(
+        default=5e-4, metadata={"help": "Learning rate of the LoRA recovery."}
+    )
+    restart: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in --output_dir: by default a run resumes there (finished phases are read back, an unfinished one continues from its last checkpoint)."
+        },
+    )
+    budget_tolerance: float = field(
+        default=0.005,
+        metadata={
+            "help": "A checkpoint meets the budget when it removes at least the target minus this (a fraction); the best validation checkpoint is chosen among those."
+        },
+    )
+
+
+@dataclass
+class BudgetArguments:
+    """The budget in the user's terms: as cheap as another model, or a number of MACs or
+    parameters. Each sets `--budget` and `--target_sparsity` (computed and recorded)."""
+
+    match_macs_of: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id, folder or config.json of a model: prune to at most its backbone MACs at the same input window (e.g. Whisper base to tiny.en's)."
+        },
+    )
+    match_params_of: str | None = field(
+        default=None,
+        metadata={"help": "Hub id, folder or config.json: prune to at most its backbone params."},
+    )
+    max_macs: float | None = field(
+        default=None, metadata={"help": "Prune to at most this many backbone MACs (per input)."}
+    )
+    max_params: float | None = field(
+        default=None, metadata={"help": "Prune to at most this many backbone parameters."}
+    )
+
+    def requested(self) -> tuple[str, str | float] | None:
+        """The one budget asked for, as (argument name, value), or None."""
+        given = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        given = [(name, value) for name, value in given if value is not None]
+        if len(given) > 1:
+            names = ", ".join(f"--{name}" for name, _ in given)
+            raise ValueError(f"{names}: give one budget at most.")
+        return given[0] if given else None
+
+
+def _mask_arguments_class() -> type:
+    """MaskConfig's fields as command-line arguments, with `target_sparsity` taking a list: one
+    run per value."""
+    fields = []
+    for f in dataclasses.fields(MaskConfig):
+        if f.name == "target_sparsity":
+            fields.append(
+                (
+                    "target_sparsity",
+                    list[float],
+                    field(
+                        default_factory=lambda: [0.5],
+                        metadata={
+                            "help": "Fraction(s) of the budget to remove; several values give one run each."
+                        },
+                    ),
+                )
+            )
+        else:
+            default = (
+                {"default_factory": f.default_factory}
+                if f.default_factory is not dataclasses.MISSING
+                else {"default": f.default}
+            )
+            fields.append((f.name, f.type, field(**default)))
+    return dataclasses.make_dataclass("MaskArguments", fields)
+
+
+MaskArguments = _mask_arguments_class()
+
+
+def parse_arguments():
+    """Parses the recipe's command line (or a single JSON file of arguments) into model, data,
+    mask, run, budget and training arguments."""
+    parser = HfArgumentParser(
+        (
+            ModelArguments,
+            DataArguments,
+            MaskArguments,
+            RunArguments,
+            BudgetArguments,
+            TrainingArguments,
+        )
+    )
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        parsed = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        parsed = parser.parse_args_into_dataclasses()
+    model_args, data_args, mask_args, run_args, budget_args, training_args = parsed
+    if model_args.head not in ("model", *HEADS):
+        parser.error(f"--head {model_args.head!r} is not one of {('model', *HEADS)}")
+    if data_args.preset:
+        if data_args.preset not in PRESETS:
+            parser.error(f"--preset {data_args.preset!r} is not one of {sorted(PRESETS)}")
+        for key, value in PRESETS[data_args.preset].items():
+            if getattr(data_args, key) == getattr(DataArguments, key, None):
+                setattr(data_args, key, value)
+    try:
+        budget_args.requested()
+    except ValueError as e:
+        parser.error(str(e))
+    return model_args, data_args, mask_args, run_args, budget_args, training_args
+
+
+def mask_configs(mask_args) -> list[MaskConfig]:
+    """One MaskConfig per requested target sparsity.
+
+    Args:
+        mask_args: The parsed `MaskArguments`.
+    """
+    values = {f.name: getattr(mask_args, f.name) for f in dataclasses.fields(MaskConfig)}
+    return [MaskConfig(**{**values, "target_sparsity": t}) for t in mask_args.target_sparsity]

@@ -1,0 +1,207 @@
+"""The recipes' entry point: parse the command line, prepare the splits, resolve the budget, run
+the phases (`run.py`) and write the report. `recipes/<task>.py` only says what its task needs.
+
+Runs the same under `python recipes/<task>.py ...` and `accelerate launch recipes/<task>.py ...`:
+`Trainer` takes care of the processes; only the main process measures latency and writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+import transformers
+from transformers import AutoFeatureExtractor, set_seed
+
+from ..config import MaskConfig
+from ..layouts import adapted_feature_extractor
+from ..profiling import environment
+from .arguments import mask_configs, parse_arguments
+from .audio import AudioCollator, AudioDataError, featurize, label_names
+from .budgets import model_from_config, resolve_budget
+from .reports import write_report
+from .run import Run, Task, _median_example, dense_baseline, prune_one_target
+from .run_folder import RunFolder, fingerprint
+from .splits import load_splits
+
+logger = logging.getLogger("hf_keepwhat.recipe")
+
+
+def configure_logging(training_args) -> None:
+    """The run's phases at INFO on the main process (WARNING on the others), transformers at
+    `--log_level` when given (its own default otherwise), as transformers' examples do."""
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    main = training_args.process_index == 0
+    logging.getLogger("hf_keepwhat").setLevel(logging.INFO if main else logging.WARNING)
+    if training_args.log_level != "passive":
+        transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    else:
+        transformers.utils.logging.set_verbosity_warning()
+
+
+def budgeted_configs(task: Task, arguments) -> tuple[list[MaskConfig], dict | None]:
+    """The MaskConfigs to run: one per `--target_sparsity`, or the one a budget in the user's
+    terms (`--match_macs_of` ...) asks for, with that budget's record."""
+    model_args, _, mask_args, _, budget_args, _ = arguments
+    configs = mask_configs(mask_args)
+    requested = budget_args.requested()
+    if requested is None:
+        return configs, None
+    if model_args.head != "model":
+        raise AudioDataError(
+            f"--{requested[0]} needs --head model (the model's own head): the costs are counted "
+            "on the model's Auto class."
+        )
+
+    def build(config):
+        return task.auto_class.from_config(config)
+
+    own = model_from_config(model_args.model_name_or_path, build)
+    budget = resolve_budget(requested, configs[0], own, build)
+    logger.info(
+        "budget: --%s %s allows %s %s of the model's %s: remove %.2f%% of its %s",
+        budget["asked"],
+        budget["value"],
+        f"{budget['allowed_cost']:,}",
+        budget["budget"],
+        f"{budget['model_cost']:,}",
+        100 * budget["target_sparsity"],
+        budget["budget"],
+    )
+    changes = {"budget": budget["budget"], "target_sparsity": budget["target_sparsity"]}
+    return [dataclasses.replace(configs[0], **changes)], budget
+
+
+def prepare_run(task: Task, arguments, folder: RunFolder) -> Run:
+    """Loads, splits and featurizes the data and picks the latency input: what the phases share."""
+    model_args, data_args, mask_args, run_args, _, training_args = arguments
+    dense_config = dataclasses.replace(mask_configs(mask_args)[0], target_sparsity=0.0)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
+    with training_args.main_process_first(desc="dataset preparation"):
+        raw = load_splits(data_args, feature_extractor.sampling_rate, training_args.seed)
+    logger.info(
+        "data: %s", ", ".join(f"{name} {len(split)} examples" for name, split in raw.items())
+    )
+    # The feature extractor must match the masked models (Whisper: the window).
+    with training_args.main_process_first(desc="feature extraction"):
+        splits, model_kwargs, collator = task.prepare(
+            raw, feature_extractor, model_args.model_name_or_path, data_args, dense_config
+        )
+    input_name = collator.feature_extractor.model_input_names[0]
+    latency_input = _median_example(splits["test"], input_name, collator)
+    return Run(
+        task, model_args, data_args, run_args, training_args,
+        splits, collator, model_kwargs, latency_input, folder,
+    )  # fmt: skip
+
+
+def model_name(path: str) -> str:
+    """How a report names a model: a Hub id as it is, a local folder by its own name (never the
+    machine's absolute path)."""
+    if os.path.exists(path):
+        return os.path.basename(os.path.normpath(path))
+    return path
+
+
+def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget: dict | None):
+    """Writes report.json / report.md / plots under `output_dir`, prints report.md, returns it."""
+    input_name = run.collator.feature_extractor.model_input_names[0]
+    dense_config = dataclasses.replace(configs[0], target_sparsity=0.0)
+    data = run.data_args
+    report = {
+        "task": run.task.name,
+        "model": model_name(run.model_args.model_name_or_path),
+        "dataset": data.dataset_name or (data.data_dir and model_name(data.data_dir)),
+        "validation_examples": len(run.splits["validation"]),
+        "test_examples": len(run.splits["test"]),
+        "metric": run.task.metric,
+        "dense_kind": "linear probe" if run.run_args.train_baseline else "untrained head",
+        "latency_input": "one test clip of median length "
+        f"({tuple(run.latency_input[input_name].shape)})",
+        "mask_config": dense_config.to_dict()
+        | {"target_sparsity": [c.target_sparsity for c in configs]},
+        "budget_request": budget and {**budget, "value": model_name(str(budget["value"]))},
+        "train_to_target_steps": run.run_args.train_to_target_steps,
+        "meet_target": run.run_args.meet_target,
+        "meet_target_selection": run.run_args.meet_target_selection,
+        "meet_target_unit_kinds": run.run_args.meet_target_unit_kinds,
+        "refit_head_steps": run.run_args.refit_head_steps,
+        "recover_lora_steps": run.run_args.recover_lora_steps,
+        "dense": dense,
+        "runs": runs,
+        "environment": environment(),
+    }
+    output_dir = run.training_args.output_dir
+    write_report(report, output_dir)
+    print(open(os.path.join(output_dir, "report.md"), encoding="utf-8").read())
+    return report
+
+
+def run(task: Task) -> dict | None:
+    """Runs a recipe end to end (dense reference, one pruned model per target, report), resuming
+    what `--output_dir` already holds, and returns the report (on the main process; None
+    elsewhere)."""
+    arguments = parse_arguments()
+    training_args = arguments[-1]
+    configure_logging(training_args)
+    set_seed(training_args.seed)
+    configs, budget = budgeted_configs(task, arguments)
+    main = training_args.process_index == 0
+    try:
+        folder = RunFolder(
+            training_args.output_dir, fingerprint(arguments), arguments[3].restart, main
+        )
+    except ValueError as e:
+        raise AudioDataError(str(e)) from e
+    state = prepare_run(task, arguments, folder)
+    dense = dense_baseline(state, dataclasses.replace(configs[0], target_sparsity=0.0))
+    runs = [prune_one_target(state, config, dense) for config in configs]
+    if not main:
+        return None
+    return write_run_report(state, configs, dense, runs, budget)
+
+
+def main(task: Task) -> None:
+    """The recipes' entry point: `run`, with data and argument problems reported as one clear
+    line (exit status 2)."""
+    try:
+        run(task)
+    except AudioDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def fitted_feature_extractor(feature_extractor, model_path: str, config: MaskConfig):
+    """The feature extractor for the masked model (e.g. Whisper's shortened window)."""
+    model_config = transformers.AutoConfig.from_pretrained(model_path)
+    return adapted_feature_extractor(feature_extractor, model_config, config)
+
+
+def prepare_labelled_audio(multi_label: bool) -> Callable:
+    """`Task.prepare` for classification and tagging: features, labels named from the train
+    split (multi-hot when `multi_label`), the matching head size, `AudioCollator`."""
+
+    def prepare(splits, feature_extractor, model_path, data_args, config):
+        feature_extractor = fitted_feature_extractor(feature_extractor, model_path, config)
+        names = label_names(splits["train"], data_args.label_column)
+        args = (feature_extractor, data_args.audio_column, data_args.label_column, names)
+        featurized = {
+            name: featurize(split, *args, multi_label=multi_label, split=name)
+            for name, split in splits.items()
+        }
+        model_kwargs = {
+            "num_labels": len(names),
+            "label2id": {name: i for i, name in enumerate(names)},
+            "id2label": dict(enumerate(names)),
+        }
+        if multi_label:
+            model_kwargs["problem_type"] = "multi_label_classification"
+        return featurized, model_kwargs, AudioCollator(feature_extractor)
+
+    return prepare

@@ -1,0 +1,427 @@
+"""One recipe run, phase by phase: the dense reference, then one pruned model per target (masks
+trained with validation, the best checkpoint within the budget kept, the optional finish steps,
+prune, evaluate on validation and test, save, measure).
+
+Each phase says what it will do and what it found, and writes its record when it finishes
+(`RunFolder`), so a killed run resumes: finished phases are read back, the unfinished one
+continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..callbacks import SparsityCallback
+from ..config import MaskConfig
+from ..exact_budget import meet_target
+from ..model import get_mask_model
+from ..profiling import count_macs, count_params, disk_size, measure_latency
+from ..recovery import recover_with_lora, refit_head
+from ..standalone import save_pruned_module
+from ..target_training import train_to_target
+from .heads import pooled_classifier
+from .loading import load_pretrained
+from .reports import compare
+from .run_folder import RunFolder
+from .selection import BudgetMetricCallback, within_budget_name
+
+logger = logging.getLogger("hf_keepwhat.recipe")
+
+
+@dataclass
+class Task:
+    """What differs between recipes.
+
+    Args:
+        name: The task family, e.g. "classification".
+        auto_class: The Auto class of the model, e.g. `AutoModelForAudioClassification`.
+        metric: The metric the report leads with (and validation chooses checkpoints by).
+        prepare: `(splits, feature_extractor, model_path, data_args, config) -> (splits,
+            model_kwargs, collator)`: featurized splits (train, validation, test),
+            `from_pretrained` kwargs (labels, vocabulary), collator.
+        compute_metrics: Trainer's `compute_metrics`.
+        compute_loss_func: Trainer's `compute_loss_func`, when the model's own loss is not the
+            task's (tagging: BCE); it must add `outputs.auxiliary_loss`.
+        card_task: The task in words for the model card.
+        greater_is_better: Whether a higher `metric` is better (False for WER).
+    """
+
+    name: str
+    auto_class: type
+    metric: str
+    prepare: object
+    compute_metrics: object
+    compute_loss_func: object | None = None
+    card_task: str = ""
+    greater_is_better: bool = True
+
+
+def _median_example(test, input_name: str, collator) -> dict[str, torch.Tensor]:
+    """The test example of median input length, as the collator batches it (the latency input)."""
+    lengths = [np.asarray(x).shape[-1] for x in test[input_name]]
+    index = int(np.argsort(lengths)[len(lengths) // 2])
+    batch = collator([dict(test[index])])
+    batch.pop("labels")
+    return batch
+
+
+def _mask_checksum(mm) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(mm.masks.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _gather(value):
+    """`value` from every process (a one-element list without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        values = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(values, value)
+        return values
+    return [value]
+
+
+def _shown(metrics: dict, metric: str) -> str:
+    value = metrics.get(metric)
+    return "-" if value is None else f"{value:.4g}"
+
+
+@dataclass
+class Run:
+    """What every phase of a recipe run shares: arguments, data, and how to build the model.
+
+    Args:
+        task: The recipe's `Task`.
+        model_args, data_args, run_args: The parsed arguments.
+        training_args: The base `TrainingArguments` (each phase writes under its own folder).
+        splits: Featurized `train`, `validation` and `test` datasets.
+        collator: Batches examples for the model.
+        model_kwargs: `from_pretrained` kwargs (labels).
+        latency_input: One batch-1 input, for latency.
+        folder: The output folder's record of finished phases.
+    """
+
+    task: Task
+    model_args: object
+    data_args: object
+    run_args: object
+    training_args: TrainingArguments
+    splits: dict
+    collator: object
+    model_kwargs: dict
+    latency_input: dict
+    folder: RunFolder
+
+    @property
+    def main(self) -> bool:
+        """Whether this is the process that measures and writes files."""
+        return self.training_args.process_index == 0
+
+    def fresh_model(self):
+        """The base model with a new task head: its own (`--head model`), or a pooled linear /
+        MLP head around any backbone."""
+        path, head = self.model_args.model_name_or_path, self.model_args.head
+        if head == "model":
+            return load_pretrained(self.task.auto_class, path, **self.model_kwargs)
+        multi_label = self.model_kwargs.get("problem_type") == "multi_label_classification"
+        return pooled_classifier(path, self.model_kwargs["num_labels"], head, multi_label)
+
+    def arguments(self, name: str, **changes) -> TrainingArguments:
+        """The TrainingArguments of one step, writing under `output_dir/name`."""
+        folder = os.path.join(self.training_args.output_dir, name)
+        return dataclasses.replace(self.training_args, output_dir=folder, **changes)
+
+    def validated_arguments(self, name: str) -> TrainingArguments:
+        """A phase's training arguments: validation and a checkpoint every `eval_steps` (a tenth
+        of the steps unless set), the best checkpoint within the budget loaded at the end."""
+        base = self.training_args
+        by_steps = base.max_steps > 0
+        strategy = base.eval_strategy if base.eval_strategy != "no" else "steps"
+        strategy = strategy if by_steps else "epoch"
+        every = base.eval_steps if base.eval_steps else max(1, base.max_steps // 10)
+        return self.arguments(
+            name,
+            eval_strategy=strategy,
+            eval_steps=every,
+            save_strategy=strategy,
+            save_steps=every,
+            save_total_limit=2,  # the best and the last
+            load_best_model_at_end=True,
+            metric_for_best_model=within_budget_name(self.task.metric),
+            greater_is_better=self.task.greater_is_better,
+        )
+
+    def describe_training(self, args: TrainingArguments) -> str:
+        """The training a phase will do, in words."""
+        length = (
+            f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+        )
+        every = f"every {args.eval_steps} steps" if args.eval_strategy == "steps" else "every epoch"
+        return (
+            f"{length}, batch {args.per_device_train_batch_size}, learning rate "
+            f"{args.learning_rate:g}; validation ({len(self.splits['validation'])} examples) and "
+            f"a checkpoint {every}"
+        )
+
+    def train_masks(self, config: MaskConfig, name: str, freeze_masks: bool = False):
+        """Wraps a fresh model and trains its masks (or only its head) with `Trainer`, with
+        validation; resumes from the phase's last checkpoint when there is one. Returns the
+        MaskModel (with the best checkpoint within the budget loaded) and the Trainer's state."""
+        mm = get_mask_model(self.fresh_model(), config)
+        if freeze_masks:  # the dense baseline: every unit kept, only the head trains
+            mm.masks.requires_grad_(False)
+        args = self.validated_arguments(name)
+        trainer = Trainer(
+            model=mm,
+            args=args,
+            train_dataset=self.splits["train"],
+            eval_dataset=self.splits["validation"],
+            data_collator=self.collator,
+            compute_metrics=self.task.compute_metrics,
+            callbacks=[
+                SparsityCallback(config),
+                BudgetMetricCallback(
+                    mm,
+                    self.task.metric,
+                    self.run_args.budget_tolerance,
+                    self.task.greater_is_better,
+                ),
+            ],
+            optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args),
+            compute_loss_func=self.task.compute_loss_func,
+        )
+        if self.task.compute_loss_func is not None:
+            trainer.loss_is_scaled_for_ga = False  # a mean loss: let Trainer divide by GA steps
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        if last:
+            logger.info("%s: resuming training from %s", name, last)
+        trainer.train(resume_from_checkpoint=last)
+        return mm, trainer.state
+
+    def evaluate(self, model, name: str) -> dict:
+        """The task metrics of `model` on the validation and the test split:
+        `{"validation": {...}, "test": {...}}`."""
+        args = self.arguments(name, report_to=[], eval_strategy="no", save_strategy="no")
+        trainer = Trainer(
+            model=model,
+            args=args,
+            data_collator=self.collator,
+            compute_metrics=self.task.compute_metrics,
+            compute_loss_func=self.task.compute_loss_func,
+        )
+        out = {}
+        for split in ("validation", "test"):
+            metrics = trainer.evaluate(self.splits[split], metric_key_prefix=split)
+            out[split] = {
+                k.removeprefix(f"{split}_"): v
+                for k, v in metrics.items()
+                if not k.endswith(("runtime", "per_second", "preparation_time"))  # timings
+            }
+        return out
+
+    def figures(self, model, mm, folder: str) -> dict:
+        """Parameters, backbone parameters and MACs (at `mm`'s reference input), latency on the
+        latency input and disk size of a model saved in `folder`."""
+        backbone = model.get_submodule(mm.layout.backbone_path)
+        return {
+            "params": count_params(model),
+            "backbone_params": count_params(backbone),
+            "macs": count_macs(backbone, mm.reference_inputs),
+            "latency": measure_latency(
+                model, self.latency_input, repeats=self.run_args.latency_repeats
+            ),
+            "disk_bytes": disk_size(folder),
+        }
+
+
+def save_model(model, folder: str, feature_extractor) -> None:
+    """A pruned transformers model saves itself (config, weights, card, feature extractor); a
+    module with a pooled head saves its weights and manifest (`save_pruned_module`) and the
+    feature extractor beside them."""
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(folder)
+        return
+    save_pruned_module(model, folder)
+    feature_extractor.save_pretrained(folder)
+
+
+def save_adapter(mm, folder: str) -> None:
+    """The mask adapter folder (transformers models), or the masks + head of a pooled-head module
+    as one safetensors file (`mm.load_state_dict(load_file(...))` restores them)."""
+    if mm.is_transformers_model:
+        mm.save_pretrained(folder)
+        return
+    os.makedirs(folder, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in mm.state_dict().items()}
+    save_file(state, os.path.join(folder, "keepwhat_masks.safetensors"))
+
+
+def _best_step(state) -> int | None:
+    best = state.best_model_checkpoint
+    return int(best.rsplit("-", 1)[1]) if best else None
+
+
+def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
+    """The dense reference (every unit kept): a linear probe when `--train_baseline`, else the
+    untrained head, only measured. Returns its record (metrics on validation and test, and on
+    the main process its figures; the dense model saved under `output_dir/dense`)."""
+    phase = "baseline"
+    done = run.folder.done(phase)
+    if done is not None:
+        return done
+    metric = run.task.metric
+    if run.run_args.train_baseline:
+        args = run.validated_arguments(phase)
+        logger.info(
+            "dense probe: the head on the frozen, unmasked backbone; %s",
+            run.describe_training(args),
+        )
+        run.folder.folder(phase)
+        dense_mm, state = run.train_masks(dense_config, phase, freeze_masks=True)
+        dense_mm.eval()
+        metrics = run.evaluate(dense_mm, phase)
+        logger.info(
+            "dense probe: validation %s %s, test %s (best checkpoint: step %s)",
+            metric,
+            _shown(metrics["validation"], metric),
+            _shown(metrics["test"], metric),
+            _best_step(state),
+        )
+    else:
+        logger.info("dense model: the untrained head, measured only (--train_baseline trains it)")
+        dense_mm, metrics = get_mask_model(run.fresh_model(), dense_config), {}
+    if not run.main:
+        return {}
+    dense = dense_mm.prune(feature_extractor=run.collator.feature_extractor)
+    folder = os.path.join(run.training_args.output_dir, "dense")
+    save_model(dense, folder, run.collator.feature_extractor)
+    record = {
+        "metrics": metrics.get("test", {}),
+        "validation_metrics": metrics.get("validation", {}),
+        **run.figures(dense, dense_mm, folder),
+    }
+    run.folder.finish(phase, record)
+    return record
+
+
+def _describe_target(config: MaskConfig) -> str:
+    return f"{config.target_sparsity:.1%} of {config.budget}"
+
+
+def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict | None:
+    """Trains the masks for one target with validation (then trains on to it, meets it and
+    refits the head when asked), prunes (then recovers with LoRA when asked), evaluates on
+    validation and test, saves adapter and pruned model; returns the run's row (None off the
+    main process)."""
+    name = f"target{config.target_sparsity:.2f}"
+    done = run.folder.done(name)
+    if done is not None:
+        return done if run.main else None
+    metric = run.task.metric
+    args = run.validated_arguments(name)
+    logger.info("masks to remove %s: %s", _describe_target(config), run.describe_training(args))
+    run.folder.folder(name)
+    mm, state = run.train_masks(config, name)
+    total = mm.sparsity_report()["total"]
+    logger.info(
+        "masks: removed %.1f%% of %s, best checkpoint within the budget: %s",
+        100 * total[f"{config.budget}_removed_fraction"],
+        config.budget,
+        f"step {_best_step(state)}, validation {metric} {state.best_metric:.4g}"
+        if state.best_model_checkpoint
+        else "none met it; the last state is kept",
+    )
+    task_data = {"data_collator": run.collator, "compute_loss_func": run.task.compute_loss_func}
+    if run.run_args.train_to_target_steps:
+        logger.info("train to target: rounds of %d steps", run.run_args.train_to_target_steps)
+        train_to_target(
+            mm,
+            run.arguments(f"{name}/to_target", max_steps=run.run_args.train_to_target_steps),
+            run.splits["train"],
+            **task_data,
+        )
+    if run.run_args.meet_target:
+        logger.info("meet target: %s", run.run_args.meet_target_selection)
+        meet_target(
+            mm,
+            selection=run.run_args.meet_target_selection,
+            unit_kinds=run.run_args.meet_target_unit_kinds,
+        )
+    row = {"best_checkpoint_step": _best_step(state)}
+    if run.run_args.refit_head_steps:
+        before = run.evaluate(mm.prune(), name)
+        row["metrics_before_head_refit"] = before["test"]
+        row["validation_metrics_before_head_refit"] = before["validation"]
+        logger.info("head refit: %d steps, masks frozen", run.run_args.refit_head_steps)
+        refit_head(
+            mm,
+            run.arguments(f"{name}/head", max_steps=run.run_args.refit_head_steps),
+            run.splits["train"],
+            **task_data,
+        )
+    checksums = _gather(_mask_checksum(mm))
+    logger.info("prune: deleting the masked units")
+    pruned = mm.prune(feature_extractor=run.collator.feature_extractor)
+    metrics = run.evaluate(pruned, name)
+    if run.run_args.recover_lora_steps:
+        row["metrics_before_recovery"] = metrics["test"]
+        row["validation_metrics_before_recovery"] = metrics["validation"]
+        logger.info("LoRA recovery: %d steps", run.run_args.recover_lora_steps)
+        lora_args = run.arguments(
+            f"{name}/lora",
+            max_steps=run.run_args.recover_lora_steps,
+            learning_rate=run.run_args.recover_lora_learning_rate,
+        )
+        pruned = recover_with_lora(pruned, lora_args, run.splits["train"], **task_data)
+        metrics = run.evaluate(pruned, name)
+    logger.info(
+        "evaluate: validation %s %s, test %s",
+        metric,
+        _shown(metrics["validation"], metric),
+        _shown(metrics["test"], metric),
+    )
+    if not run.main:
+        return None
+    data = run.data_args
+    if hasattr(pruned, "set_card_info"):  # a transformers model: its card states the result
+        pruned.set_card_info(
+            dataset=data.dataset_name
+            or os.path.basename(os.path.normpath(data.data_dir or ""))
+            or None,
+            metrics={metric: metrics["test"][metric]},
+            task_description=run.task.card_task,
+        )
+    folder = os.path.join(run.training_args.output_dir, name)
+    logger.info("save: %s/adapter and %s/pruned", folder, folder)
+    save_adapter(mm, os.path.join(folder, "adapter"))
+    save_model(pruned, os.path.join(folder, "pruned"), run.collator.feature_extractor)
+    figures = run.figures(pruned, mm, os.path.join(folder, "pruned"))
+    report = mm.sparsity_report()
+    record = {
+        "target_sparsity": config.target_sparsity,
+        "metrics": metrics["test"],
+        "validation_metrics": metrics["validation"],
+        **row,
+        **figures,
+        "removed": {k: v for k, v in report["total"].items() if k.endswith("removed_fraction")},
+        "ratios": compare(dense_figures, figures),
+        "groups": report["groups"],
+        "processes": len(checksums),
+        "mask_checksums_agree": len(set(checksums)) == 1,
+        "mask_checksum": checksums[0],
+        "adapter": os.path.join(name, "adapter"),
+        "pruned": os.path.join(name, "pruned"),
+    }
+    run.folder.finish(name, record)
+    return record

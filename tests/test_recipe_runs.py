@@ -1,0 +1,114 @@
+"""The main job as a product: a readable run with validation, a budget in the user's terms, and
+resume after a kill (a real SIGKILL mid-phase, then the same command)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from recipe_fixtures import save_tiny_model, write_digit_folder
+from tiny_models import tiny_whisper
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGIT_REGEX = r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav"
+TRAINING = [
+    "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--mask_learning_rate", "0.3",
+    "--report_to", "none", "--latency_repeats", "3", "--use_cpu", "--disable_tqdm", "true",
+    "--max_input_seconds", "1", "--seed", "0",
+]  # fmt: skip
+# Runs the recipe in this process after adding a callback that SIGKILLs it (as the OOM killer
+# or a lost machine would) at one step of one phase: nothing gets to clean up.
+KILLER = """
+import os, runpy, signal, sys
+from transformers import Trainer, TrainerCallback
+
+PHASE, STEP = os.environ["KILL_PHASE"], int(os.environ["KILL_STEP"])
+
+class Kill(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if os.path.basename(args.output_dir) == PHASE and state.global_step == STEP:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+init = Trainer.__init__
+def patched(self, *a, **k):
+    init(self, *a, **k)
+    self.add_callback(Kill())
+Trainer.__init__ = patched
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _classify(args, tmp_path, prefix=(), env=None):
+    command = [sys.executable, *prefix, os.path.join(ROOT, "recipes", "classify.py"), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache"), **(env or {})}  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+
+
+def _digits_args(tmp_path, out):
+    digits = write_digit_folder(str(tmp_path / "digits"))
+    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    return ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
+            "--test_group", "index", "--test_values", "0", "1", "--output_dir", str(out)]  # fmt: skip
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+    steps = ["--max_steps", "20", "--train_baseline", "--target_sparsity", "0.5", *TRAINING]
+    whole = _classify([*_digits_args(tmp_path, tmp_path / "whole"), *steps], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    args = [*_digits_args(tmp_path, tmp_path / "killed"), *steps]
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    env = {"KILL_PHASE": "target0.50", "KILL_STEP": "13"}  # the last checkpoint is step 12
+    killed = _classify(args, tmp_path, prefix=[str(killer)], env=env)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not (tmp_path / "killed" / "report.json").exists()
+    resumed = _classify(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "baseline: finished earlier" in resumed.stdout
+    assert "target0.50: resuming training from" in resumed.stdout
+    assert "checkpoint-12" in resumed.stdout
+    a = json.loads((tmp_path / "whole" / "report.json").read_text())
+    b = json.loads((tmp_path / "killed" / "report.json").read_text())
+    for key in (
+        "metrics",
+        "validation_metrics",
+        "removed",
+        "mask_checksum",
+        "best_checkpoint_step",
+    ):
+        assert a["runs"][0][key] == b["runs"][0][key], key
+    assert a["dense"]["metrics"] == b["dense"]["metrics"]
+    # Another command in the same folder is refused; --restart starts over there.
+    other = _classify([*args, "--seed", "1"], tmp_path)
+    assert other.returncode == 2 and "holds a run made with other arguments" in other.stderr
+
+
+def test_match_macs_of_a_smaller_model_with_validation_and_named_phases(tmp_path):
+    smaller = tmp_path / "smaller"
+    tiny_whisper(encoder_layers=1, max_source_positions=100).config.save_pretrained(smaller)
+    out = tmp_path / "out"
+    args = [*_digits_args(tmp_path, out), "--max_steps", "10", "--train_baseline",
+            "--match_macs_of", str(smaller / "config.json"), "--meet_target", *TRAINING]  # fmt: skip
+    result = _classify(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout
+    for phase in ("budget: --match_macs_of", "data: train 21 examples, validation 3", "dense probe:",
+                  "masks to remove", "masks: removed", "prune:", "evaluate: validation", "save:"):  # fmt: skip
+        assert phase in log, phase
+    assert "LOAD REPORT" not in log + result.stderr  # the tiny model has no decoder to leave out
+    report = json.loads((out / "report.json").read_text())
+    budget = report["budget_request"]
+    assert budget["budget"] == "macs" and budget["value"] == "config.json"
+    assert budget["allowed_cost"] < budget["model_cost"]
+    expected = 1 - budget["allowed_cost"] / budget["model_cost"]
+    assert expected <= budget["target_sparsity"] < expected + 1e-4
+    run = report["runs"][0]
+    assert run["target_sparsity"] == budget["target_sparsity"]
+    assert run["macs"] <= budget["allowed_cost"]  # meet_target switched units off until it fits
+    assert set(run["validation_metrics"]) >= {"accuracy", "balanced_accuracy"}
+    assert report["validation_examples"] == 3 and report["test_examples"] == 12
+    assert report["model"] == "model"  # a local folder is named by its own name, not its path
+    text = (out / "report.md").read_text()
+    assert "Budget: at most `config.json`'s backbone macs" in text
+    assert "within the budget" in text and "validation accuracy" in text

@@ -1,0 +1,126 @@
+"""The recipes' building blocks on their own: validation carving, budgets in the user's terms, the
+best checkpoint within the budget, the weight-loading summary and the run folder's record."""
+
+import logging
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from tiny_models import tiny_whisper
+from transformers import (
+    WhisperConfig,
+    WhisperForAudioClassification,
+    WhisperForConditionalGeneration,
+)
+
+from hf_keepwhat import MaskConfig, get_mask_model
+from hf_keepwhat.tasks import AudioDataError
+from hf_keepwhat.tasks.budgets import backbone_cost, resolve_budget
+from hf_keepwhat.tasks.loading import load_pretrained
+from hf_keepwhat.tasks.run_folder import RunFolder
+from hf_keepwhat.tasks.selection import BudgetMetricCallback
+from hf_keepwhat.tasks.splits import carve_validation
+
+
+def _labelled(counts: dict[str, int]) -> Dataset:
+    labels = [label for label, n in counts.items() for _ in range(n)]
+    return Dataset.from_dict({"label": labels, "i": list(range(len(labels)))})
+
+
+def test_validation_is_stratified_seeded_and_disjoint():
+    data = _labelled({"a": 50, "b": 30, "c": 20})
+    train, validation = carve_validation(data, 0.1, "label", seed=0)
+    assert len(validation) == 10 and len(train) == 90
+    assert sorted(validation["label"]) == ["a"] * 5 + ["b"] * 3 + ["c"] * 2  # stratified
+    assert not set(train["i"]) & set(validation["i"])
+    assert carve_validation(data, 0.1, "label", seed=0)[1]["i"] == validation["i"]  # seeded
+    assert carve_validation(data, 0.1, "label", seed=1)[1]["i"] != validation["i"]
+    # Every class gets a validation row even when a tenth would round below the class count.
+    few = carve_validation(_labelled({"a": 4, "b": 4, "c": 4}), 0.1, "label", seed=0)[1]
+    assert sorted(few["label"]) == ["a", "b", "c"]
+
+
+def test_validation_of_unstratifiable_labels_is_random_and_errors_are_clear():
+    tags = Dataset.from_dict({"label": [["x"], ["y", "z"]] * 10})
+    train, validation = carve_validation(tags, 0.2, "label", seed=0)
+    assert (len(train), len(validation)) == (16, 4)
+    with pytest.raises(AudioDataError, match="must be in \\(0, 1\\)"):
+        carve_validation(tags, 1.5, "label", seed=0)
+    with pytest.raises(AudioDataError, match="too few to hold out"):
+        carve_validation(_labelled({"a": 1}), 0.5, "label", seed=0)
+
+
+def test_a_budget_as_cheap_as_another_model(tmp_path):
+    config = MaskConfig(max_input_seconds=1, budget="macs", target_sparsity=0.0)
+    big, small = tiny_whisper(), tiny_whisper(encoder_layers=1)
+    own = backbone_cost(tiny_whisper(), config, "macs")
+    allowed = backbone_cost(tiny_whisper(encoder_layers=1), config, "macs")
+    assert allowed < own
+    small.config.save_pretrained(tmp_path / "small")
+
+    def build(c):
+        return WhisperForAudioClassification(c)
+
+    budget = resolve_budget(("match_macs_of", str(tmp_path / "small")), config, big, build)
+    assert (budget["model_cost"], budget["allowed_cost"]) == (own, allowed)
+    assert budget["budget"] == "macs"
+    assert budget["target_sparsity"] == math.ceil((1 - allowed / own) * 1e4) / 1e4
+    params = resolve_budget(("max_params", 1000), config, tiny_whisper(), build)
+    assert params["budget"] == "params" and params["allowed_cost"] == 1000
+    with pytest.raises(ValueError, match="is not below the model's own"):
+        resolve_budget(("max_macs", own), config, tiny_whisper(), build)
+
+
+def test_only_checkpoints_that_meet_the_budget_compete():
+    mm = get_mask_model(tiny_whisper(), MaskConfig(budget="params", target_sparsity=0.5))
+    callback = BudgetMetricCallback(mm, "accuracy", tolerance=0.01)
+    metrics = {"eval_accuracy": 0.9}
+    callback.on_evaluate(None, None, None, metrics=metrics)  # every unit still kept
+    assert metrics["eval_accuracy_within_budget"] == -math.inf
+    assert metrics["eval_removed_fraction"] == pytest.approx(0.0)
+    with torch.no_grad():
+        for group in mm.unit_groups:
+            half = group.num_units // 2
+            mm.set_kept(group.name, list(range(half)) if half else [0])
+    removed = mm.sparsity_report()["total"]["params_removed_fraction"]
+    metrics = {"eval_accuracy": 0.8}
+    BudgetMetricCallback(mm, "accuracy", tolerance=0.5 - removed + 1e-6).on_evaluate(
+        None, None, None, metrics=metrics
+    )
+    assert metrics["eval_accuracy_within_budget"] == 0.8
+    wer = {"eval_wer": 0.3}
+    BudgetMetricCallback(mm, "wer", 0.0, greater_is_better=False).on_evaluate(
+        None, None, None, metrics=wer
+    )
+    assert wer["eval_wer_within_budget"] == math.inf  # lower is better: the worst is +inf
+
+
+def test_an_encoder_loaded_from_a_seq2seq_checkpoint_is_one_line(tmp_path, caplog):
+    config = tiny_whisper().config
+    WhisperForConditionalGeneration(config).save_pretrained(tmp_path / "seq2seq")
+    with caplog.at_level(logging.INFO, logger="hf_keepwhat"):
+        load_pretrained(WhisperForAudioClassification, str(tmp_path / "seq2seq"), num_labels=3)
+    lines = [r for r in caplog.records if r.name.startswith("hf_keepwhat")]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    assert "decoder weights of the checkpoint left out" in lines[0].getMessage()
+    assert "classifier, projector" in lines[0].getMessage()
+    # Encoder weights missing is not expected: reported in full, as a warning.
+    caplog.clear()
+    other = WhisperConfig(**{**config.to_dict(), "encoder_layers": 4})
+    with caplog.at_level(logging.INFO, logger="hf_keepwhat"):
+        load_pretrained(WhisperForAudioClassification, str(tmp_path / "seq2seq"), config=other)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("missing keys" in w and "encoder.layers.3" in w for w in warnings), warnings
+
+
+def test_the_run_folder_refuses_other_arguments_and_restarts(tmp_path):
+    folder = RunFolder(str(tmp_path), "a", restart=False, main=True)
+    folder.finish("baseline", {"metrics": {"accuracy": 1.0}})
+    again = RunFolder(str(tmp_path), "a", restart=False, main=True)
+    assert again.done("baseline") == {"metrics": {"accuracy": 1.0}}
+    assert again.done("target0.50") is None
+    with pytest.raises(ValueError, match="other arguments"):
+        RunFolder(str(tmp_path), "b", restart=False, main=True)
+    fresh = RunFolder(str(tmp_path), "b", restart=True, main=True)
+    assert fresh.done("baseline") is None and not (tmp_path / "baseline").exists()
