@@ -1,4 +1,4 @@
-"""The README's frontier section and plot, from `frontier_gm.json` (and its latency file): accuracy
+"""docs/results.md's frontier section and plot, from `frontier_gm.json` (and its latency file): accuracy
 against measured encoder MACs for every method and model, and the comparisons the frontier issue
 asks for, computed from the runs (nothing typed by hand)."""
 
@@ -678,7 +678,7 @@ def _speedups(row, latency) -> str:
 def paired_interval(row, reference, clips: int, resamples: int = 10000) -> tuple | None:
     """95% interval of `row`'s test accuracy minus `reference`'s from a paired bootstrap over
     the test clips: each clip's correctness averaged over each side's seeds, the clips resampled
-    with replacement (fixed generator, so the README renders the same). It counts the luck of
+    with replacement (fixed generator, so the docs render the same). It counts the luck of
     which clips were drawn, which the seeds' spread does not; None when a side lacks the clips
     of any of its seeds (runs recorded before they were kept).
 

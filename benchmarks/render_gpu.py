@@ -1,4 +1,4 @@
-"""The README's GPU section, from `benchmarks/results/gpu_speed.json` (`benchmarks/gpu.sh`)."""
+"""docs/results.md's GPU section, from `benchmarks/results/gpu_speed.json` (`benchmarks/gpu.sh`)."""
 
 from __future__ import annotations
 

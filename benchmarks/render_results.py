@@ -1,6 +1,7 @@
-"""Writes the README's "Results" section from the benchmark JSON files (nothing typed by hand).
+"""Writes `docs/results.md` and the README's results at a glance from the benchmark JSON files
+(nothing typed by hand).
 
-python benchmarks/render_results.py          # rewrites the part between the markers
+python benchmarks/render_results.py
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import statistics
 
 from render_frontier import frontier_section, reference_section
 from render_gpu import gpu_section
+from render_sources import sources_section
 
 from hf_keepwhat.tasks import saved_figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+START, END = "<!-- glance:start -->", "<!-- glance:end -->"  # the README's rendered block
 
 
 def _load(name):
@@ -35,21 +37,31 @@ def _machine(result) -> str:
 
 
 def demo_section(demo) -> list[str]:
+    """`make demo`'s report: dense probe against the pruned model, validation and test."""
     run = demo["runs"][0]
     dense = demo["dense"]
+    metric = demo["metric"]
+
+    def row(name, r):
+        return (
+            f"| {name} | {r.get('validation_metrics', {}).get(metric, float('nan')):.3f} "
+            f"| {r['metrics'][metric]:.3f} | {r['backbone_params']:,} | {r['macs']:,} "
+            f"| {r['latency']['median_s'] * 1e3:.1f} | {r['disk_bytes'] / 1e6:.1f} |"
+        )
+
     return [
         "### Spoken digits (FSDD) with Whisper tiny.en: `make demo`",
         "",
-        f"From `benchmarks/results/demo_fsdd_report.json` ({_machine(demo)}); latency is batch 1, "
-        "one test clip, median of repeated runs.",
+        f"From `benchmarks/results/demo_fsdd_report.json` ({_machine(demo)}); "
+        f"{demo.get('validation_examples', '-')} validation clips (carved from train), "
+        f"{demo['test_examples']} test clips (FSDD's standard split); latency is batch 1, one "
+        "test clip, median of repeated runs.",
         "",
-        "| model | accuracy | encoder params | MACs | latency (ms) | disk (MB) |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| dense, linear probe | {dense['metrics']['accuracy']:.3f} | {dense['backbone_params']:,} "
-        f"| {dense['macs']:,} | {dense['latency']['median_s'] * 1e3:.1f} | {dense['disk_bytes'] / 1e6:.1f} |",
-        f"| pruned, target {run['target_sparsity']} | {run['metrics']['accuracy']:.3f} "
-        f"| {run['backbone_params']:,} | {run['macs']:,} | {run['latency']['median_s'] * 1e3:.1f} "
-        f"| {run['disk_bytes'] / 1e6:.1f} |",
+        f"| model | validation {metric} | test {metric} | encoder params | MACs | latency (ms) "
+        "| disk (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        row("dense, linear probe", dense),
+        row(f"pruned, target {run['target_sparsity']}", run),
         "",
         f"Removed: {run['removed']['params_removed_fraction']:.1%} of encoder parameters, "
         f"{run['removed']['macs_removed_fraction']:.1%} of MACs; latency ratio dense/pruned "
@@ -424,16 +436,16 @@ def round_to_section(result) -> list[str]:
     return lines + [""]
 
 
-# Results that are prepared but not yet run: the README says so rather than say nothing.
+# Results that are prepared but not yet run: the docs say so rather than say nothing.
 NOT_MEASURED = {
     "scale_gpu.json": "Scale on a GPU: not measured yet (`benchmarks/gpu.sh scale` writes "
     "`benchmarks/results/scale_gpu.json`).",
 }
 
 
-def main() -> None:
-    """Rewrites the README's results section."""
-    lines = [START, "", "## Results", ""]
+def results_lines() -> list[str]:
+    """Every results section, in the order `docs/results.md` shows them."""
+    lines = []
     frontier = _load("frontier_gm.json")
     if frontier is not None:
         lines += frontier_section(
@@ -475,17 +487,54 @@ def main() -> None:
     ]
     if accuracy:
         lines += accuracy_section([r for a in accuracy for r in a["runs"]], accuracy[0])
-    lines.append(END)
-    readme = os.path.join(ROOT, "README.md")
-    with open(readme) as f:
+    # The sections were written as README subsections: one level up in a document of their own.
+    return [line[1:] if line.startswith("###") else line for line in lines]
+
+
+def replace_block(path: str, start: str, end: str, lines: list[str]) -> None:
+    """Rewrites the part of `path` between the `start` and `end` marker lines (kept)."""
+    with open(path, encoding="utf-8") as f:
         text = f.read()
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + "\n".join(lines) + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    with open(readme, "w") as f:
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {start} ... {end} block to render into.")
+    head, rest = text.split(start, 1)
+    text = head + "\n".join([start, *lines, end]) + rest.split(end, 1)[1]
+    with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def main() -> None:
+    """Rewrites `docs/results.md` (every section) and the README's results-at-a-glance block."""
+    lines = [
+        "# Results",
+        "",
+        "Every figure here is rendered by `python benchmarks/render_results.py` from the JSON files "
+        "in `benchmarks/results/` (nothing typed by hand); `docs/development.md` lists the "
+        "scripts that write them. Speed is always a ratio measured in one run (pruned against "
+        "dense, same machine, same input).",
+        "",
+        "![Accuracy against encoder MACs on GM instrument families](../benchmarks/results/frontier_gm.png)",
+        "",
+        *results_lines(),
+    ]
+    with open(os.path.join(ROOT, "docs", "results.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines).rstrip("\n") + "\n")
+    sources = _load("frontier_gm_sources.json")
+    if sources is not None:
+        research = [
+            "# Research notes",
+            "",
+            "What the project measured to decide its defaults, rendered by "
+            "`python benchmarks/render_results.py` from `benchmarks/results/` (nothing typed by "
+            "hand). Every choice is read on validation; test is reported only.",
+            "",
+            *sources_section(sources),
+        ]
+        with open(os.path.join(ROOT, "docs", "research.md"), "w", encoding="utf-8") as f:
+            f.write("\n".join(research).rstrip("\n") + "\n")
+    demo = _load("demo_fsdd_report.json")
+    if demo is not None:
+        replace_block(os.path.join(ROOT, "README.md"), START, END, demo_section(demo))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ student is the same backbone with its masks; both read the same batch, and the l
 relative squared error between their outputs. Its gradient reaches only the masks (the backbone
 is frozen, the head does not feed the backbone): it pulls them towards the representation the
 dense model computes. On GM instruments (Whisper tiny.en, 50% of MACs removed) it changed
-nothing; the frontier diagnostics in the README have the figures.
+nothing; the frontier diagnostics in docs/results.md have the figures.
 """
 
 from __future__ import annotations

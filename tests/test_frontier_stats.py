@@ -1,5 +1,5 @@
 """The frontier benchmark's statistics and their rendering: which test clips each run got right,
-stored as hex bits in its JSON, the bootstrap interval over the clips that the README quotes, the
+stored as hex bits in its JSON, the bootstrap interval over the clips that the docs quote, the
 JSON's summary over seeds, the speedup cell's mean over the seeds timed, and the FSDD reference
 section."""
 
@@ -125,3 +125,50 @@ def test_summary_gives_mean_and_spread_over_the_seeds_of_each_point():
     assert fifty["validation"]["mean"] == pytest.approx(0.7)
     assert fifty["lora_test"] == pytest.approx(0.75)
     assert by_target[0.9]["test"]["std"] is None and by_target[0.9]["lora_test"] is None
+
+
+def test_out_of_source_section_pairs_every_setting_with_its_probe_and_names_flips():
+    from render_sources import paired_interval as paired_over_seeds
+    from render_sources import sources_section
+
+    rng = np.random.default_rng(0)
+    splits = ("validation_in_source", "test_in_source", "validation", "test")
+
+    def run(method, seed, rate_in, rate_out, last_layer=None):
+        key = {
+            "model": "m",
+            "method": method,
+            "seed": seed,
+            "target": 0.5,
+            "last_layer": last_layer,
+        }
+        correct = {
+            s: rng.random(CLIPS) < (rate_in if s.endswith("in_source") else rate_out)
+            for s in splits
+        }
+        return {
+            "key": json.dumps(key, sort_keys=True),
+            "seed": seed,
+            "macs_removed_fraction": 0.0 if method == "linear_probe" else 0.5,
+            "accuracy": {s: float(c.mean()) for s, c in correct.items()},
+            "correct": {s: hex_bits(c) for s, c in correct.items()},
+        }
+
+    # The masks win in source and lose out of source: the ranking flips.
+    runs = [run("linear_probe", s, 0.6, 0.5) for s in range(3)]
+    runs += [run("mask_macs", s, 0.8, 0.3) for s in range(3)]
+    frontier = {
+        "runs": runs,
+        "examples": {"train": 10, **dict.fromkeys(splits, CLIPS)},
+        "window_s": 1,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+    }
+    text = "\n".join(sources_section(frontier))
+    assert "| m linear_probe | 3 | 0.0% |" in text and "| m mask_macs 0.5 | 3 | 50.0% |" in text
+    masks_row = next(line for line in text.splitlines() if line.startswith("| m mask_macs 0.5 | +"))
+    in_source, out_val, _ = (cell.strip() for cell in masks_row.split("|")[2:5])
+    assert in_source.startswith("+2") and out_val.startswith("-2")  # +20 and -20 points
+    assert "Pairs whose order flips out of source: 1." in text
+    low, high = paired_over_seeds(runs[3:], runs[:3], "validation", CLIPS)
+    assert low < -0.2 < high and high - low < 0.2

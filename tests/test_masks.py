@@ -119,7 +119,7 @@ def test_hard_concrete_expected_mask_is_one_half_at_the_hard_threshold():
 
 
 def test_hard_concrete_expected_mask_is_soft_away_from_the_threshold():
-    """Why the penalty on sampled masks lands off target (README, "Exact budget"): a unit
+    """Why the penalty on sampled masks lands off target (docs/artifacts.md, "Exact budget"): a unit
     pruning removes (log_alpha = -2) still counts about 0.14, one it keeps (+2) about 0.86."""
     torch.manual_seed(3)
     for log_alpha, expected in ((-2.0, 0.143), (2.0, 0.857)):

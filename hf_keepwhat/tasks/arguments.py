@@ -146,7 +146,7 @@ class RunArguments:
     meet_target: bool = field(
         default=False,
         metadata={
-            "help": "After mask training, if the masks remove less than the target, switch off kept units (see --meet_target_selection) until they remove it (before the head refit), so the pruned model costs at most what was asked. It can cost accuracy: see the README's Exact budget."
+            "help": "After mask training, if the masks remove less than the target, switch off kept units (see --meet_target_selection) until they remove it (before the head refit), so the pruned model costs at most what was asked. It can cost accuracy: see docs/artifacts.md, Exact budget."
         },
     )
     meet_target_selection: str = field(
@@ -159,7 +159,7 @@ class RunArguments:
     meet_target_unit_kinds: list[str] | None = field(
         default=None,
         metadata={
-            "help": "The unit kinds --meet_target may switch off (e.g. heads ffn; default every kind). Switching off conv-stem channels moves every layer's input: see the README's Exact budget."
+            "help": "The unit kinds --meet_target may switch off (e.g. heads ffn; default every kind). Switching off conv-stem channels moves every layer's input: see docs/artifacts.md, Exact budget."
         },
     )
     refit_head_steps: int = field(

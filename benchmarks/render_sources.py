@@ -1,0 +1,175 @@
+"""`docs/research.md`'s out-of-source section, from `frontier_gm_sources.json`: every setting run on
+the multi-source GM layout (`audio_data/gm_sources.py`), in source and out of source side by side,
+each against the same model's dense probe with a paired interval over clips and seeds, and the
+ranking of the settings in source against out of source.
+
+Choices are read on the validation splits; the test columns are reported, never chosen on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from frontier import Point, bits_of
+
+SPLITS = ("validation_in_source", "test_in_source", "validation", "test")
+HEADERS = {
+    "validation_in_source": "in source, val",
+    "test_in_source": "in source, test",
+    "validation": "out of source, val",
+    "test": "out of source, test",
+}
+#: Point fields a setting names only where they differ from the grid's.
+DEFAULTS = {
+    **Point.ADDED_LATER,
+    "head": "linear",
+    "steps": 2000,
+    "mask_learning_rate": 0.02,
+    "warmup_fraction": 1 / 3,
+}
+
+
+def setting_of(run: dict) -> str:
+    """A run's setting in words: its key without the seed, the grid's defaults left out."""
+    key = json.loads(run["key"])
+    words = [key["model"], key["method"]]
+    if key["method"] != "linear_probe":
+        words.append(f"{key['target']:g}")
+    if key.get("last_layer") is not None:
+        words.append(f"layers 0-{key['last_layer']}")
+    for name, value in sorted(key.items()):
+        default = DEFAULTS.get(name, value)
+        if isinstance(value, float) and isinstance(default, float):
+            if not math.isclose(value, default):
+                words.append(f"{name}={value:g}")
+        elif value != default:
+            words.append(f"{name}={value}")
+    return " ".join(words)
+
+
+def group(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs by setting (failed runs left out), in the order first seen."""
+    out: dict[str, list[dict]] = {}
+    for run in runs:
+        if "error" not in run:
+            out.setdefault(setting_of(run), []).append(run)
+    return out
+
+
+def paired_interval(a: list[dict], b: list[dict], split: str, clips: int, resamples=4000):
+    """95% bootstrap interval of mean accuracy(a) - mean accuracy(b) on `split`, resampling the
+    clips (paired: the same clips on both sides) and each side's seeds (with replacement), so it
+    counts both the luck of the clips drawn and the seed-to-seed spread.
+
+    Args:
+        a, b: The runs of two settings (one per seed), with their `correct` bits.
+        split: The split compared.
+        clips: Its number of clips.
+        resamples: Bootstrap draws.
+    """
+    sides = [
+        np.stack([bits_of(r["correct"][split], clips) for r in s]).astype(float) for s in (a, b)
+    ]
+    rng = np.random.default_rng(0)
+    gaps = np.empty(resamples)
+    for i in range(resamples):
+        chosen = rng.integers(0, clips, size=clips)
+        means = [s[rng.integers(0, len(s), size=len(s))][:, chosen].mean() for s in sides]
+        gaps[i] = means[0] - means[1]
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _cell(members: list[dict], split: str) -> str:
+    values = [r["accuracy"][split] for r in members]
+    spread = f" ({100 * (max(values) - min(values)):.1f})" if len(values) > 1 else ""
+    return f"{100 * np.mean(values):.1f}{spread}"
+
+
+def _probe_of(settings: dict, model: str) -> list[dict] | None:
+    return settings.get(f"{model} linear_probe")
+
+
+def _delta(members, probe, split, clips) -> str:
+    if not probe:
+        return "-"
+    gap = np.mean([r["accuracy"][split] for r in members]) - np.mean(
+        [r["accuracy"][split] for r in probe]
+    )
+    low, high = paired_interval(members, probe, split, clips)
+    return f"{100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _ranks(settings: dict, split: str) -> dict[str, int]:
+    means = {name: np.mean([r["accuracy"][split] for r in m]) for name, m in settings.items()}
+    order = sorted(means, key=lambda name: -means[name])
+    return {name: order.index(name) + 1 for name in means}
+
+
+def sources_section(frontier: dict) -> list[str]:
+    """The out-of-source section's lines.
+
+    Args:
+        frontier: `frontier_gm_sources.json`.
+    """
+    settings = group(frontier["runs"])
+    examples = frontier["examples"]
+    lines = [
+        "## Out of source: GM instruments across SoundFonts (`benchmarks/audio_data/gm_sources.py`)",
+        "",
+        f"Trained on {examples['train']} clips of the training SoundFonts' training pitches. In "
+        f"source: the same SoundFonts' held-out pitches ({examples['validation_in_source']} "
+        f"validation, {examples['test_in_source']} test clips). Out of source: every pitch of "
+        f"a SoundFont never trained on, one for every choice ({examples['validation']} validation "
+        f"clips) and one only reported ({examples['test']} test clips). "
+        f"{frontier['window_s']} s window, batch {frontier['batch_size']}, head at "
+        f"{frontier['learning_rate']:g}, 2000 steps, CPU. Accuracy in % as the mean over the "
+        "seeds, the seed spread (max - min) in brackets.",
+        "",
+        "| setting | seeds | MACs removed | " + " | ".join(HEADERS[s] for s in SPLITS) + " |",
+        "|---|---:|---:|" + "---:|" * len(SPLITS),
+    ]
+    for name, members in settings.items():
+        removed = np.mean([r["macs_removed_fraction"] for r in members])
+        cells = " | ".join(_cell(members, s) for s in SPLITS)
+        lines.append(f"| {name} | {len(members)} | {removed:.1%} | {cells} |")
+    lines += [
+        "",
+        "Against the same model's dense probe (all layers), percentage points, with a 95% "
+        "interval from a bootstrap over the clips (paired) and each side's seeds:",
+        "",
+        "| setting | in source, val | out of source, val | out of source, test |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, members in settings.items():
+        model = json.loads(members[0]["key"])["model"]
+        probe = _probe_of(settings, model)
+        if members is probe:
+            continue
+        cells = [
+            _delta(members, probe, s, examples[s])
+            for s in ("validation_in_source", "validation", "test")
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    inside, outside = _ranks(settings, "validation_in_source"), _ranks(settings, "validation")
+    lines += [
+        "",
+        "Ranking of the settings by validation accuracy, in source against out of source "
+        "(a decision flips where the order of two settings differs):",
+        "",
+        "| setting | rank in source | rank out of source |",
+        "|---|---:|---:|",
+    ]
+    for name in sorted(settings, key=lambda n: inside[n]):
+        lines.append(f"| {name} | {inside[name]} | {outside[name]} |")
+    flips = [
+        f"{a} / {b}"
+        for a in settings
+        for b in settings
+        if inside[a] < inside[b] and outside[a] > outside[b]
+    ]
+    lines += ["", f"Pairs whose order flips out of source: {len(flips)}."]
+    lines += [f"- {pair}" for pair in flips]
+    return lines + [""]
