@@ -34,6 +34,7 @@ TASK = Task(
     prepare=prepare_labelled_audio(multi_label=False),
     compute_metrics=compute_metrics,
     card_task="single-label audio classification",
+    selects_depth=True,
 )
 
 if __name__ == "__main__":

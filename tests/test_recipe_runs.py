@@ -112,3 +112,27 @@ def test_match_macs_of_a_smaller_model_with_validation_and_named_phases(tmp_path
     text = (out / "report.md").read_text()
     assert "Budget: at most `config.json`'s backbone macs" in text
     assert "within the budget" in text and "validation accuracy" in text
+
+
+def test_defaults_fit_the_window_to_the_data_and_choose_the_depth_on_validation(tmp_path):
+    out = tmp_path / "out"
+    args = [*_digits_args(tmp_path, out), "--last_layer", "auto", "--max_steps", "9",
+            "--report_to", "none", "--use_cpu", "--disable_tqdm", "true"]  # fmt: skip
+    result = _classify(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "window: 1 s (the longest train clip is 0.65 s" in result.stdout
+    assert "depth: layers 0-" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    depth = report["depth"]
+    assert sorted(r["last_layer"] for r in depth["probes"]) == [0, 1, 2]  # the tiny model's 3
+    best = max(r["validation_accuracy"] for r in depth["probes"])
+    chosen = next(r for r in depth["probes"] if r["last_layer"] == depth["last_layer"])
+    assert chosen["validation_accuracy"] == best
+    config = report["mask_config"]
+    assert config["budget"] == "macs" and config["mask_learning_rate"] == 0.02
+    assert config["target_warmup_steps"] == 3 and config["max_input_seconds"] == 1.0
+    assert report["dense_kind"] == "linear probe"  # the dense probe trains by default
+    pruned = json.loads((out / "target0.50" / "pruned" / "config.json").read_text())
+    layers = pruned.get("encoder_layers", pruned.get("num_hidden_layers"))
+    assert layers == depth["last_layer"] + 1
+    assert "Depth (`--last_layer auto`)" in (out / "report.md").read_text()

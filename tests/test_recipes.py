@@ -17,6 +17,7 @@ COMMON = [
     "--max_steps", "6", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
     "--mask_learning_rate", "0.3", "--report_to", "none", "--save_strategy", "no",
     "--latency_repeats", "3", "--use_cpu", "--disable_tqdm", "true",
+    "--budget", "params", "--target_warmup_steps", "0",  # MaskConfig's defaults, not the recipe's
 ]  # fmt: skip
 
 

@@ -124,3 +124,28 @@ def test_the_run_folder_refuses_other_arguments_and_restarts(tmp_path):
         RunFolder(str(tmp_path), "b", restart=False, main=True)
     fresh = RunFolder(str(tmp_path), "b", restart=True, main=True)
     assert fresh.done("baseline") is None and not (tmp_path / "baseline").exists()
+
+
+def test_per_layer_probes_leave_the_model_as_it_was_and_ties_go_shallow():
+    from transformers import WhisperFeatureExtractor
+
+    from hf_keepwhat.tasks import AudioCollator
+    from hf_keepwhat.tasks.depth import layer_probes, select_last_layer
+
+    torch.manual_seed(0)
+    model = tiny_whisper()
+    extractor = WhisperFeatureExtractor(feature_size=16, chunk_length=1)
+    rng = torch.Generator().manual_seed(0)
+    rows = [
+        {"input_features": torch.randn(16, 100, generator=rng).numpy(), "labels": i % 3}
+        for i in range(24)
+    ]
+    data = Dataset.from_list(rows).with_format("numpy")
+    config = MaskConfig(max_input_seconds=1)
+    table = layer_probes(model, config, data, data, AudioCollator(extractor))
+    assert [r["last_layer"] for r in table] == [2, 1, 0]
+    assert table[0]["macs_removed_fraction"] == 0 < table[1]["macs_removed_fraction"]
+    assert all(0 <= r["validation_accuracy"] <= 1 for r in table)
+    assert len(model.encoder.layers) == 3 and model.config.max_source_positions == 50
+    tied = [{"last_layer": k, "validation_accuracy": a} for k, a in ((2, 0.9), (1, 0.9), (0, 0.5))]
+    assert select_last_layer(tied) == 1

@@ -78,6 +78,9 @@ class Layout:
     """
 
     families: tuple[Family, ...] = ()
+    #: Whether the family's input window is fixed and `MaskConfig.max_input_seconds` shortens it
+    #: (Whisper's 30 s): recipes then fit the window to the data when the user sets none.
+    shortens_input_window: bool = False
 
     def __init__(self, model: nn.Module, mask_config: MaskConfig | None = None):
         self.model = model

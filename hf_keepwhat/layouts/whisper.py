@@ -34,6 +34,7 @@ class WhisperLayout(Layout):
             feature_extractor=KeepWhatWhisperFeatureExtractor.__name__,
         ),
     )
+    shortens_input_window = True
 
     @functools.cached_property
     def backbone_path(self) -> str:

@@ -129,9 +129,9 @@ class RunArguments:
     """What the run measures besides the masked model."""
 
     train_baseline: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "Also train the dense baseline: the same head on the frozen, unmasked backbone (a linear probe)."
+            "help": "Train the dense baseline: the same head on the frozen, unmasked backbone (a linear probe); --no_train_baseline only measures the dense model."
         },
     )
     latency_repeats: int = field(
@@ -223,32 +223,51 @@ class BudgetArguments:
         return given[0] if given else None
 
 
+#: What a recipe user who sets nothing gets, where it differs from MaskConfig's library defaults:
+#: the GM frontier grid's settings (docs/results.md): the MACs budget (what speed follows), the
+#: masks' own rate 0.02, and the target warmed up over a third of the steps (None: a third).
+RECIPE_MASK_DEFAULTS = {"budget": "macs", "mask_learning_rate": 0.02, "target_warmup_steps": None}
+RECIPE_MASK_HELP = {
+    "target_sparsity": "Fraction(s) of the budget to remove; several values give one run each.",
+    "target_warmup_steps": "Steps over which the target rises to its value (default: a third of --max_steps).",
+    "last_layer": "Drop the layers above this index; 'auto': per-layer probes on the validation split choose it (classification).",
+    "max_input_seconds": "Whisper: the input window in seconds (default: the longest train clip, rounded up to a whole second).",
+}
+
+
 def _mask_arguments_class() -> type:
-    """MaskConfig's fields as command-line arguments, with `target_sparsity` taking a list: one
-    run per value."""
+    """MaskConfig's fields as command-line arguments, with the recipe's defaults, a list of
+    `target_sparsity` values (one run per value) and `last_layer` that may be `auto`."""
+    types = {
+        "target_sparsity": list[float],
+        "last_layer": str | None,
+        "target_warmup_steps": int | None,
+    }
     fields = []
     for f in dataclasses.fields(MaskConfig):
         if f.name == "target_sparsity":
-            fields.append(
-                (
-                    "target_sparsity",
-                    list[float],
-                    field(
-                        default_factory=lambda: [0.5],
-                        metadata={
-                            "help": "Fraction(s) of the budget to remove; several values give one run each."
-                        },
-                    ),
-                )
-            )
+            default = {"default_factory": lambda: [0.5]}
+        elif f.name in RECIPE_MASK_DEFAULTS:
+            default = {"default": RECIPE_MASK_DEFAULTS[f.name]}
+        elif f.default_factory is not dataclasses.MISSING:
+            default = {"default_factory": f.default_factory}
         else:
-            default = (
-                {"default_factory": f.default_factory}
-                if f.default_factory is not dataclasses.MISSING
-                else {"default": f.default}
-            )
-            fields.append((f.name, f.type, field(**default)))
+            default = {"default": f.default}
+        metadata = {"help": RECIPE_MASK_HELP[f.name]} if f.name in RECIPE_MASK_HELP else {}
+        fields.append((f.name, types.get(f.name, f.type), field(**default, metadata=metadata)))
     return dataclasses.make_dataclass("MaskArguments", fields)
+
+
+@dataclass
+class RecipeTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the recipes' defaults: the frontier grid's head learning rate and
+    length (transformers' 5e-5 for three epochs trains a fresh head too little)."""
+
+    learning_rate: float = field(
+        default=1e-3,
+        metadata={"help": "The head's learning rate (the masks': --mask_learning_rate)."},
+    )
+    max_steps: int = field(default=2000, metadata={"help": "Training steps of every phase."})
 
 
 MaskArguments = _mask_arguments_class()
@@ -264,7 +283,7 @@ def parse_arguments():
             MaskArguments,
             RunArguments,
             BudgetArguments,
-            TrainingArguments,
+            RecipeTrainingArguments,
         )
     )
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
@@ -287,11 +306,24 @@ def parse_arguments():
     return model_args, data_args, mask_args, run_args, budget_args, training_args
 
 
-def mask_configs(mask_args) -> list[MaskConfig]:
-    """One MaskConfig per requested target sparsity.
+def mask_configs(mask_args, max_steps: int = 0) -> list[MaskConfig]:
+    """One MaskConfig per requested target sparsity (`last_layer="auto"` left for the run to
+    choose: None here).
 
     Args:
         mask_args: The parsed `MaskArguments`.
+        max_steps: The phases' steps: the warm-up's default is a third of them.
     """
     values = {f.name: getattr(mask_args, f.name) for f in dataclasses.fields(MaskConfig)}
+    if values["target_warmup_steps"] is None:
+        values["target_warmup_steps"] = max(max_steps, 0) // 3
+    if values["last_layer"] == "auto":
+        values["last_layer"] = None
+    elif values["last_layer"] is not None:
+        try:
+            values["last_layer"] = int(values["last_layer"])
+        except ValueError:
+            raise ValueError(
+                f"--last_layer {values['last_layer']!r}: give a layer index or 'auto'."
+            ) from None
     return [MaskConfig(**{**values, "target_sparsity": t}) for t in mask_args.target_sparsity]

@@ -181,6 +181,25 @@ def declared_seconds(value: dict) -> float | None:
         return None
 
 
+def longest_clip_seconds(dataset, audio_column: str) -> float:
+    """The longest clip of a split, in seconds: read from WAV headers where the files have them,
+    decoded otherwise (and then checked, as featurizing would).
+
+    Args:
+        dataset: A split whose `audio_column` is an `Audio` column.
+        audio_column: The audio column.
+    """
+    undecoded = dataset.cast_column(audio_column, Audio(decode=False))
+    rate = dataset.features[audio_column].sampling_rate or 16_000
+    longest, warned = 0.0, {}
+    for i, value in enumerate(undecoded[audio_column]):
+        seconds = declared_seconds(value)
+        if seconds is None:
+            seconds = decoded_waveform(value, rate, f"example {i}", warned).size / rate
+        longest = max(longest, seconds)
+    return longest
+
+
 def decoded_waveform(value: dict, rate: int, where: str, warned: dict) -> np.ndarray:
     """Decodes one undecoded `Audio` value (`{"path", "bytes"}`) at `rate`, checks it, and turns
     every failure, a decoder's included, into an `AudioDataError` naming the file.

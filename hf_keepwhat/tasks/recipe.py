@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -17,11 +18,12 @@ import transformers
 from transformers import AutoFeatureExtractor, set_seed
 
 from ..config import MaskConfig
-from ..layouts import adapted_feature_extractor
+from ..layouts import adapted_feature_extractor, layout_class_for_config
 from ..profiling import environment
 from .arguments import mask_configs, parse_arguments
-from .audio import AudioCollator, AudioDataError, featurize, label_names
+from .audio import AudioCollator, AudioDataError, featurize, label_names, longest_clip_seconds
 from .budgets import model_from_config, resolve_budget
+from .depth import layer_probes, select_last_layer
 from .reports import write_report
 from .run import Run, Task, _median_example, dense_baseline, prune_one_target
 from .run_folder import RunFolder, fingerprint
@@ -48,8 +50,8 @@ def configure_logging(training_args) -> None:
 def budgeted_configs(task: Task, arguments) -> tuple[list[MaskConfig], dict | None]:
     """The MaskConfigs to run: one per `--target_sparsity`, or the one a budget in the user's
     terms (`--match_macs_of` ...) asks for, with that budget's record."""
-    model_args, _, mask_args, _, budget_args, _ = arguments
-    configs = mask_configs(mask_args)
+    model_args, _, mask_args, _, budget_args, training_args = arguments
+    configs = mask_configs(mask_args, training_args.max_steps)
     requested = budget_args.requested()
     if requested is None:
         return configs, None
@@ -78,15 +80,32 @@ def budgeted_configs(task: Task, arguments) -> tuple[list[MaskConfig], dict | No
     return [dataclasses.replace(configs[0], **changes)], budget
 
 
-def prepare_run(task: Task, arguments, folder: RunFolder) -> Run:
-    """Loads, splits and featurizes the data and picks the latency input: what the phases share."""
-    model_args, data_args, mask_args, run_args, _, training_args = arguments
-    dense_config = dataclasses.replace(mask_configs(mask_args)[0], target_sparsity=0.0)
-    feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
-    with training_args.main_process_first(desc="dataset preparation"):
-        raw = load_splits(data_args, feature_extractor.sampling_rate, training_args.seed)
+def fit_window(mask_args, train, model_path: str, audio_column: str, feature_extractor) -> None:
+    """Sets `--max_input_seconds` to the longest train clip, rounded up to a whole second, when
+    the model's window is fixed (Whisper's 30 s) and the user set none: a shorter window costs
+    proportionally less and a clip never needs more than its own length."""
+    if mask_args.max_input_seconds is not None:
+        return
+    config = transformers.AutoConfig.from_pretrained(model_path)
+    if not layout_class_for_config(config, model_path).shortens_input_window:
+        return
+    full = feature_extractor.chunk_length
+    longest = longest_clip_seconds(train, audio_column)
+    seconds = min(max(1, math.ceil(longest - 1e-6)), full)
+    if seconds < full:
+        mask_args.max_input_seconds = float(seconds)
     logger.info(
-        "data: %s", ", ".join(f"{name} {len(split)} examples" for name, split in raw.items())
+        "window: %g s (the longest train clip is %.2f s; --max_input_seconds sets it)",
+        seconds,
+        longest,
+    )
+
+
+def prepare_run(task: Task, arguments, raw: dict, feature_extractor, folder: RunFolder) -> Run:
+    """Featurizes the splits and picks the latency input: what the phases share."""
+    model_args, data_args, mask_args, run_args, _, training_args = arguments
+    dense_config = dataclasses.replace(
+        mask_configs(mask_args, training_args.max_steps)[0], target_sparsity=0.0
     )
     # The feature extractor must match the masked models (Whisper: the window).
     with training_args.main_process_first(desc="feature extraction"):
@@ -101,6 +120,35 @@ def prepare_run(task: Task, arguments, folder: RunFolder) -> Run:
     )  # fmt: skip
 
 
+def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig], dict]:
+    """`--last_layer auto`: a linear probe on each layer's pooled output, the last layer chosen on
+    validation (`select_last_layer`); a phase of its own, so a resumed run reads it back."""
+    done = run.folder.done("depth")
+    if done is None:
+        if not run.task.selects_depth:
+            raise AudioDataError(
+                f"--last_layer auto chooses the depth with single-label probes; {run.task.name} "
+                "has none. Give a layer index."
+            )
+        logger.info("depth: a linear probe on each layer's pooled output, chosen on validation")
+        run.folder.folder("depth")
+        dense = dataclasses.replace(configs[0], target_sparsity=0.0, last_layer=None)
+        rows = layer_probes(
+            run.fresh_model(),
+            dense,
+            run.splits["train"],
+            run.splits["validation"],
+            run.collator,
+            run.training_args.seed,
+        )
+        done = {"last_layer": select_last_layer(rows), "probes": rows}
+        run.folder.finish("depth", done)
+    deepest = max(r["last_layer"] for r in done["probes"])
+    chosen = None if done["last_layer"] == deepest else done["last_layer"]
+    logger.info("depth: layers 0-%d kept (of 0-%d)", done["last_layer"], deepest)
+    return [dataclasses.replace(c, last_layer=chosen) for c in configs], done
+
+
 def model_name(path: str) -> str:
     """How a report names a model: a Hub id as it is, a local folder by its own name (never the
     machine's absolute path)."""
@@ -109,7 +157,7 @@ def model_name(path: str) -> str:
     return path
 
 
-def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget: dict | None):
+def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, depth):
     """Writes report.json / report.md / plots under `output_dir`, prints report.md, returns it."""
     input_name = run.collator.feature_extractor.model_input_names[0]
     dense_config = dataclasses.replace(configs[0], target_sparsity=0.0)
@@ -126,6 +174,7 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget: d
         f"({tuple(run.latency_input[input_name].shape)})",
         "mask_config": dense_config.to_dict()
         | {"target_sparsity": [c.target_sparsity for c in configs]},
+        "depth": depth,
         "budget_request": budget and {**budget, "value": model_name(str(budget["value"]))},
         "train_to_target_steps": run.run_args.train_to_target_steps,
         "meet_target": run.run_args.meet_target,
@@ -144,27 +193,37 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget: d
 
 
 def run(task: Task) -> dict | None:
-    """Runs a recipe end to end (dense reference, one pruned model per target, report), resuming
-    what `--output_dir` already holds, and returns the report (on the main process; None
-    elsewhere)."""
+    """Runs a recipe end to end (splits, window, budget, depth, dense reference, one pruned
+    model per target, report), resuming what `--output_dir` already holds, and returns the
+    report (on the main process; None elsewhere)."""
     arguments = parse_arguments()
-    training_args = arguments[-1]
+    model_args, data_args, mask_args, run_args, _, training_args = arguments
     configure_logging(training_args)
     set_seed(training_args.seed)
-    configs, budget = budgeted_configs(task, arguments)
     main = training_args.process_index == 0
     try:
-        folder = RunFolder(
-            training_args.output_dir, fingerprint(arguments), arguments[3].restart, main
-        )
+        folder = RunFolder(training_args.output_dir, fingerprint(arguments), run_args.restart, main)
     except ValueError as e:
         raise AudioDataError(str(e)) from e
-    state = prepare_run(task, arguments, folder)
-    dense = dense_baseline(state, dataclasses.replace(configs[0], target_sparsity=0.0))
+    path = model_args.model_name_or_path
+    feature_extractor = AutoFeatureExtractor.from_pretrained(path)
+    with training_args.main_process_first(desc="dataset preparation"):
+        raw = load_splits(data_args, feature_extractor.sampling_rate, training_args.seed)
+    logger.info(
+        "data: %s", ", ".join(f"{name} {len(split)} examples" for name, split in raw.items())
+    )
+    fit_window(mask_args, raw["train"], path, data_args.audio_column, feature_extractor)
+    configs, budget = budgeted_configs(task, arguments)
+    state = prepare_run(task, arguments, raw, feature_extractor, folder)
+    depth = None
+    if mask_args.last_layer == "auto":
+        configs, depth = choose_depth(state, configs)
+    dense_config = dataclasses.replace(configs[0], target_sparsity=0.0, last_layer=None)
+    dense = dense_baseline(state, dense_config)
     runs = [prune_one_target(state, config, dense) for config in configs]
     if not main:
         return None
-    return write_run_report(state, configs, dense, runs, budget)
+    return write_run_report(state, configs, dense, runs, budget, depth)
 
 
 def main(task: Task) -> None:

@@ -62,6 +62,27 @@ def _budget_lines(report: dict) -> list[str]:
     return lines
 
 
+def _depth_lines(report: dict) -> list[str]:
+    """`--last_layer auto`'s per-layer probes and the layer chosen on validation."""
+    depth = report.get("depth")
+    if not depth:
+        return []
+    lines = [
+        "",
+        f"Depth (`--last_layer auto`): layers 0-{depth['last_layer']} kept, chosen on validation "
+        "by a linear probe on each layer's pooled output.",
+        "",
+        "| last layer | MACs dropped | probe train accuracy | probe validation accuracy |",
+        "|---:|---:|---:|---:|",
+    ]
+    for row in sorted(depth["probes"], key=lambda r: r["last_layer"]):
+        lines.append(
+            f"| {row['last_layer']} | {row['macs_removed_fraction']:.1%} "
+            f"| {row['train_accuracy']:.4f} | {row['validation_accuracy']:.4f} |"
+        )
+    return lines
+
+
 def markdown(report: dict) -> str:
     """The report as Markdown: one row for the dense model, one per target sparsity, with the
     task metric on validation (where choices are made) and on test (reported only).
@@ -80,6 +101,7 @@ def markdown(report: dict) -> str:
         f"{report['environment']['torch_threads']} threads; latency is batch 1 on "
         f"{report['latency_input']}, median of {dense['latency']['repeats']} runs after warm-up.",
         *_budget_lines(report),
+        *_depth_lines(report),
         "",
         f"| model | target | validation {metric} | test {metric} | backbone params removed "
         "| MACs removed | params | MACs | latency (ms) | disk (MB) | speedup |",

@@ -54,6 +54,7 @@ class Task:
             task's (tagging: BCE); it must add `outputs.auxiliary_loss`.
         card_task: The task in words for the model card.
         greater_is_better: Whether a higher `metric` is better (False for WER).
+        selects_depth: Whether `--last_layer auto` can choose the depth (single-label probes).
     """
 
     name: str
@@ -64,6 +65,7 @@ class Task:
     compute_loss_func: object | None = None
     card_task: str = ""
     greater_is_better: bool = True
+    selects_depth: bool = False
 
 
 def _median_example(test, input_name: str, collator) -> dict[str, torch.Tensor]:
