@@ -73,6 +73,8 @@ from hf_keepwhat import (  # noqa: E402
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
 from hf_keepwhat.files import read_json, write_json  # noqa: E402
 from hf_keepwhat.recovery import recover_with_lora, refit_head  # noqa: E402
+from hf_keepwhat.tasks.augment import AugmentingCollator, SpectralAugment  # noqa: E402
+from hf_keepwhat.tasks.depth import layer_probes  # noqa: E402
 
 SPLITS = ("train", "validation", "test")  # every layout has these; choices use validation only
 SAMPLING_RATE = 16_000
@@ -122,6 +124,9 @@ class Point:
             "heads,ffn": the convolution stem keeps every channel); "": every kind.
         refit_head_steps: Mask methods: steps of `refit_head` after mask training (the head
             trained again, masks frozen, at the head's rate); 0: none.
+        augment_db: Mask methods: timbre augmentation of the training batches
+            (`hf_keepwhat.tasks.augment.SpectralAugment`: random EQ up to this many dB plus
+            SpecAugment masks); 0: none.
         meet_target: Mask methods: `meet_target` after mask training (before any refit), so
             the realised MACs are at most the target's: True (its default selection) or a
             selection's name (`exact_budget.SELECTIONS`).
@@ -146,6 +151,7 @@ class Point:
     meet_target: bool | str = False
     meet_target_kinds: str = ""
     train_to_target_steps: int = 0
+    augment_db: float = 0.0
 
     #: Fields added after runs were recorded: left out of the key at their default, so the
     #: recorded runs keep matching.
@@ -160,6 +166,7 @@ class Point:
         "meet_target": False,
         "meet_target_kinds": "",
         "train_to_target_steps": 0,
+        "augment_db": 0.0,
     }
 
     def key(self) -> str:
@@ -441,9 +448,15 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         if point.method not in MASK_METHODS:
             mm.masks.requires_grad_(False)  # fixed masks (or none removed): only weights train
             mm.mask_config.penalty_weight = 0.0
+        augmented = point.method in MASK_METHODS and point.augment_db
         trainer = Trainer(
             model=mm,
             args=training,
+            data_collator=AugmentingCollator(
+                _stack, SpectralAugment(eq_db=point.augment_db, seed=point.seed)
+            )
+            if augmented
+            else None,
             train_dataset=Features(*features["train"]),
             callbacks=[SparsityCallback(config)] if point.method in MASK_METHODS else [],
             optimizer_cls_and_kwargs=(optimizer_cls, kwargs),
@@ -512,6 +525,26 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
                 "seconds": time.perf_counter() - lora_start,
             }
     return record
+
+
+def _stack(examples: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([torch.as_tensor(e[k]) for e in examples]) for k in examples[0]}
+
+
+def probe_layers(path: str, features: dict, window: int) -> list[dict]:
+    """`hf_keepwhat.tasks.depth.layer_probes` of a model on every split: fitted on train, chosen
+    on validation, scored on the others too.
+
+    Args:
+        path: The model folder.
+        features: Split name -> (input features, labels), `featurize`'s output for this model.
+        window: The input window in seconds.
+    """
+    data = {split: Features(*xy) for split, xy in features.items()}
+    model = build_model(path, int(features["train"][1].max()) + 1, "linear")
+    others = {s: d for s, d in data.items() if s not in ("train", "validation")}
+    config = MaskConfig(max_input_seconds=window, budget="macs", target_sparsity=0.0)
+    return layer_probes(model, config, data["train"], data["validation"], _stack, others=others)
 
 
 # ---- the grid -----------------------------------------------------------------------------------
@@ -668,6 +701,12 @@ def parse_args() -> argparse.Namespace:
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--workers", type=int, default=1, help="runs trained at once, one process each")
     add("--threads", type=int, default=torch.get_num_threads(), help="torch threads per run")
+    add(
+        "--layer_probes",
+        action="store_true",
+        help="first record, per model, a linear probe on each layer's pooled output (fitted on "
+        "train, scored on every other split): the depth `--last_layer auto` would choose",
+    )
     add("--stop_after_minutes", type=float, default=float("inf"))
     add("--work_dir", default=os.path.join(tempfile.gettempdir(), "frontier"))
     add("--out", default="benchmarks/results/frontier_gm.json")
@@ -713,6 +752,12 @@ def main() -> None:
         "match_macs_of": args.match_macs_of,
         "match_targets": match_targets,
     }
+    meta["layer_probes"] = previous.get("layer_probes", {})
+    if args.layer_probes:
+        torch.set_num_threads(args.threads)
+        for name, path in paths.items():
+            if name not in meta["layer_probes"]:
+                meta["layer_probes"][name] = probe_layers(path, features[name], args.window)
     write_json(args.out, {**meta, "runs": runs, "summary": summarize(runs)})
 
     def record(point: Point, result: dict | None) -> None:

@@ -60,6 +60,7 @@ SETTINGS = (
     "meet_target",
     "meet_target_kinds",
     "train_to_target_steps",
+    "augment_db",
 )
 
 

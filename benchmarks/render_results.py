@@ -36,11 +36,18 @@ def _machine(result) -> str:
     return described + (f", torch {env['torch']}" if "torch" in env else "")
 
 
-def demo_section(demo) -> list[str]:
-    """`make demo`'s report: dense probe against the pruned model, validation and test."""
-    run = demo["runs"][0]
-    dense = demo["dense"]
-    metric = demo["metric"]
+def report_section(report: dict, file_name: str, title: str, splits: str) -> list[str]:
+    """A recipe's report (`report.json`): the dense probe against each pruned model, validation
+    and test, and what a budget in the user's terms asked for.
+
+    Args:
+        report: The report.
+        file_name: Its file under `benchmarks/results/`.
+        title: The section's heading.
+        splits: Where its validation and test clips come from, in words.
+    """
+    dense = report["dense"]
+    metric = report["metric"]
 
     def row(name, r):
         return (
@@ -49,25 +56,61 @@ def demo_section(demo) -> list[str]:
             f"| {r['latency']['median_s'] * 1e3:.1f} | {r['disk_bytes'] / 1e6:.1f} |"
         )
 
-    return [
-        "### Spoken digits (FSDD) with Whisper tiny.en: `make demo`",
+    lines = [
+        f"### {title}",
         "",
-        f"From `benchmarks/results/demo_fsdd_report.json` ({_machine(demo)}); "
-        f"{demo.get('validation_examples', '-')} validation clips (carved from train), "
-        f"{demo['test_examples']} test clips (FSDD's standard split); latency is batch 1, one "
-        "test clip, median of repeated runs.",
+        f"From `benchmarks/results/{file_name}` (`{report['model']}`, {_machine(report)}); "
+        f"{report.get('validation_examples', '-')} validation clips ({splits}), "
+        f"{report['test_examples']} test clips; latency is batch 1, one test clip, median of "
+        "repeated runs.",
         "",
         f"| model | validation {metric} | test {metric} | encoder params | MACs | latency (ms) "
         "| disk (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
         row("dense, linear probe", dense),
-        row(f"pruned, target {run['target_sparsity']}", run),
-        "",
-        f"Removed: {run['removed']['params_removed_fraction']:.1%} of encoder parameters, "
-        f"{run['removed']['macs_removed_fraction']:.1%} of MACs; latency ratio dense/pruned "
-        f"{run['ratios']['latency']:.2f}, MAC ratio {run['ratios']['macs']:.2f}.",
+        *(row(f"pruned, target {r['target_sparsity']:.4g}", r) for r in report["runs"]),
         "",
     ]
+    for r in report["runs"]:
+        lines.append(
+            f"Target {r['target_sparsity']:.4g}: removed {r['removed']['params_removed_fraction']:.1%} "
+            f"of encoder parameters, {r['removed']['macs_removed_fraction']:.1%} of MACs; latency "
+            f"ratio dense/pruned {r['ratios']['latency']:.2f}, MAC ratio {r['ratios']['macs']:.2f}."
+        )
+    budget = report.get("budget_request")
+    if budget:
+        lines.append(
+            f"Budget `--{budget['asked']} {budget['value']}`: at most {budget['allowed_cost']:,} "
+            f"{budget['budget']} of the model's {budget['model_cost']:,} (target "
+            f"{budget['target_sparsity']:.2%}); the pruned model has "
+            + ", ".join(
+                f"{r['macs' if budget['budget'] == 'macs' else 'backbone_params'] / budget['allowed_cost']:.3f}x"
+                for r in report["runs"]
+            )
+            + " the allowed."
+        )
+    return lines + [""]
+
+
+def demo_section(demo) -> list[str]:
+    """`make demo`'s report."""
+    return report_section(
+        demo,
+        "demo_fsdd_report.json",
+        "Spoken digits (FSDD) with Whisper tiny.en: `make demo`",
+        "carved from train",
+    )
+
+
+def recipe_gm_section(report) -> list[str]:
+    """The main job's run on GM instruments with no tuning flag (issue 33's acceptance)."""
+    return report_section(
+        report,
+        "recipe_gm_base_at_tiny.json",
+        "The main job with no tuning flag: Whisper base pruned to tiny.en's MACs on GM "
+        "instruments (`recipes/classify.py --match_macs_of`)",
+        "the layout's validation pitches",
+    )
 
 
 def speed_section(speed) -> list[str]:
@@ -456,6 +499,7 @@ def results_lines() -> list[str]:
         lines += reference_section(reference)
     for name, section in (
         ("demo_fsdd_report.json", demo_section),
+        ("recipe_gm_base_at_tiny.json", recipe_gm_section),
         ("speed_cpu.json", speed_section),
         ("profile_batch1_cpu.json", profile_section),
         ("deploy_cpu.json", deploy_section),
@@ -528,7 +572,9 @@ def main() -> None:
             "`python benchmarks/render_results.py` from `benchmarks/results/` (nothing typed by "
             "hand). Every choice is read on validation; test is reported only.",
             "",
-            *sources_section(sources),
+            *sources_section(
+                sources, (_load("frontier_gm_sources_probes.json") or {}).get("layer_probes")
+            ),
         ]
         with open(os.path.join(ROOT, "docs", "research.md"), "w", encoding="utf-8") as f:
             f.write("\n".join(research).rstrip("\n") + "\n")

@@ -108,11 +108,56 @@ def _ranks(settings: dict, split: str) -> dict[str, int]:
     return {name: order.index(name) + 1 for name in means}
 
 
-def sources_section(frontier: dict) -> list[str]:
+def _chosen(rows: list[dict], split: str) -> int:
+    best = max(r["scores"][split] for r in rows)
+    return min(r["last_layer"] for r in rows if r["scores"][split] == best)
+
+
+def probes_section(probes: dict) -> list[str]:
+    """Per model, a linear probe on each layer's pooled output (`--layer_probes`): its accuracy on
+    every split, and the depth `--last_layer auto` picks on in-source validation (all a user
+    whose data has one source can choose on) against out-of-source validation.
+
+    Args:
+        probes: Model name -> `hf_keepwhat.tasks.depth.layer_probes` rows.
+    """
+    lines = [
+        "### Depth: a linear probe on each layer (`hf_keepwhat.tasks.depth`)",
+        "",
+        "Logistic regression on each cut encoder's time-averaged output, fitted on train. "
+        "`--last_layer auto` keeps the layers up to the best validation probe.",
+        "",
+    ]
+    for model, rows in probes.items():
+        rows = [
+            {**r, "scores": {"validation": r["validation_accuracy"], **r["accuracy"]}} for r in rows
+        ]
+        lines += [
+            f"| {model}: last layer | MACs dropped | "
+            + " | ".join(HEADERS[s] for s in SPLITS)
+            + " |",
+            "|---:|---:|" + "---:|" * len(SPLITS),
+        ]
+        for r in sorted(rows, key=lambda r: r["last_layer"]):
+            cells = " | ".join(f"{100 * r['scores'][s]:.1f}" for s in SPLITS)
+            lines.append(f"| {r['last_layer']} | {r['macs_removed_fraction']:.1%} | {cells} |")
+        inside, outside = _chosen(rows, "validation_in_source"), _chosen(rows, "validation")
+        lines += [
+            "",
+            f"{model}: chosen on in-source validation, layers 0-{inside}; on out-of-source "
+            f"validation, layers 0-{outside}"
+            + (" (the same)." if inside == outside else " (the choice flips)."),
+            "",
+        ]
+    return lines
+
+
+def sources_section(frontier: dict, probes: dict | None = None) -> list[str]:
     """The out-of-source section's lines.
 
     Args:
         frontier: `frontier_gm_sources.json`.
+        probes: Its models' per-layer probes (`frontier.py --layer_probes`), or None.
     """
     settings = group(frontier["runs"])
     examples = frontier["examples"]
@@ -172,4 +217,4 @@ def sources_section(frontier: dict) -> list[str]:
     ]
     lines += ["", f"Pairs whose order flips out of source: {len(flips)}."]
     lines += [f"- {pair}" for pair in flips]
-    return lines + [""]
+    return lines + [""] + (probes_section(probes) if probes else [])

@@ -149,3 +149,24 @@ def test_per_layer_probes_leave_the_model_as_it_was_and_ties_go_shallow():
     assert len(model.encoder.layers) == 3 and model.config.max_source_positions == 50
     tied = [{"last_layer": k, "validation_accuracy": a} for k, a in ((2, 0.9), (1, 0.9), (0, 0.5))]
     assert select_last_layer(tied) == 1
+
+
+def test_spectral_augment_is_bounded_seeded_and_leaves_the_input_alone():
+    from hf_keepwhat.tasks.augment import AugmentingCollator, SpectralAugment
+
+    features = torch.rand(4, 80, 100)
+    eq_only = SpectralAugment(eq_db=6.0, freq_mask=0, time_mask=0, seed=1)(features)
+    offset = eq_only - features
+    assert offset.abs().max() <= 6.0 / 40 + 1e-6 and offset.abs().max() > 0
+    assert torch.allclose(offset, offset[:, :, :1].expand_as(offset), atol=1e-6)  # a gain per bin
+    a = SpectralAugment(seed=3)(features)
+    assert torch.equal(a, SpectralAugment(seed=3)(features))  # its own generator: reproducible
+    assert not torch.equal(a, SpectralAugment(seed=4)(features))
+    masked = SpectralAugment(eq_db=0.0, freq_mask=20, time_mask=20, seed=0)(features)
+    assert (masked == features.amin()).any() and torch.equal(features, features.clone())
+
+    def collate(examples):
+        return {"input_features": torch.stack([e["input_features"] for e in examples])}
+
+    batch = AugmentingCollator(collate, SpectralAugment(seed=0))([{"input_features": features[0]}])
+    assert batch["input_features"].shape == (1, 80, 100)

@@ -52,15 +52,20 @@ def pooled_features(backbone, dataset, collator, batch_size: int = 32) -> tuple:
     return np.concatenate(features), np.concatenate(labels)
 
 
-def _probe_accuracy(train: tuple, validation: tuple, seed: int) -> tuple[float, float]:
+def _probe_accuracy(train: tuple, scored: dict[str, tuple], seed: int) -> dict[str, float]:
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     probe.fit(*train)
-    return float(probe.score(*train)), float(probe.score(*validation))
+    return {"train": float(probe.score(*train))} | {
+        name: float(probe.score(*data)) for name, data in scored.items()
+    }
 
 
-def layer_probes(model, config: MaskConfig, train, validation, collator, seed: int = 0) -> list:
+def layer_probes(
+    model, config: MaskConfig, train, validation, collator, seed: int = 0, others=None
+) -> list:
     """A linear probe per candidate last layer: `[{"last_layer", "macs_removed_fraction",
-    "train_accuracy", "validation_accuracy"}]`, deepest first.
+    "train_accuracy", "validation_accuracy"}]` (and `"accuracy"` on every split of `others`),
+    deepest first.
 
     Args:
         model: The dense model with its task head (single-label classification); restored as it
@@ -69,6 +74,7 @@ def layer_probes(model, config: MaskConfig, train, validation, collator, seed: i
         train, validation: Featurized splits with single labels.
         collator: Batches examples for the model.
         seed: The probes' seed.
+        others: More featurized splits to score each probe on, by name (reported, not chosen on).
     """
     rows = []
     layers = None
@@ -82,28 +88,30 @@ def layer_probes(model, config: MaskConfig, train, validation, collator, seed: i
             layers = len(mm.model.get_submodule(mm.layout.layers_path))
         backbone = mm.layout.backbone
         try:
+            scored = {"validation": validation, **(others or {})}
             fitted = _probe_accuracy(
                 pooled_features(backbone, train, collator),
-                pooled_features(backbone, validation, collator),
+                {name: pooled_features(backbone, data, collator) for name, data in scored.items()},
                 seed,
             )
             removed = mm.sparsity_report()["total"]["macs_removed_fraction"]
         finally:
             mm.unload()
         last = layers - 1 if candidate is None else candidate
-        rows.append(
-            {
-                "last_layer": last,
-                "macs_removed_fraction": removed,
-                "train_accuracy": fitted[0],
-                "validation_accuracy": fitted[1],
-            }
-        )
+        row = {
+            "last_layer": last,
+            "macs_removed_fraction": removed,
+            "train_accuracy": fitted["train"],
+            "validation_accuracy": fitted["validation"],
+        }
+        if others:
+            row["accuracy"] = {name: fitted[name] for name in others}
+        rows.append(row)
         logger.info(
             "depth: layers 0-%d (%.1f%% of MACs dropped): probe validation accuracy %.4f",
             last,
             100 * removed,
-            fitted[1],
+            fitted["validation"],
         )
         candidate = last - 1
     return rows
