@@ -152,6 +152,67 @@ def probes_section(probes: dict) -> list[str]:
     return lines
 
 
+#: The recipe's questions, each as (question, the setting asked about, what it is weighed
+#: against): decided on out-of-source validation, the test figure reported beside it.
+DECISIONS = (
+    (
+        "Masks on every layer, or cut to layers 0-2 first? (tiny.en, 50%)",
+        "whisper-tiny.en mask_macs 0.5 layers 0-2",
+        "whisper-tiny.en mask_macs 0.5",
+    ),
+    (
+        "Cut-first masks against the dense probe (tiny.en, 50%)",
+        "whisper-tiny.en mask_macs 0.5 layers 0-2",
+        "whisper-tiny.en linear_probe",
+    ),
+    (
+        "Cut-first masks against dropping the top 2 layers (tiny.en)",
+        "whisper-tiny.en mask_macs 0.5 layers 0-2",
+        "whisper-tiny.en drop_layers 2",
+    ),
+    (
+        "Timbre augmentation for the masks (tiny.en, layers 0-2, 50%)",
+        "whisper-tiny.en mask_macs 0.5 layers 0-2 augment_db=6",
+        "whisper-tiny.en mask_macs 0.5 layers 0-2",
+    ),
+    (
+        "Distillation to the dense encoder (tiny.en, layers 0-2, 50%)",
+        "whisper-tiny.en mask_macs 0.5 layers 0-2 distill_weight=1",
+        "whisper-tiny.en mask_macs 0.5 layers 0-2",
+    ),
+    (
+        "Whisper base cut to layers 0-2, masked to tiny.en's MACs, against tiny.en's probe",
+        "whisper-base mask_macs 0.6112 layers 0-2",
+        "whisper-tiny.en linear_probe",
+    ),
+)
+
+
+def decisions_lines(settings: dict, examples: dict) -> list[str]:
+    """The decision table: every question of `DECISIONS` whose two settings have run."""
+    lines = [
+        "### Decisions",
+        "",
+        "Each question weighs a setting against another on the out-of-source validation "
+        "SoundFont (paired interval over clips and seeds); the out-of-source test SoundFont is "
+        "reported, not chosen on. Adopted: the validation interval lies above 0.",
+        "",
+        "| question | seeds | out of source, val | decision | out of source, test |",
+        "|---|---|---:|---|---:|",
+    ]
+    for question, asked, against in DECISIONS:
+        if asked not in settings or against not in settings:
+            continue
+        a, b = settings[asked], settings[against]
+        low = paired_interval(a, b, "validation", examples["validation"])[0]
+        verdict = "adopted" if low > 0 else "not adopted"
+        lines.append(
+            f"| {question} | {len(a)} / {len(b)} | {_delta(a, b, 'validation', examples['validation'])} "
+            f"| {verdict} | {_delta(a, b, 'test', examples['test'])} |"
+        )
+    return lines + [""]
+
+
 def sources_section(frontier: dict, probes: dict | None = None) -> list[str]:
     """The out-of-source section's lines.
 
@@ -217,4 +278,5 @@ def sources_section(frontier: dict, probes: dict | None = None) -> list[str]:
     ]
     lines += ["", f"Pairs whose order flips out of source: {len(flips)}."]
     lines += [f"- {pair}" for pair in flips]
-    return lines + [""] + (probes_section(probes) if probes else [])
+    lines += ["", *decisions_lines(settings, examples)]
+    return lines + (probes_section(probes) if probes else [])

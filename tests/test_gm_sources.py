@@ -1,7 +1,6 @@
 """The out-of-source GM layout: every Debian GM SoundFont through the same renderer, split by
 source (train / validation / test SoundFonts) with in-source pitch splits beside them."""
 
-import hashlib
 import os
 import sys
 
@@ -10,6 +9,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks", "audio_data"))
 import gm_sources  # noqa: E402
 from gm_instruments import FAMILIES  # noqa: E402
+from test_gm_instruments import _digests as _files  # noqa: E402
 
 
 @pytest.fixture
@@ -20,15 +20,6 @@ def few_notes(monkeypatch):
     for source in gm_sources.SOURCES:
         if not os.path.isfile(gm_sources.SOURCES[source][1]):
             pytest.fail(f"{source}'s SoundFont is missing: `make install` installs it.")
-
-
-def _files(folder) -> dict[str, str]:
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    return out
 
 
 def test_splits_by_source_with_in_source_pitches_beside_them(tmp_path, few_notes):

@@ -94,9 +94,13 @@ def _gather(value):
     return [value]
 
 
-def _shown(metrics: dict, metric: str) -> str:
-    value = metrics.get(metric)
-    return "-" if value is None else f"{value:.4g}"
+def _scores(metrics: dict, metric: str) -> str:
+    """`validation accuracy 0.71, test 0.70` from `Run.evaluate`'s metrics."""
+    shown = {}
+    for split in ("validation", "test"):
+        value = metrics[split].get(metric)
+        shown[split] = "-" if value is None else f"{value:.4g}"
+    return f"validation {metric} {shown['validation']}, test {shown['test']}"
 
 
 @dataclass
@@ -294,10 +298,8 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         dense_mm.eval()
         metrics = run.evaluate(dense_mm, phase)
         logger.info(
-            "dense probe: validation %s %s, test %s (best checkpoint: step %s)",
-            metric,
-            _shown(metrics["validation"], metric),
-            _shown(metrics["test"], metric),
+            "dense probe: %s (best checkpoint: step %s)",
+            _scores(metrics, metric),
             _best_step(state),
         )
     else:
@@ -387,12 +389,7 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
         )
         pruned = recover_with_lora(pruned, lora_args, run.splits["train"], **task_data)
         metrics = run.evaluate(pruned, name)
-    logger.info(
-        "evaluate: validation %s %s, test %s",
-        metric,
-        _shown(metrics["validation"], metric),
-        _shown(metrics["test"], metric),
-    )
+    logger.info("evaluate: %s", _scores(metrics, metric))
     if not run.main:
         return None
     data = run.data_args
