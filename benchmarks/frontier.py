@@ -81,6 +81,8 @@ SAMPLING_RATE = 16_000
 MASK_METHODS = {
     "mask_macs": {"budget": "macs"},
     "mask_lagrangian": {"budget": "macs", "budget_mode": "lagrangian"},
+    # The model's `--latency_table` prices the units (`keepwhat profile-latency`).
+    "mask_latency": {"budget": "latency"},
 }
 STRUCTURED = {"random": "random", "magnitude": "l1"}
 DENSE_METHODS = ("linear_probe", "full_finetune")
@@ -269,12 +271,16 @@ def build_model(path: str, num_labels: int, head: str) -> WhisperForAudioClassif
     return model
 
 
-def mask_config(point: Point, window: int, num_layers: int) -> MaskConfig:
-    """The MaskConfig of a run."""
+def mask_config(
+    point: Point, window: int, num_layers: int, latency_table: str | None = None
+) -> MaskConfig:
+    """The MaskConfig of a run (`latency_table`: the model's, which `mask_latency` needs and
+    every mask run's record then reports the prediction of)."""
     common = {"max_input_seconds": window, "budget": "macs", "last_layer": point.last_layer}
     if point.method in MASK_METHODS:
         return MaskConfig(
             **{**common, **MASK_METHODS[point.method]},
+            latency_table=latency_table,
             target_sparsity=point.target,
             mask_learning_rate=point.mask_learning_rate,
             mask_type=point.mask_type,
@@ -431,7 +437,9 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
     device = torch.device(args.device)
     num_labels = int(features["train"][1].max()) + 1
     model = build_model(paths[point.model], num_labels, point.head)
-    config = mask_config(point, args.window, model.config.encoder_layers)
+    config = mask_config(
+        point, args.window, model.config.encoder_layers, args.latency_table.get(point.model)
+    )
     mm = get_mask_model(model, config).to(device)
     if point.method in STRUCTURED:
         set_structured_masks(mm, point.target, STRUCTURED[point.method], point.seed)
@@ -466,7 +474,7 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         # Where the hard masks were along the way (SparsityCallback logs them): whether a run
         # ends short of its target because training settled there or because it was still moving.
         removed_by_step = {
-            log["step"]: round(log["removed_macs"], 5)
+            log["step"]: round(log[f"removed_{config.budget}"], 5)
             for log in trainer.state.log_history
             if "removed_macs" in log
         }
@@ -506,7 +514,10 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
             record["accuracy_before_head_refit"] = before_refit["accuracy"]
             record["correct_before_head_refit"] = before_refit["correct"]
         if removed_by_step:
-            record["macs_removed_by_step"] = removed_by_step
+            record[f"{config.budget}_removed_by_step"] = removed_by_step
+        if "latency_ms_remaining" in total:
+            record["latency_predicted_ms"] = total["latency_ms_remaining"]
+            record["latency_predicted_removed_fraction"] = total["latency_removed_fraction"]
         for done in ("target_trained", "target_met"):
             if getattr(mm, done) is not None:
                 record[done] = getattr(mm, done)
@@ -707,11 +718,18 @@ def parse_args() -> argparse.Namespace:
         help="first record, per model, a linear probe on each layer's pooled output (fitted on "
         "train, scored on every other split): the depth `--last_layer auto` would choose",
     )
+    add(
+        "--latency_table",
+        action="append",
+        default=[],
+        help="NAME=latency.json (`keepwhat profile-latency`): the mask_latency budget's prices",
+    )
     add("--stop_after_minutes", type=float, default=float("inf"))
     add("--work_dir", default=os.path.join(tempfile.gettempdir(), "frontier"))
     add("--out", default="benchmarks/results/frontier_gm.json")
     args = parser.parse_args()
     args.last_layer = {k: int(v) for k, v in (item.split("=", 1) for item in args.last_layer)}
+    args.latency_table = dict(item.split("=", 1) for item in args.latency_table)
     return args
 
 

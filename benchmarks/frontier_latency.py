@@ -12,6 +12,7 @@ times a subset (e.g. `--where meet_target=true`: the supported finish).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -30,6 +31,8 @@ from hf_keepwhat.files import read_json, write_json  # noqa: E402
 def rebuild(run: dict, path: str, window: int, num_labels: int):
     """The pruned model of one frontier run (dense when it kept everything)."""
     point = Point(**{k: run[k] for k in Point.__dataclass_fields__ if k in run})
+    if point.method == "mask_latency":  # only the recorded shapes matter, not what priced them
+        point = dataclasses.replace(point, method="mask_macs")
     model = WhisperForAudioClassification.from_pretrained(path, num_labels=num_labels)
     mm = get_mask_model(model, mask_config(point, window, model.config.encoder_layers))
     set_recorded_kept(mm, run.get("kept", {}))

@@ -74,6 +74,8 @@ class SparsityCallback(TrainerCallback):
             "removed_macs": total["macs_removed_fraction"],
             "removed_units": total["units_removed_fraction"],
         }
+        if "latency_removed_fraction" in total:  # the table's prediction
+            extra["removed_latency"] = total["latency_removed_fraction"]
         if mm.last_distillation_loss is not None:
             extra["distillation_loss"] = mm.last_distillation_loss
         logs.update(extra)

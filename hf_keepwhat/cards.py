@@ -180,6 +180,14 @@ def _report_fields(record: dict) -> dict:
         "layers_passed_through": ", ".join(
             f"`{path}`" for path in total.get("layers_passed_through", [])
         ),
+        "latency": {
+            "runtime": total["latency_runtime"],
+            "original": f"{total['latency_ms_original']:.3g} ms",
+            "remaining": f"{total['latency_ms_remaining']:.3g} ms",
+            "removed": f"{total['latency_removed_fraction']:.1%}",
+        }
+        if "latency_ms_remaining" in total
+        else None,
         "mask_config": json.dumps(record["mask_config"], indent=2, sort_keys=True),
         "recovery": record.get("recovery"),
         "after_training": after_training_notes(record),

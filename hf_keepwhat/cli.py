@@ -7,6 +7,7 @@ push it to the Hub.
     keepwhat push out/pruned me/whisper-tiny-digits-keep50
     keepwhat bench out/pruned --batch_size 8 --json out/pruned-bench.json
     keepwhat export out/pruned out/pruned-onnx --onnx --int8
+    keepwhat profile-latency openai/whisper-tiny.en --runtime onnxruntime --out latency.json
 """
 
 from __future__ import annotations
@@ -232,6 +233,60 @@ def cmd_export(args) -> None:
         )
 
 
+def _load_for_profiling(path: str):
+    """The model to profile, as it is deployed for a task: a stock checkpoint through
+    AutoModelForAudioClassification (its new head is timed, its weights do not matter), a saved
+    hf_keepwhat or task model by its own class."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    if os.path.isfile(os.path.join(path, "config.json")):
+        architecture = read_json(os.path.join(path, "config.json"))["architectures"][0]
+        if architecture.removeprefix(CLASS_PREFIX) in AUTO_CLASS_OF and not architecture.endswith(
+            "ConditionalGeneration"
+        ):
+            return _load_saved(path)
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a seq2seq checkpoint's decoder is left out: expected
+    try:
+        return transformers.AutoModelForAudioClassification.from_pretrained(path).eval()
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def cmd_profile_latency(args) -> None:
+    """Times pruned variants of a model on a runtime and writes the fitted latency table that
+    `MaskConfig(budget="latency", latency_table=...)` and `--budget latency` read."""
+    from .latency_profile import profile_latency
+
+    table = profile_latency(
+        _load_for_profiling(args.model),
+        runtime=args.runtime,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        seconds=args.seconds,
+        device=args.device,
+        unit_kinds=args.unit_kinds,
+        variants=args.variants,
+        rounds=args.rounds,
+        repeats=args.repeats,
+        seed=args.seed,
+        name=os.path.basename(os.path.normpath(args.model)),
+    )
+    write_json(args.out, table)
+    fit = table["fit"]
+    print(f"latency table written to {args.out} ({table['runtime']}, {table['threads']} threads)")
+    print(
+        f"dense: measured {table['dense_ms']:.3f} ms, predicted {table['dense_predicted_ms']:.3f} ms"
+    )
+    print(
+        f"held-out variants: {fit['held_out']}, median error {fit['median_relative_error']:.1%}, "
+        f"largest {fit['max_relative_error']:.1%}"
+    )
+    for name, value in table["coefficients"].items():
+        print(f"  {name}: {value:.4g} ms")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `keepwhat` command."""
     parser = argparse.ArgumentParser(prog="keepwhat", description=__doc__.split("\n\n")[0])
@@ -290,6 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-4, help="allowed difference from PyTorch")
     p.add_argument("--int8", action="store_true", help="also write ONNX Runtime's int8 graph")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "profile-latency", help="time pruned variants on a runtime: the latency budget's table"
+    )
+    p.add_argument("model", help="a Hub id or folder (stock, task or pruned model)")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=1.0, help="input window, as the run's")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (torch only)")
+    p.add_argument("--unit_kinds", nargs="+", default=["heads", "ffn", "conv"])
+    p.add_argument("--variants", type=int, default=48, help="pruned shapes timed, half held out")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the variants")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per variant per round")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="latency.json")
+    p.set_defaults(func=cmd_profile_latency)
     return parser
 
 

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 UNIT_KINDS = ("heads", "ffn", "conv")
-BUDGET_KINDS = ("units", "params", "macs")
+BUDGET_KINDS = ("units", "params", "macs", "latency")
 MASK_TYPES = ("straight_through", "straight_through_gated", "hard_concrete")
 PENALTY_ON = ("auto", "probability", "mask", "kept")
 BUDGET_MODES = ("penalty", "lagrangian")
@@ -65,7 +65,10 @@ class MaskConfig:
             deleting them is exact). Kinds a model does not have are ignored.
         budget: What the sparsity target counts. `"units"` is the paper's penalty (every mask site
             weighs the same, whatever its size); `"params"` counts backbone parameters; `"macs"`
-            counts backbone multiply-accumulates for an input of `macs_input_seconds`.
+            counts backbone multiply-accumulates for an input of `macs_input_seconds`;
+            `"latency"` counts milliseconds predicted by `latency_table` (measured on the
+            runtime you deploy on), where an emptied attention block, FFN or layer also gives
+            back its fixed cost.
         target_sparsity: Fraction of the budget to REMOVE, in [0, 1). `0.5` with
             `budget="params"` asks for half of the backbone's parameters to go.
         penalty_weight: `lambda` of the quadratic penalty `lambda * (kept - (1 - target))**2`;
@@ -126,6 +129,9 @@ class MaskConfig:
             (dropout, LayerDrop, SpecAugment on while masks train). False, the default, keeps it
             in eval mode as the paper does: masks then learn against the function the pruned
             model will compute. The task head always follows the Trainer's mode.
+        latency_table: A latency model from `keepwhat profile-latency` (the file's path, or
+            its dict; the config keeps the dict). Needed by `budget="latency"`; with any
+            budget, reports and cards then add the predicted latency.
     """
 
     unit_kinds: list[str] = field(default_factory=lambda: list(UNIT_KINDS))
@@ -144,6 +150,7 @@ class MaskConfig:
     target_warmup_steps: int = 0
     distill_weight: float = 0.0
     backbone_train_mode: bool = False
+    latency_table: dict | None = None
 
     def __post_init__(self):
         self.unit_kinds = _names("unit_kinds", self.unit_kinds, UNIT_KINDS)
@@ -184,9 +191,30 @@ class MaskConfig:
         self.target_warmup_steps = _integer("target_warmup_steps", self.target_warmup_steps, ">= 0")
         if self.modules_to_save is not None:
             self.modules_to_save = _names("modules_to_save", self.modules_to_save)
+        self._read_latency_table()
         if not isinstance(self.backbone_train_mode, bool):
             raise TypeError(
                 f"MaskConfig.backbone_train_mode must be True or False, not {self.backbone_train_mode!r}."
+            )
+
+    def _read_latency_table(self) -> None:
+        # The table itself, not its path, is kept: an adapter must price units the same way
+        # on a machine without the file.
+        from .latency import LatencyTable
+
+        if isinstance(self.latency_table, (str, os.PathLike)):
+            self.latency_table = LatencyTable.load(self.latency_table).to_dict()
+        elif self.latency_table is not None:
+            if not isinstance(self.latency_table, dict):
+                raise TypeError(
+                    "MaskConfig.latency_table must be the path of a `keepwhat profile-latency` "
+                    f"file or its dict, not {type(self.latency_table).__name__}."
+                )
+            self.latency_table = LatencyTable.from_dict(self.latency_table).to_dict()
+        if self.budget == "latency" and self.latency_table is None:
+            raise ValueError(
+                'budget="latency" needs a measured latency table: run `keepwhat profile-latency '
+                'MODEL --out latency.json` on your runtime and pass latency_table="latency.json".'
             )
 
     def resolved_penalty_on(self) -> str:

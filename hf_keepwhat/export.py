@@ -109,6 +109,7 @@ def _trace(model: nn.Module, path: str, input_name: str, inputs: torch.Tensor, o
                 dynamic_shapes=(_dynamic_axes(inputs),),
                 opset_version=opset_version,
                 dynamo=True,
+                verbose=False,  # the check below says whether it worked; no progress lines
             )
         except Exception as e:  # torch.onnx raises several types; say which model failed
             raise RuntimeError(

@@ -20,6 +20,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 from .adapter import MaskAdapterMixin
 from .config import MaskConfig
 from .distillation import captured_output, relative_squared_error
+from .latency import LatencyTable
 from .layouts import get_layout
 from .masks import MaskHooks, MaskParametrization, build_mask, mask_key
 from .optimization import OptimizationMixin
@@ -89,6 +90,27 @@ def _adapter_keys(keys, head: list[str]) -> set[str]:
 def _backbone_cost(layout, reference_inputs: dict) -> dict:
     backbone = layout.backbone
     return {"params": count_params(backbone), "macs": count_macs(backbone, reference_inputs)}
+
+
+def _latency_table(config: MaskConfig, macs: int, kinds: list[str]) -> LatencyTable | None:
+    """The config's latency table, checked against the model it is to price (its MACs at the
+    run's input, and the unit kinds masked)."""
+    if config.latency_table is None:
+        return None
+    table = LatencyTable.from_dict(config.latency_table)
+    if table.dense_macs != macs:
+        raise ValueError(
+            f"The latency table was profiled on a backbone of {table.dense_macs:,} MACs "
+            f"({table.model}, {table.seconds:g} s window); this one has {macs:,} at its input. "
+            "Profile this model at the run's window: keepwhat profile-latency MODEL --seconds S."
+        )
+    if sorted(table.unit_kinds) != kinds:
+        raise ValueError(
+            f"The latency table was profiled pruning {sorted(table.unit_kinds)}, the masks "
+            f"prune {kinds}: set unit_kinds={sorted(table.unit_kinds)} or profile with "
+            "--unit_kinds matching the masks."
+        )
+    return table
 
 
 def check_wrappable(model: nn.Module, mask_config) -> None:
@@ -264,7 +286,11 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         if device.type == "meta":  # masks hold values from the start, whatever the model holds
             device = torch.device("cpu")
         self.masks = _build_masks(self.unit_groups, mask_config).to(device)
-        self.costs = CostModel(model, self.unit_groups, totals, after_drop, self.emptiable_layers)
+        kinds = sorted({g.kind for g in self.unit_groups})
+        latency = _latency_table(mask_config, totals["macs"], kinds)
+        self.costs = CostModel(
+            model, self.unit_groups, totals, after_drop, self.emptiable_layers, latency
+        )
         self.budget = Budget(mask_config.budget, self.costs)
         _check_reachable(self.budget, mask_config)
         self.current_target = mask_config.target_sparsity

@@ -11,6 +11,7 @@ tensor, with the groups whose kept fractions multiply it; the same formula gives
 differentiable penalty (keep probabilities) and the exact realised count (hard masks).
 A pre-LN layer whose units are all removed becomes a pass-through: its layer norms and output
 biases go too, a term counted unless every group of the layer is empty.
+`budget="latency"` prices the same kept fractions with a measured `latency.LatencyTable`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from .latency import LatencyTable, feature_names
 from .slicing import owned_slices
 from .units import EmptiableLayer, KeptUnits, UnitGroup
 
@@ -102,7 +104,8 @@ def _term_kept(term: CostTerm, fractions: Sequence[torch.Tensor], key: str) -> t
 
 
 class CostModel:
-    """Exact parameter and MAC accounting of a masked backbone.
+    """Exact parameter and MAC accounting of a masked backbone, and its predicted latency when a
+    `LatencyTable` is given.
 
     Args:
         model: The model the groups' paths are relative to.
@@ -110,6 +113,8 @@ class CostModel:
         totals: `{"params", "macs"}` of the original backbone (before layers were dropped).
         after_drop: `{"params", "macs"}` after dropping layers, before masking.
         emptiable: Layers that become `PassThroughLayer`s when all their units are removed.
+        latency: A latency model of this backbone (`totals["macs"]` must be the MACs it was
+            profiled at); adds the `"latency"` key, in milliseconds.
     """
 
     def __init__(
@@ -119,11 +124,19 @@ class CostModel:
         totals: dict,
         after_drop: dict,
         emptiable: Sequence[EmptiableLayer] = (),
+        latency: LatencyTable | None = None,
     ):
         self.groups = list(groups)
         self.terms = build_cost_terms(model, groups, emptiable)
         self.totals = dict(totals)
         self.after_drop = dict(after_drop)
+        index_of = {group.name: index for index, group in enumerate(self.groups)}
+        self.emptiable_members = [tuple(index_of[g] for g in e.groups) for e in emptiable]
+        self.latency = latency
+        if latency is not None:
+            # Fractions of the dense model's predicted time: a dropped layer counts as emptied.
+            self.totals["latency"] = latency.dense_predicted_ms
+            self.after_drop["latency"] = float(self.remaining([1.0] * len(self.groups), "latency"))
         # Everything no mask can touch: embeddings, layer norms, output biases, ...
         self.unmasked = {
             key: after_drop[key] - sum(getattr(t, key) for t in self.terms)
@@ -144,13 +157,35 @@ class CostModel:
         )
 
     def remaining(self, fractions: Sequence[torch.Tensor], key: str) -> torch.Tensor:
-        """Backbone parameters (`key="params"`) or MACs left, given each group's kept fraction.
+        """Backbone parameters (`key="params"`), MACs, or predicted milliseconds
+        (`"latency"`) left, given each group's kept fraction.
 
         Args:
             fractions: Kept fraction of each group, in group order (tensors or floats).
-            key: `"params"` or `"macs"`.
+            key: `"params"`, `"macs"` or `"latency"` (with a latency table).
         """
+        if key == "latency":
+            return self.latency.predict(self.latency_features(fractions))
         return self.unmasked[key] + sum(_term_kept(t, fractions, key) for t in self.terms)
+
+    def latency_features(self, fractions: Sequence[torch.Tensor]) -> dict:
+        """The `LatencyTable` features at these kept fractions: MMACs kept per unit kind
+        (differentiable), and the groups and layers not empty (counts: removing a whole block
+        or layer is a step, with no gradient, as the pass-through term of the params budget).
+
+        Args:
+            fractions: Kept fraction of each group, in group order (tensors or floats).
+        """
+        kinds = sorted({g.kind for g in self.groups})
+        features = dict.fromkeys(feature_names(kinds), 0.0)
+        for term in self.terms:
+            kind = self.groups[term.owner].kind
+            features[f"mmacs_{kind}"] += _term_kept(term, fractions, "macs") / 1e6
+        for group, fraction in zip(self.groups, fractions, strict=True):
+            features[f"groups_{group.kind}"] += fraction > 0
+        for members in self.emptiable_members:
+            features["layers"] += 1 - math.prod((fractions[g] == 0 for g in members), start=1)
+        return features
 
     def report(self, kept: Sequence[torch.Tensor]) -> dict:
         """Realised kept/removed units, parameters and MACs, per group and in total.
@@ -190,6 +225,12 @@ class CostModel:
             total[f"{key}_original"] = int(self.totals[key])
             total[f"{key}_remaining"] = remaining
             total[f"{key}_removed_fraction"] = 1.0 - remaining / self.totals[key]
+        if self.latency is not None:
+            remaining = float(self.remaining([float(f) for f in fractions], "latency"))
+            total["latency_ms_original"] = self.totals["latency"]
+            total["latency_ms_remaining"] = remaining
+            total["latency_removed_fraction"] = 1.0 - remaining / self.totals["latency"]
+            total["latency_runtime"] = self.latency.describe()
         total["units_kept"] = sum(r["kept_units"] for r in rows)
         total["units_total"] = sum(r["num_units"] for r in rows)
         # The paper's measure: mean over mask sites of the fraction of units removed.
@@ -202,7 +243,7 @@ class Budget:
     """The quantity the sparsity target is a fraction of, and the penalty towards it.
 
     Args:
-        kind: `"units"` (the paper), `"params"` or `"macs"`.
+        kind: `"units"` (the paper), `"params"`, `"macs"` or `"latency"`.
         costs: The `CostModel` of the masked backbone.
     """
 

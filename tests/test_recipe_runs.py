@@ -136,3 +136,24 @@ def test_defaults_fit_the_window_to_the_data_and_choose_the_depth_on_validation(
     layers = pruned.get("encoder_layers", pruned.get("num_hidden_layers"))
     assert layers == depth["last_layer"] + 1
     assert "Depth (`--last_layer auto`)" in (out / "report.md").read_text()
+
+
+def test_a_latency_budget_in_milliseconds(tmp_path):
+    from hf_keepwhat.cli import main as keepwhat
+
+    out, table = tmp_path / "out", tmp_path / "latency.json"
+    args = [*_digits_args(tmp_path, out), "--max_steps", "10", "--no_train_baseline"]
+    keepwhat(["profile-latency", args[1], "--threads", "1", "--variants", "8", "--rounds", "1",
+              "--out", str(table)])  # fmt: skip
+    allowed = json.loads(table.read_text())["dense_predicted_ms"] / 2
+    args += ["--latency_table", str(table), "--max_latency_ms", str(allowed), "--meet_target"]
+    result = _classify([*args, *TRAINING], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "budget: --max_latency_ms" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["budget_request"]["budget"] == "latency"
+    assert report["mask_config"]["latency_table"]["runtime"] == "torch"
+    run = report["runs"][0]
+    assert run["latency_predicted_ms"] <= allowed  # meet_target: within the predicted budget
+    assert run["latency_runtime"] == "torch, cpu, 1 threads, batch 1, 1 s"
+    assert f"ms on {run['latency_runtime']}" in (out / "report.md").read_text()

@@ -193,8 +193,9 @@ class RunArguments:
 
 @dataclass
 class BudgetArguments:
-    """The budget in the user's terms: as cheap as another model, or a number of MACs or
-    parameters. Each sets `--budget` and `--target_sparsity` (computed and recorded)."""
+    """The budget in the user's terms: as cheap as another model, a number of MACs or
+    parameters, or milliseconds. Each sets `--budget` and `--target_sparsity` (computed and
+    recorded)."""
 
     match_macs_of: str | None = field(
         default=None,
@@ -211,6 +212,12 @@ class BudgetArguments:
     )
     max_params: float | None = field(
         default=None, metadata={"help": "Prune to at most this many backbone parameters."}
+    )
+    max_latency_ms: float | None = field(
+        default=None,
+        metadata={
+            "help": "Prune to at most this many milliseconds per call, as --latency_table predicts them on the runtime it was measured on (keepwhat profile-latency)."
+        },
     )
 
     def requested(self) -> tuple[str, str | float] | None:
@@ -232,6 +239,7 @@ RECIPE_MASK_HELP = {
     "target_warmup_steps": "Steps over which the target rises to its value (default: a third of --max_steps).",
     "last_layer": "Drop the layers above this index; 'auto': per-layer probes on the validation split choose it (classification).",
     "max_input_seconds": "Whisper: the input window in seconds (default: the longest train clip, rounded up to a whole second).",
+    "latency_table": "A `keepwhat profile-latency` file: --budget latency prices units with it, and reports add its predicted latency.",
 }
 
 
@@ -242,6 +250,7 @@ def _mask_arguments_class() -> type:
         "target_sparsity": list[float],
         "last_layer": str | None,
         "target_warmup_steps": int | None,
+        "latency_table": str | None,
     }
     fields = []
     for f in dataclasses.fields(MaskConfig):

@@ -1,5 +1,5 @@
-"""Budgets in the user's terms: "as cheap as model X" or "at most N MACs / parameters", turned into
-the `budget` and `target_sparsity` a `MaskConfig` takes.
+"""Budgets in the user's terms: "as cheap as model X" or "at most N MACs / parameters /
+milliseconds", turned into the `budget` and `target_sparsity` a `MaskConfig` takes.
 
 The question a user brings is "I can afford the MACs of model X: do I take X, or a bigger model
 pruned to X?". The target is computed here, never by hand (0.6112 for Whisper base at tiny.en's
@@ -24,21 +24,30 @@ KINDS = {
     "max_macs": "macs",
     "match_params_of": "params",
     "max_params": "params",
+    "max_latency_ms": "latency",
 }
 
 
-def backbone_cost(model, config: MaskConfig, kind: str) -> int:
-    """The backbone's `kind` ("macs" or "params") as hf_keepwhat counts it, at `config`'s input
-    window and reference input, with every layer (no `last_layer` cut).
+def backbone_cost(model, config: MaskConfig, kind: str) -> float:
+    """The backbone's `kind` ("macs", "params", or "latency": the milliseconds `config`'s latency
+    table predicts) as hf_keepwhat counts it, at `config`'s input window and reference input, with
+    every layer (no `last_layer` cut).
 
     Args:
         model: A model `get_mask_model` supports (its weights do not matter: only shapes).
         config: The run's MaskConfig (its window sets the MACs).
-        kind: "macs" or "params".
+        kind: "macs", "params" or "latency".
     """
+    if kind == "latency" and config.latency_table is None:
+        raise ValueError(
+            "--max_latency_ms needs --latency_table: measure it on your runtime with "
+            "`keepwhat profile-latency MODEL --seconds S --out latency.json`."
+        )
     probe = dataclasses.replace(config, target_sparsity=0.0, last_layer=None, budget=kind)
-    mm = get_mask_model(model, probe)
-    return int(mm.sparsity_report()["total"][f"{kind}_original"])
+    total = get_mask_model(model, probe).sparsity_report()["total"]
+    if kind == "latency":
+        return float(total["latency_ms_original"])
+    return int(total[f"{kind}_original"])
 
 
 def model_from_config(path: str, build: Callable) -> object:
@@ -72,12 +81,12 @@ def resolve_budget(requested: tuple[str, object], config: MaskConfig, own_model,
     if name.startswith("match_"):
         allowed = backbone_cost(model_from_config(str(value), build), config, kind)
     else:
-        allowed = int(value)
+        allowed = float(value) if kind == "latency" else int(value)
     if allowed <= 0:
         raise ValueError(f"--{name} {value}: the allowed {kind} must be positive.")
     if allowed >= own:
         raise ValueError(
-            f"--{name} {value}: {allowed:,} {kind} is not below the model's own {own:,}: "
+            f"--{name} {value}: {allowed:,} {kind} is not below the model's own {own:,.6g}: "
             "nothing needs removing. Use the model as it is, or ask for less."
         )
     target = math.ceil((1 - allowed / own) * 1e4) / 1e4

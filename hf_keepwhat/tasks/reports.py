@@ -51,6 +51,8 @@ def _budget_lines(report: dict) -> list[str]:
         f"Budget: at most {against}, from the model's {budget['model_cost']:,}: target "
         f"{budget['target_sparsity']:.2%} of {kind} removed (`--{asked}`).",
     ]
+    if kind == "latency":
+        return lines + _latency_lines(report["runs"], budget["allowed_cost"])
     field = "macs" if kind == "macs" else "backbone_params"
     for run in report["runs"]:
         ratio = run[field] / budget["allowed_cost"]
@@ -58,6 +60,21 @@ def _budget_lines(report: dict) -> list[str]:
         lines.append(
             f"Pruned at target {run['target_sparsity']:.2f}: {run[field]:,} {kind}, "
             f"{ratio:.3f}x the allowed ({verdict})."
+        )
+    return lines
+
+
+def _latency_lines(runs: list[dict], allowed_ms: float) -> list[str]:
+    """Each pruned model's predicted latency on the table's runtime, and what this run measured
+    (torch, batch 1, the test input: another runtime or machine than the table's, maybe)."""
+    lines = []
+    for run in runs:
+        predicted = run["latency_predicted_ms"]
+        verdict = "within the budget" if predicted <= allowed_ms else "over the budget"
+        lines.append(
+            f"Pruned at target {run['target_sparsity']:.2f}: predicted {predicted:.3f} ms on "
+            f"{run['latency_runtime']} ({predicted / allowed_ms:.3f}x the allowed, {verdict}); "
+            f"measured in this run {run['latency']['median_s'] * 1e3:.3f} ms."
         )
     return lines
 

@@ -251,6 +251,17 @@ class Run:
         }
 
 
+def _predicted_latency(total: dict) -> dict:
+    """What the latency table (`--latency_table`) predicts for the pruned model, if one was given."""
+    if "latency_ms_remaining" not in total:
+        return {}
+    return {
+        "latency_predicted_ms": total["latency_ms_remaining"],
+        "latency_predicted_dense_ms": total["latency_ms_original"],
+        "latency_runtime": total["latency_runtime"],
+    }
+
+
 def save_model(model, folder: str, feature_extractor) -> None:
     """A pruned transformers model saves itself (config, weights, card, feature extractor); a
     module with a pooled head saves its weights and manifest (`save_pruned_module`) and the
@@ -414,6 +425,7 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
         **row,
         **figures,
         "removed": {k: v for k, v in report["total"].items() if k.endswith("removed_fraction")},
+        **_predicted_latency(report["total"]),
         "ratios": compare(dense_figures, figures),
         "groups": report["groups"],
         "processes": len(checksums),
