@@ -12,6 +12,7 @@ import statistics
 
 from render_frontier import frontier_section, reference_section
 from render_gpu import gpu_section
+from render_latency import budget_section, load_tables, tables_lines, tables_section
 from render_sources import sources_section
 
 from hf_keepwhat.tasks import saved_figure
@@ -497,6 +498,10 @@ def results_lines() -> list[str]:
     reference = _load("frontier_fsdd.json")
     if reference is not None:
         lines += reference_section(reference)
+    lines += tables_section(load_tables())
+    sources, timed = _load("frontier_gm_sources.json"), _load("frontier_gm_sources_latency.json")
+    if sources is not None and timed is not None:
+        lines += budget_section(sources, timed)
     for name, section in (
         ("demo_fsdd_report.json", demo_section),
         ("recipe_gm_base_at_tiny.json", recipe_gm_section),
@@ -578,6 +583,20 @@ def main() -> None:
         ]
         with open(os.path.join(ROOT, "docs", "research.md"), "w", encoding="utf-8") as f:
             f.write("\n".join(research).rstrip("\n") + "\n")
+    tables = load_tables()
+    if tables:
+        replace_block(
+            os.path.join(ROOT, "README.md"),
+            "<!-- latency:start -->",
+            "<!-- latency:end -->",
+            [
+                "Measured on this project's 2-core CPU (batch 1, 1 s window; "
+                "[docs/results.md](docs/results.md) has the masks trained for 50% and 25% of "
+                "the dense latency, timed):",
+                "",
+                *tables_lines(tables),
+            ],
+        )
     demo = _load("demo_fsdd_report.json")
     if demo is not None:
         replace_block(os.path.join(ROOT, "README.md"), START, END, demo_section(demo))

@@ -181,6 +181,32 @@ DECISIONS = (
         "whisper-tiny.en mask_macs 0.5 layers 0-2",
     ),
     (
+        "The default recipe's depth (layers 0-1, chosen by in-source probes), masks at 50%, "
+        "against the dense probe",
+        "whisper-tiny.en mask_macs 0.5 layers 0-1",
+        "whisper-tiny.en linear_probe",
+    ),
+    (
+        "Masks at 75% of MACs (layers 0-1) against dropping the top 3 layers (69%)",
+        "whisper-tiny.en mask_macs 0.75 layers 0-1",
+        "whisper-tiny.en drop_layers 3",
+    ),
+    (
+        "Latency budget at 50% against the MACs budget at 50% (layers 0-1)",
+        "whisper-tiny.en mask_latency 0.5 layers 0-1",
+        "whisper-tiny.en mask_macs 0.5 layers 0-1",
+    ),
+    (
+        "Latency budget at 50% against dropping the top 2 layers",
+        "whisper-tiny.en mask_latency 0.5 layers 0-1",
+        "whisper-tiny.en drop_layers 2",
+    ),
+    (
+        "Latency budget at 25% of the dense latency against dropping the top 3 layers",
+        "whisper-tiny.en mask_latency 0.75 layers 0-1",
+        "whisper-tiny.en drop_layers 3",
+    ),
+    (
         "Whisper base cut to layers 0-2, masked to tiny.en's MACs, against tiny.en's probe",
         "whisper-base mask_macs 0.6112 layers 0-2",
         "whisper-tiny.en linear_probe",

@@ -240,15 +240,15 @@ def _load_for_profiling(path: str):
     import transformers
     from transformers.utils import logging as hf_logging
 
-    if os.path.isfile(os.path.join(path, "config.json")):
-        architecture = read_json(os.path.join(path, "config.json"))["architectures"][0]
-        if architecture.removeprefix(CLASS_PREFIX) in AUTO_CLASS_OF and not architecture.endswith(
-            "ConditionalGeneration"
-        ):
-            return _load_saved(path)
     previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a seq2seq checkpoint's decoder is left out: expected
+    # The load report (a seq2seq decoder left out, a new head) is expected: weights do not matter.
+    hf_logging.set_verbosity_error()
     try:
+        if os.path.isfile(os.path.join(path, "config.json")):
+            architecture = read_json(os.path.join(path, "config.json"))["architectures"][0]
+            stock = architecture.removeprefix(CLASS_PREFIX)
+            if stock in AUTO_CLASS_OF and not stock.endswith("ConditionalGeneration"):
+                return _load_saved(path)
         return transformers.AutoModelForAudioClassification.from_pretrained(path).eval()
     finally:
         hf_logging.set_verbosity(previous)

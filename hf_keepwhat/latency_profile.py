@@ -90,7 +90,8 @@ def _onnx_call(model: nn.Module, inputs: dict, threads: int, folder: str) -> Cal
 
     ((name, tensor),) = inputs.items()
     export_onnx(model, folder, {name: tensor})
-    session = onnx_session(os.path.join(folder, "model.onnx"), threads)
+    # Variants take turns, so spinning is off (what the table then assumes; `onnx_session`).
+    session = onnx_session(os.path.join(folder, "model.onnx"), threads, spinning=False)
     feed = {name: tensor.numpy()}
     return lambda: session.run(None, feed)
 
@@ -99,7 +100,10 @@ def interleaved_ms(
     calls: Sequence[Callable[[], None]], rounds: int, repeats: int, seed: int = 0
 ) -> list[float]:
     """Milliseconds per call of each callable: every round times `repeats` calls of each, in a
-    new random order; the median over rounds of the per-round mean. Two warm-up calls each.
+    new random order; the median over rounds of the per-round mean. Each timed block follows an
+    untimed call of the same callable: switching models is not what a deployment pays (ONNX
+    Runtime's idle sessions keep their threads spinning for a while, which would slow the next
+    model down).
 
     Args:
         calls: Zero-argument callables (one model each).
@@ -108,14 +112,12 @@ def interleaved_ms(
         seed: Seed of the visiting order.
     """
     rng = random.Random(seed)
-    for call in calls:
-        call()
-        call()
     times = [[] for _ in calls]
     order = list(range(len(calls)))
     for _ in range(rounds):
         rng.shuffle(order)
         for index in order:
+            calls[index]()
             start = time.perf_counter()
             for _ in range(repeats):
                 calls[index]()
@@ -129,6 +131,7 @@ def _runtime_environment(runtime: str) -> dict:
         import onnxruntime
 
         found["onnxruntime"] = onnxruntime.__version__
+        found["onnxruntime_session"] = {"session.intra_op.allow_spinning": "0"}
     return found
 
 
@@ -154,7 +157,8 @@ def profile_latency(
         model: A transformers model hf_keepwhat supports (the class you deploy: its head is
             timed too). Its weights do not matter, only its shapes.
         runtime: `"torch"` (eager) or `"onnxruntime"` (each variant exported with
-            `export.export_onnx`, run on ONNX Runtime's CPU provider).
+            `export.export_onnx`, run on ONNX Runtime's CPU provider with spinning off:
+            deploy with `session.intra_op.allow_spinning=0` for the table to hold).
         threads: Intra-op threads (default: torch's current setting).
         batch_size: Batch size to time.
         seconds: Input window in seconds (Whisper's window is cut to it, as
