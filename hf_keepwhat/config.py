@@ -202,15 +202,19 @@ class MaskConfig:
         # on a machine without the file.
         from .latency import LatencyTable
 
-        if isinstance(self.latency_table, (str, os.PathLike)):
-            self.latency_table = LatencyTable.load(self.latency_table).to_dict()
-        elif self.latency_table is not None:
-            if not isinstance(self.latency_table, dict):
-                raise TypeError(
-                    "MaskConfig.latency_table must be the path of a `keepwhat profile-latency` "
-                    f"file or its dict, not {type(self.latency_table).__name__}."
-                )
-            self.latency_table = LatencyTable.from_dict(self.latency_table).to_dict()
+        table = self.latency_table
+        if table is not None and not isinstance(table, (str, os.PathLike, dict)):
+            raise TypeError(
+                "MaskConfig.latency_table must be the path of a `keepwhat profile-latency` "
+                f"file or its dict, not {type(table).__name__}."
+            )
+        try:
+            if isinstance(table, (str, os.PathLike)):
+                self.latency_table = LatencyTable.load(table).to_dict()
+            elif table is not None:
+                self.latency_table = LatencyTable.from_dict(table).to_dict()
+        except (ValueError, TypeError, FileNotFoundError) as e:
+            raise type(e)(f"MaskConfig.latency_table: {e}") from e
         if self.budget == "latency" and self.latency_table is None:
             raise ValueError(
                 'budget="latency" needs a measured latency table: run `keepwhat profile-latency '

@@ -29,7 +29,7 @@ VALUES = st.one_of(
 def test_mask_config_accepts_or_names_the_field(fields):
     try:
         config = MaskConfig(**fields)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:  # the last: latency_table's path
         assert any(name in str(e) for name in fields), (fields, str(e))
         return
     assert 0 <= config.target_sparsity < 1 and math.isfinite(config.penalty_weight)
