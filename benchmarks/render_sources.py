@@ -207,6 +207,11 @@ DECISIONS = (
         "whisper-tiny.en drop_layers 3",
     ),
     (
+        "Latency budget at dropping 3 layers' measured latency (30% of dense) against the drop",
+        "whisper-tiny.en mask_latency 0.7 layers 0-1",
+        "whisper-tiny.en drop_layers 3",
+    ),
+    (
         "Whisper base cut to layers 0-2, masked to tiny.en's MACs, against tiny.en's probe",
         "whisper-base mask_macs 0.6112 layers 0-2",
         "whisper-tiny.en linear_probe",
