@@ -473,10 +473,11 @@ def run_point(point: Point, args, data: dict, paths: dict) -> dict:
         trainer.train()
         # Where the hard masks were along the way (SparsityCallback logs them): whether a run
         # ends short of its target because training settled there or because it was still moving.
+        removed = f"removed_{config.budget}"
         removed_by_step = {
-            log["step"]: round(log[f"removed_{config.budget}"], 5)
+            log["step"]: round(log[removed], 5)
             for log in trainer.state.log_history
-            if "removed_macs" in log
+            if removed in log
         }
         if point.method in MASK_METHODS and point.train_to_target_steps:
             round_args = training_arguments(
