@@ -106,7 +106,11 @@ def pass_through(model: nn.Module, source: nn.Module, layer: EmptiableLayer, ret
 
 
 def build_manifest(
-    model: nn.Module, groups: list[UnitGroup], replaced: list[str], prepare: list[str] = ()
+    model: nn.Module,
+    groups: list[UnitGroup],
+    replaced: list[str],
+    prepare: list[str] = (),
+    layers: dict[str, int] | None = None,
 ) -> dict:
     """The shape manifest of a pruned model, read back from the modules pruning changed.
 
@@ -116,6 +120,7 @@ def build_manifest(
         replaced: Paths of the modules replaced whole (`EmptyAttention`, pass-throughs).
         prepare: `runtime.PREPARATIONS` to apply before the manifest (a plain module holding a
             WavLM needs its attention rebuilt, as the pruned WavLM classes do themselves).
+        layers: `{layers path: count}` where top layers were dropped (`last_layer`).
     """
     inside = tuple(path + "." for path in replaced)
     replaced = [path for path in replaced if not path.startswith(inside)]  # outermost only
@@ -135,7 +140,11 @@ def build_manifest(
                 module = model.get_submodule(path)
                 attributes[path] = {name: getattr(module, name) for name in names}
     manifest = {"modules": modules, "attributes": attributes, "parameters": parameters}
-    return {**manifest, "prepare": list(prepare)} if prepare else manifest
+    if prepare:
+        manifest["prepare"] = list(prepare)
+    if layers:
+        manifest["layers"] = dict(layers)
+    return manifest
 
 
 def pruned_copy(mm, kept: KeptUnits) -> tuple[nn.Module, dict]:
@@ -160,7 +169,11 @@ def pruned_copy(mm, kept: KeptUnits) -> tuple[nn.Module, dict]:
             replaced.append(layer.layer)
     _own_tensors(pruned, mm.model)
     prepare = [f.prepare for f in mm.layout.families if f.prepare]
-    return pruned, build_manifest(pruned, mm.unit_groups, replaced, prepare)
+    layers = None
+    if mm.mask_config.last_layer is not None:
+        path = mm.layout.layers_path
+        layers = {path: len(pruned.get_submodule(path))}
+    return pruned, build_manifest(pruned, mm.unit_groups, replaced, prepare, layers)
 
 
 def _copy_sharing_tensors(model: nn.Module) -> nn.Module:

@@ -347,13 +347,17 @@ def apply_manifest(model: nn.Module, manifest: dict | None, pass_through_returns
     Args:
         model: A freshly constructed stock model.
         manifest: `{"modules": {path: spec}, "attributes": {path: {name: value}},
-            "parameters": {path: shape}, "prepare": [name]}`, or None.
+            "parameters": {path: shape}, "prepare": [name], "layers": {path: count}}`, or None.
         pass_through_returns: See `build_module`.
     """
     if not manifest:
         return
     for name in manifest.get("prepare", []):
         PREPARATIONS[name](model)
+    # Top layers dropped (`last_layer`): a config carries the count for transformers models, a
+    # plain module (a classifier around a backbone) only through its manifest.
+    for path, count in _entries(model, manifest.get("layers", {})):
+        del model.get_submodule(path)[count:]
     for path, spec in _entries(model, manifest.get("modules", {})):
         parent, _, child = path.rpartition(".")
         parent = model.get_submodule(parent)

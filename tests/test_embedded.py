@@ -79,11 +79,12 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("last_layer", [None, 1])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_embedded_encoder_prunes_exactly_and_round_trips(case, tmp_path):
+def test_embedded_encoder_prunes_exactly_and_round_trips(case, last_layer, tmp_path):
     build, shapes, prefix = CASES[case]
     torch.manual_seed(0)
-    mm = get_mask_model(build(), MaskConfig(target_sparsity=0.0))
+    mm = get_mask_model(build(), MaskConfig(target_sparsity=0.0, last_layer=last_layer))
     kinds = {g.kind for g in mm.unit_groups}
     assert {"heads", "ffn"} <= kinds and all(g.name.startswith(prefix) for g in mm.unit_groups)
     assert mm.model.classifier.weight.requires_grad  # the head trains
@@ -105,6 +106,9 @@ def test_embedded_encoder_prunes_exactly_and_round_trips(case, tmp_path):
     save_pruned_module(pruned, tmp_path)
     torch.manual_seed(0)
     loaded = load_pruned_module(build(), tmp_path)
+    if last_layer is not None:  # a plain module has no config to carry the cut: the manifest does
+        assert len(build().get_submodule(mm.layout.layers_path)) > last_layer + 1
+        assert len(loaded.get_submodule(mm.layout.layers_path)) == last_layer + 1
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs), masked, atol=1e-4, rtol=1e-4)
 

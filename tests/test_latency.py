@@ -149,6 +149,11 @@ def test_milliseconds_asked_become_a_target_of_the_predicted_dense_latency(tmp_p
     assert budget["model_cost"] == pytest.approx(table["dense_predicted_ms"])
     assert budget["target_sparsity"] == pytest.approx(0.75, abs=1e-4)
     assert budget["target_sparsity"] >= 0.75
+    too_fast = ("max_latency_ms", 0.9 * budget["fastest_cost"])
+    with pytest.raises(ValueError, match="below the .* that pruning every unit .* --last_layer"):
+        resolve_budget(too_fast, config, tiny_whisper(), None)
+    cut = resolve_budget(too_fast, config, tiny_whisper(), None, may_cut=True)
+    assert cut["target_sparsity"] > 1 - budget["fastest_cost"] / budget["model_cost"]
     with pytest.raises(ValueError, match="--max_latency_ms needs --latency_table"):
         resolve_budget(
             ("max_latency_ms", 1.0), MaskConfig(max_input_seconds=1), tiny_whisper(), None

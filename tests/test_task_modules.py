@@ -16,7 +16,7 @@ from transformers import (
 
 from hf_keepwhat import MaskConfig, get_mask_model
 from hf_keepwhat.tasks import AudioDataError
-from hf_keepwhat.tasks.budgets import backbone_cost, resolve_budget
+from hf_keepwhat.tasks.budgets import backbone_cost, fastest_cost, resolve_budget
 from hf_keepwhat.tasks.loading import load_pretrained
 from hf_keepwhat.tasks.run_folder import RunFolder
 from hf_keepwhat.tasks.selection import BudgetMetricCallback
@@ -66,8 +66,12 @@ def test_a_budget_as_cheap_as_another_model(tmp_path):
     assert (budget["model_cost"], budget["allowed_cost"]) == (own, allowed)
     assert budget["budget"] == "macs"
     assert budget["target_sparsity"] == math.ceil((1 - allowed / own) * 1e4) / 1e4
-    params = resolve_budget(("max_params", 1000), config, tiny_whisper(), build)
-    assert params["budget"] == "params" and params["allowed_cost"] == 1000
+    fewest = fastest_cost(tiny_whisper(), config, "params")
+    assert 0 < fewest < backbone_cost(tiny_whisper(), config, "params")
+    params = resolve_budget(("max_params", int(fewest) + 1), config, tiny_whisper(), build)
+    assert params["budget"] == "params" and params["allowed_cost"] == int(fewest) + 1
+    with pytest.raises(ValueError, match="below the .* that pruning every unit"):
+        resolve_budget(("max_params", int(fewest) - 1), config, tiny_whisper(), build)
     with pytest.raises(ValueError, match="is not below the model's own"):
         resolve_budget(("max_macs", own), config, tiny_whisper(), build)
 

@@ -237,7 +237,7 @@ RECIPE_MASK_DEFAULTS = {"budget": "macs", "mask_learning_rate": 0.02, "target_wa
 RECIPE_MASK_HELP = {
     "target_sparsity": "Fraction(s) of the budget to remove; several values give one run each.",
     "target_warmup_steps": "Steps over which the target rises to its value (default: a third of --max_steps).",
-    "last_layer": "Drop the layers above this index; 'auto': per-layer probes on the validation split choose it (classification).",
+    "last_layer": "Drop the layers above this index; 'auto': per-layer probes on the validation split choose it; 'none': keep every layer (default: 'auto' for classification, 'none' otherwise).",
     "max_input_seconds": "Whisper: the input window in seconds (default: the longest train clip, rounded up to a whole second).",
     "latency_table": "A `keepwhat profile-latency` file: --budget latency prices units with it, and reports add its predicted latency.",
 }
@@ -317,7 +317,7 @@ def parse_arguments():
 
 def mask_configs(mask_args, max_steps: int = 0) -> list[MaskConfig]:
     """One MaskConfig per requested target sparsity (`last_layer="auto"` left for the run to
-    choose: None here).
+    choose, and "none": None here).
 
     Args:
         mask_args: The parsed `MaskArguments`.
@@ -326,13 +326,13 @@ def mask_configs(mask_args, max_steps: int = 0) -> list[MaskConfig]:
     values = {f.name: getattr(mask_args, f.name) for f in dataclasses.fields(MaskConfig)}
     if values["target_warmup_steps"] is None:
         values["target_warmup_steps"] = max(max_steps, 0) // 3
-    if values["last_layer"] == "auto":
+    if values["last_layer"] in (None, "auto", "none"):
         values["last_layer"] = None
-    elif values["last_layer"] is not None:
+    else:
         try:
             values["last_layer"] = int(values["last_layer"])
         except ValueError:
             raise ValueError(
-                f"--last_layer {values['last_layer']!r}: give a layer index or 'auto'."
+                f"--last_layer {values['last_layer']!r}: give a layer index, 'auto' or 'none'."
             ) from None
     return [MaskConfig(**{**values, "target_sparsity": t}) for t in mask_args.target_sparsity]

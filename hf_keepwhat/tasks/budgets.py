@@ -38,16 +38,35 @@ def backbone_cost(model, config: MaskConfig, kind: str) -> float:
         config: The run's MaskConfig (its window sets the MACs).
         kind: "macs", "params" or "latency".
     """
+    return _costs(model, config, kind)[0]
+
+
+def fastest_cost(model, config: MaskConfig, kind: str) -> float:
+    """The lowest `kind` that masks of `config`'s unit kinds can reach on the whole backbone (no
+    `last_layer` cut): every masked unit pruned, what no mask removes still counted (embeddings,
+    the units each group must keep and, for latency, the runtime's fixed cost).
+
+    Args:
+        model: A model `get_mask_model` supports (its weights do not matter: only shapes).
+        config: The run's MaskConfig (unit kinds, window, latency table).
+        kind: "macs", "params" or "latency".
+    """
+    return _costs(model, config, kind)[1]
+
+
+def _costs(model, config: MaskConfig, kind: str) -> tuple[float, float]:
     if kind == "latency" and config.latency_table is None:
         raise ValueError(
             "--max_latency_ms needs --latency_table: measure it on your runtime with "
             "`keepwhat profile-latency MODEL --seconds S --out latency.json`."
         )
     probe = dataclasses.replace(config, target_sparsity=0.0, last_layer=None, budget=kind)
-    total = get_mask_model(model, probe).sparsity_report()["total"]
-    if kind == "latency":
-        return float(total["latency_ms_original"])
-    return int(total[f"{kind}_original"])
+    mm = get_mask_model(model, probe)
+    total = mm.sparsity_report()["total"]
+    own = (
+        float(total["latency_ms_original"]) if kind == "latency" else int(total[f"{kind}_original"])
+    )
+    return own, own * (1 - mm.budget.max_removed_fraction())
 
 
 def model_from_config(path: str, build: Callable) -> object:
@@ -61,7 +80,9 @@ def model_from_config(path: str, build: Callable) -> object:
     return build(AutoConfig.from_pretrained(path))
 
 
-def resolve_budget(requested: tuple[str, object], config: MaskConfig, own_model, build) -> dict:
+def resolve_budget(
+    requested: tuple[str, object], config: MaskConfig, own_model, build, may_cut: bool = False
+) -> dict:
     """The budget kind and target sparsity that meet a request, with the costs behind them.
 
     Args:
@@ -69,15 +90,18 @@ def resolve_budget(requested: tuple[str, object], config: MaskConfig, own_model,
         config: The run's MaskConfig (window, reference input).
         own_model: A model of the architecture being pruned (random weights are enough).
         build: `config -> model`, to build a model named by `match_*_of` from its config.
+        may_cut: Whether the run may drop top layers (`--last_layer` an index or "auto"), which
+            can reach below what masks alone reach.
 
     Returns:
         `{"asked": name, "value": ..., "budget": kind, "model_cost": ..., "allowed_cost": ...,
-        "target_sparsity": ...}`; the target is rounded up (to 1e-4) so that meeting it keeps the
-        cost at most the allowed one.
+        "target_sparsity": ..., "fastest_cost": ...}`; the target is rounded up (to 1e-4) so
+        that meeting it keeps the cost at most the allowed one. An allowed cost below
+        `fastest_cost` is refused unless the run may cut layers.
     """
     name, value = requested
     kind = KINDS[name]
-    own = backbone_cost(own_model, config, kind)
+    own, fastest = _costs(own_model, config, kind)
     if name.startswith("match_"):
         allowed = backbone_cost(model_from_config(str(value), build), config, kind)
     else:
@@ -89,6 +113,13 @@ def resolve_budget(requested: tuple[str, object], config: MaskConfig, own_model,
             f"--{name} {value}: {allowed:,} {kind} is not below the model's own {own:,.6g}: "
             "nothing needs removing. Use the model as it is, or ask for less."
         )
+    if allowed < fastest and not may_cut:
+        raise ValueError(
+            f"--{name} {value}: {allowed:,.6g} {kind} is below the {fastest:,.6g} that pruning "
+            f"every unit of kinds {config.unit_kinds} leaves (what no mask removes: embeddings, "
+            "the units each group keeps, a runtime's fixed cost). Ask for at least that, mask "
+            "more unit kinds, or drop the top layers with --last_layer."
+        )
     target = math.ceil((1 - allowed / own) * 1e4) / 1e4
     return {
         "asked": name,
@@ -97,4 +128,5 @@ def resolve_budget(requested: tuple[str, object], config: MaskConfig, own_model,
         "model_cost": own,
         "allowed_cost": allowed,
         "target_sparsity": target,
+        "fastest_cost": fastest,
     }

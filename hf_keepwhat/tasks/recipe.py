@@ -65,9 +65,11 @@ def budgeted_configs(task: Task, arguments) -> tuple[list[MaskConfig], dict | No
         return task.auto_class.from_config(config)
 
     own = model_from_config(model_args.model_name_or_path, build)
-    budget = resolve_budget(requested, configs[0], own, build)
+    may_cut = mask_args.last_layer not in (None, "none")
+    budget = resolve_budget(requested, configs[0], own, build, may_cut)
     logger.info(
-        "budget: --%s %s allows %s %s of the model's %s: remove %.2f%% of its %s",
+        "budget: --%s %s allows %s %s of the model's %s: remove %.2f%% of its %s "
+        "(masks alone reach down to %s)",
         budget["asked"],
         budget["value"],
         f"{budget['allowed_cost']:,}",
@@ -75,6 +77,7 @@ def budgeted_configs(task: Task, arguments) -> tuple[list[MaskConfig], dict | No
         f"{budget['model_cost']:,}",
         100 * budget["target_sparsity"],
         budget["budget"],
+        f"{budget['fastest_cost']:,.6g}",
     )
     changes = {"budget": budget["budget"], "target_sparsity": budget["target_sparsity"]}
     return [dataclasses.replace(configs[0], **changes)], budget
@@ -198,6 +201,10 @@ def run(task: Task) -> dict | None:
     report (on the main process; None elsewhere)."""
     arguments = parse_arguments()
     model_args, data_args, mask_args, run_args, _, training_args = arguments
+    if mask_args.last_layer is None:
+        # The out-of-source GM protocol decided it (docs/research.md, "Decisions"): cut to the
+        # depth the validation probes choose, then mask, beats masks on every layer.
+        mask_args.last_layer = "auto" if task.selects_depth else "none"
     configure_logging(training_args)
     set_seed(training_args.seed)
     main = training_args.process_index == 0
