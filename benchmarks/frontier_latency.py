@@ -2,8 +2,10 @@
 units its JSON records: speed depends only on the shapes, so the pruned model is rebuilt from the
 base weights and the recorded masks, pruned, and timed against the dense model of the same base
 in the same run, on the same input (the 1 s window), at batch 1 and 8, the two timed in
-alternation. Runs already in `--out` (same machine and threads) are not timed again; `--where`
-times a subset (e.g. `--where meet_target=true`: the supported finish).
+alternation. Runs already in `--out` (same machine, threads and runtime) are not timed again;
+`--where` times a subset (e.g. `--where meet_target=true`: the supported finish). `--runtime
+onnxruntime` times both exported to ONNX, on ONNX Runtime's CPU provider with spinning off (as
+`keepwhat profile-latency` does).
 
     python benchmarks/frontier_latency.py --frontier benchmarks/results/frontier_gm.json \\
         --model whisper-tiny.en=$KEEPWHAT_WHISPER_TINY --model whisper-base=$KEEPWHAT_WHISPER_BASE
@@ -16,6 +18,7 @@ import dataclasses
 import json
 import os
 import statistics
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -26,6 +29,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_keepwhat import environment, get_mask_model, measure_latency  # noqa: E402
 from hf_keepwhat.files import read_json, write_json  # noqa: E402
+from hf_keepwhat.latency_profile import interleaved_ms, runtime_call  # noqa: E402
 
 
 def rebuild(run: dict, path: str, window: int, num_labels: int):
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternations dense/pruned")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
     parser.add_argument("--out", default="benchmarks/results/frontier_gm_latency.json")
     parser.add_argument(
         "--where",
@@ -66,8 +71,12 @@ def main() -> None:
     # Each row's ratio comes from its own alternation, so rows timed earlier stay valid; only the
     # runs not yet timed are (on the same machine and threads; otherwise start afresh).
     earlier = read_json(args.out) if os.path.exists(args.out) else {}
-    earlier_setting = (earlier.get("threads"), earlier.get("environment", {}).get("machine"))
-    same_machine = earlier_setting == (args.threads, environment()["machine"])
+    earlier_setting = (
+        earlier.get("threads"),
+        earlier.get("environment", {}).get("machine"),
+        earlier.get("runtime", "torch"),
+    )
+    same_machine = earlier_setting == (args.threads, environment()["machine"], args.runtime)
     rows = earlier.get("rows", {}) if same_machine else {}
     for name, path in paths.items():
         runs = [
@@ -85,8 +94,8 @@ def main() -> None:
             print(name, run["method"], run["target"], run["last_layer"], ratios, flush=True)
             write_json(args.out, {"benchmark": "frontier_latency", "window_s": window,
                                   "environment": environment(), "threads": args.threads,
-                                  "rounds": args.rounds, "repeats": args.repeats,
-                                  "rows": rows})  # fmt: skip
+                                  "runtime": args.runtime, "rounds": args.rounds,
+                                  "repeats": args.repeats, "rows": rows})  # fmt: skip
 
 
 def interleaved(dense, pruned, args) -> dict:
@@ -97,13 +106,22 @@ def interleaved(dense, pruned, args) -> dict:
     frames = 2 * dense.config.max_source_positions
     for batch in args.batch_sizes:
         x = {"input_features": torch.randn(batch, mels, frames)}
-        times = {"dense": [], "pruned": []}
-        for _ in range(args.rounds):
-            for key, model in (("dense", dense), ("pruned", pruned)):
-                measured = measure_latency(model, x, warmup=1, repeats=args.repeats,
-                                           threads=args.threads)  # fmt: skip
-                times[key].append(measured["median_s"])
-        medians = {k: statistics.median(v) for k, v in times.items()}
+        if args.runtime == "onnxruntime":
+            with tempfile.TemporaryDirectory() as folder:
+                calls = [
+                    runtime_call(m, x, "onnxruntime", args.threads, os.path.join(folder, k))
+                    for k, m in (("dense", dense), ("pruned", pruned))
+                ]
+                ms = interleaved_ms(calls, args.rounds, args.repeats)
+            medians = {"dense": ms[0] / 1e3, "pruned": ms[1] / 1e3}
+        else:
+            times = {"dense": [], "pruned": []}
+            for _ in range(args.rounds):
+                for key, model in (("dense", dense), ("pruned", pruned)):
+                    measured = measure_latency(model, x, warmup=1, repeats=args.repeats,
+                                               threads=args.threads)  # fmt: skip
+                    times[key].append(measured["median_s"])
+            medians = {k: statistics.median(v) for k, v in times.items()}
         out[f"batch_{batch}"] = {
             "dense_median_s": medians["dense"],
             "median_s": medians["pruned"],

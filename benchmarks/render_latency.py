@@ -67,38 +67,46 @@ def tables_section(tables: list[dict]) -> list[str]:
     ]
 
 
-def budget_section(sources: dict, measured: dict) -> list[str]:
-    """Every tiny.en setting of the out-of-source grid timed by `frontier_latency.py`: its
-    measured latency as a fraction of the dense model's (batch 1, each run timed in alternation
-    with the dense model) beside its accuracy, and how far the latency-budget masks land from
-    their target.
+def budget_section(sources: dict, measured: dict, name: str) -> list[str]:
+    """Every tiny.en setting of the out-of-source grid timed by `frontier_latency.py` on one
+    runtime: its measured latency as a fraction of the dense model's (batch 1, each run timed in
+    alternation with the dense model) beside its accuracy, how far the latency-budget masks land
+    from their target, and the plot of the two.
 
     Args:
         sources: `frontier_gm_sources.json`.
-        measured: `frontier_gm_sources_latency.json`.
+        measured: A `frontier_latency.py` file of its runs (`frontier_gm_sources_latency*.json`).
+        name: That file's name (the plot is named after it).
     """
     from render_sources import SPLITS, _cell, group
 
-    rows = measured["rows"]
+    rows, runtime = measured["rows"], measured.get("runtime", "torch")
+    plot = os.path.join(RESULTS, name.removesuffix(".json") + ".png")
     lines = [
-        '## Masks trained for a time budget (`budget="latency"`), out of source',
+        f'## Masks trained for a time budget (`budget="latency"`), out of source, timed on {runtime}',
         "",
-        "Whisper tiny.en on the out-of-source GM task (docs/research.md), masks priced with "
-        "`latency_whisper-tiny.en_torch_cpu.json`. Measured latency: batch 1, "
-        f"{measured['threads']} threads, each run timed in alternation with the dense model "
-        "(`frontier_gm_sources_latency.json`), as a fraction of the dense latency (mean over "
-        "the seeds, range in brackets). Accuracy in %, mean (seed spread).",
+        "Whisper tiny.en on the out-of-source GM task (docs/research.md); latency masks priced "
+        "with `latency_whisper-tiny.en_torch_cpu.json` (`whisper-tiny.en`) or "
+        "`latency_whisper-tiny.en_onnxruntime_cpu.json` (`whisper-tiny.en-ort`: the same model). "
+        f"Measured latency on {runtime}: batch 1, {measured['threads']} threads, each run timed "
+        f"in alternation with the dense model (`{name}`), as a fraction of the dense latency "
+        "(mean over the seeds, range in brackets). Accuracy in %, mean (seed spread).",
+        "",
+        f"![Out-of-source test accuracy against latency on {runtime}](../benchmarks/results/"
+        f"{os.path.basename(plot)})",
         "",
         "| setting | seeds | MACs removed | measured latency / dense | target | "
         + " | ".join(f"{s.replace('_', ' ')}" for s in SPLITS[2:])
         + " |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    points = []
     for name, members in group(sources["runs"]).items():
         timed = [r for r in members if r["key"] in rows]
         if not timed or not name.startswith("whisper-tiny.en"):
             continue
         fractions = [1 / rows[r["key"]]["latency"]["batch_1"]["speedup"] for r in timed]
+        points.append((name, fractions, [r["accuracy"]["test"] for r in timed]))
         target = f"{1 - timed[0]['target']:.2f}" if timed[0]["method"] == "mask_latency" else "-"
         removed = sum(r["macs_removed_fraction"] for r in timed) / len(timed)
         lines.append(
@@ -107,4 +115,35 @@ def budget_section(sources: dict, measured: dict) -> list[str]:
             + " | ".join(_cell(members, s) for s in SPLITS[2:])
             + " |"
         )
+    plot_latency_axis(points, runtime, plot)
     return lines + [""]
+
+
+def plot_latency_axis(points: list[tuple[str, list, list]], runtime: str, path: str) -> None:
+    """The frontier on a measured-latency axis: each setting's mean out-of-source test accuracy
+    against its mean measured latency (bars: the seeds' range on both axes), by method.
+
+    Args:
+        points: (setting, latency fractions of dense, test accuracies), one value per seed.
+        runtime: Where the latency was measured.
+        path: The PNG to write.
+    """
+    from hf_keepwhat.tasks import saved_figure
+
+    methods = {"mask_latency": "s", "mask_macs": "o", "drop_layers": "^", "linear_probe": "*"}
+    with saved_figure(path, (7, 4.5)) as (_, ax):
+        for name, fractions, accuracies in points:
+            method = name.split()[1]
+            x, y = sum(fractions) / len(fractions), 100 * sum(accuracies) / len(accuracies)
+            ax.errorbar(
+                x,
+                y,
+                xerr=[[x - min(fractions)], [max(fractions) - x]],
+                yerr=[[y - 100 * min(accuracies)], [100 * max(accuracies) - y]],
+                fmt=methods.get(method, "x"),
+                capsize=2,
+                label=name.removeprefix("whisper-tiny.en").strip(),
+            )
+        ax.set_xlabel(f"measured latency / dense ({runtime}, batch 1, CPU)")
+        ax.set_ylabel("out-of-source test accuracy (%)")
+        ax.legend(fontsize=6, loc="lower right")

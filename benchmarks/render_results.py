@@ -13,7 +13,7 @@ import statistics
 from render_frontier import frontier_section, reference_section
 from render_gpu import gpu_section
 from render_latency import budget_section, load_tables, tables_lines, tables_section
-from render_sources import sources_section
+from render_sources import multisource_lines, sources_section
 
 from hf_keepwhat.tasks import saved_figure
 
@@ -499,9 +499,11 @@ def results_lines() -> list[str]:
     if reference is not None:
         lines += reference_section(reference)
     lines += tables_section(load_tables())
-    sources, timed = _load("frontier_gm_sources.json"), _load("frontier_gm_sources_latency.json")
-    if sources is not None and timed is not None:
-        lines += budget_section(sources, timed)
+    sources = _load("frontier_gm_sources.json")
+    for name in ("frontier_gm_sources_latency.json", "frontier_gm_sources_latency_ort.json"):
+        timed = _load(name)
+        if sources is not None and timed is not None:
+            lines += budget_section(sources, timed, name)
     for name, section in (
         ("demo_fsdd_report.json", demo_section),
         ("recipe_gm_base_at_tiny.json", recipe_gm_section),
@@ -581,6 +583,9 @@ def main() -> None:
                 sources, (_load("frontier_gm_sources_probes.json") or {}).get("layer_probes")
             ),
         ]
+        multi = _load("frontier_gm_multisource.json")
+        if multi is not None:
+            research += multisource_lines(sources, multi)
         with open(os.path.join(ROOT, "docs", "research.md"), "w", encoding="utf-8") as f:
             f.write("\n".join(research).rstrip("\n") + "\n")
     tables = load_tables()

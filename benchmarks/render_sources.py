@@ -181,6 +181,22 @@ DECISIONS = (
         "whisper-tiny.en mask_macs 0.5 layers 0-2",
     ),
     (
+        "The classify recipe's default depth (`--last_layer auto`: layers 0-1, chosen by "
+        "in-source probes) against masks on every layer (tiny.en, 50%)",
+        "whisper-tiny.en mask_macs 0.5 layers 0-1",
+        "whisper-tiny.en mask_macs 0.5",
+    ),
+    (
+        "Masks at dropping 3 layers' MACs (69%, layers 0-1) against the drop",
+        "whisper-tiny.en mask_macs 0.69 layers 0-1",
+        "whisper-tiny.en drop_layers 3",
+    ),
+    (
+        "Latency budget at 30% of dense with no depth cut against the same with layers 0-1",
+        "whisper-tiny.en mask_latency 0.7",
+        "whisper-tiny.en mask_latency 0.7 layers 0-1",
+    ),
+    (
         "The default recipe's depth (layers 0-1, chosen by in-source probes), masks at 50%, "
         "against the dense probe",
         "whisper-tiny.en mask_macs 0.5 layers 0-1",
@@ -210,6 +226,21 @@ DECISIONS = (
         "Latency budget at dropping 3 layers' measured latency (30% of dense) against the drop",
         "whisper-tiny.en mask_latency 0.7 layers 0-1",
         "whisper-tiny.en drop_layers 3",
+    ),
+    (
+        "Lower mask rate (0.01) and longer warm-up (half the steps) (tiny.en, layers 0-1, 50%)",
+        "whisper-tiny.en mask_macs 0.5 layers 0-1 mask_learning_rate=0.01 warmup_fraction=0.5",
+        "whisper-tiny.en mask_macs 0.5 layers 0-1",
+    ),
+    (
+        "Head refit on the pruned model, 500 steps (tiny.en, layers 0-1, 50%)",
+        "whisper-tiny.en mask_macs 0.5 layers 0-1 refit_head_steps=500",
+        "whisper-tiny.en mask_macs 0.5 layers 0-1",
+    ),
+    (
+        "Latency budget priced on ONNX Runtime at 50% against dropping the top 2 layers",
+        "whisper-tiny.en-ort mask_latency 0.5 layers 0-1",
+        "whisper-tiny.en drop_layers 2",
     ),
     (
         "Whisper base cut to layers 0-2, masked to tiny.en's MACs, against tiny.en's probe",
@@ -309,5 +340,76 @@ def sources_section(frontier: dict, probes: dict | None = None) -> list[str]:
     ]
     lines += ["", f"Pairs whose order flips out of source: {len(flips)}."]
     lines += [f"- {pair}" for pair in flips]
-    lines += ["", *decisions_lines(settings, examples)]
+    lines += ["", *decisions_lines(settings, examples), *restarts_lines(settings)]
     return lines + (probes_section(probes) if probes else [])
+
+
+def restarts_lines(settings: dict) -> list[str]:
+    """Choosing among restarts on validation: for every masked setting run with 3 seeds or more,
+    the out-of-source test accuracy of the seed best on validation against the seeds' mean (what
+    one run gives on average) and the best seed on test (what no choice can beat)."""
+    lines = [
+        "### Restarts chosen on validation",
+        "",
+        "Train the masks with several seeds and keep the one best on the out-of-source validation "
+        "SoundFont: its test accuracy against the mean over the seeds (one run) and the best "
+        "seed on test.",
+        "",
+        "| setting | seeds | test, mean | test, seed chosen on validation | test, best seed |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, members in settings.items():
+        if len(members) < 3 or " mask_" not in name:
+            continue
+        tests = [100 * r["accuracy"]["test"] for r in members]
+        chosen = max(members, key=lambda r: r["accuracy"]["validation"])
+        lines.append(
+            f"| {name} | {len(members)} | {np.mean(tests):.1f} | "
+            f"{100 * chosen['accuracy']['test']:.1f} | {max(tests):.1f} |"
+        )
+    return lines + [""]
+
+
+def multisource_lines(single: dict, multi: dict) -> list[str]:
+    """Training on several SoundFonts against one: the same settings trained on the multi-source
+    layout (`frontier_gm_multisource.json`) and on FluidR3 alone, compared on the out-of-source
+    validation and test SoundFonts, whose clips are the same files in both layouts (paired).
+
+    Args:
+        single: `frontier_gm_sources.json` (trained on FluidR3).
+        multi: `frontier_gm_multisource.json` (trained on FluidR3 and OPL-3 FM).
+    """
+    alone, several = group(single["runs"]), group(multi["runs"])
+    examples = single["examples"]
+    for split in ("validation", "test"):
+        if multi["examples"][split] != examples[split]:
+            raise ValueError(f"the two layouts' {split} splits differ: they cannot be paired")
+    lines = [
+        "### Training on several SoundFonts",
+        "",
+        f"The same settings trained on FluidR3 and the OPL-3 FM SoundFont "
+        f"({multi['examples']['train']} training clips, `gm_sources.py --train fluidr3 opl3_fm`) "
+        f"against FluidR3 alone ({examples['train']}), on the same out-of-source SoundFonts "
+        "(the same clips: paired). Adopted: the validation interval lies above 0.",
+        "",
+        "| setting | seeds | one source, val | several, val | several - one, val | decision "
+        "| one source, test | several, test | several - one, test |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, members in several.items():
+        if name not in alone:
+            continue
+        base = alone[name]
+        low = paired_interval(members, base, "validation", examples["validation"])[0]
+        cells = [
+            f"{len(members)} / {len(base)}",
+            _cell(base, "validation"),
+            _cell(members, "validation"),
+            _delta(members, base, "validation", examples["validation"]),
+            "adopted" if low > 0 else "not adopted",
+            _cell(base, "test"),
+            _cell(members, "test"),
+            _delta(members, base, "test", examples["test"]),
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return lines + [""]

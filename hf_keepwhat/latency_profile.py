@@ -75,22 +75,35 @@ def variant_features(mm, kept: KeptUnits) -> dict[str, float]:
     return {k: float(v) for k, v in mm.costs.latency_features(fractions).items()}
 
 
-def _torch_call(model: nn.Module, inputs: dict, device: torch.device) -> Callable[[], None]:
-    @torch.inference_mode()
-    def call():
-        model(**inputs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+def runtime_call(
+    model: nn.Module, inputs: dict, runtime: str, threads: int, folder: str, device: str = "cpu"
+) -> Callable[[], None]:
+    """A zero-argument callable that runs `model` on `inputs` once on `runtime`, for timing.
 
-    return call
+    Args:
+        model: The (pruned) model, in eval mode.
+        inputs: Its one input tensor by name, batch included.
+        runtime: `"torch"` (eager, inference mode) or `"onnxruntime"` (exported to
+            `folder/model.onnx`, run on the CPU provider with spinning off).
+        threads: ONNX Runtime's intra-op threads (torch uses its current setting).
+        folder: Where the ONNX export goes (unused for torch).
+        device: torch's device (`"cuda"` synchronises after each call).
+    """
+    if runtime == "torch":
+        place = torch.device(device)
 
+        @torch.inference_mode()
+        def call():
+            model(**inputs)
+            if place.type == "cuda":
+                torch.cuda.synchronize(place)
 
-def _onnx_call(model: nn.Module, inputs: dict, threads: int, folder: str) -> Callable[[], None]:
+        return call
     from .export import export_onnx, onnx_session
 
     ((name, tensor),) = inputs.items()
     export_onnx(model, folder, {name: tensor})
-    # Variants take turns, so spinning is off (what the table then assumes; `onnx_session`).
+    # Models take turns, so spinning is off (what the table then assumes; `onnx_session`).
     session = onnx_session(os.path.join(folder, "model.onnx"), threads, spinning=False)
     feed = {name: tensor.numpy()}
     return lambda: session.run(None, feed)
@@ -206,11 +219,8 @@ def profile_latency(
             calls = []
             for index, kept in enumerate(shapes):
                 pruned = pruned_copy(mm, kept)[0].to(device).eval()
-                if runtime == "torch":
-                    calls.append(_torch_call(pruned, inputs, torch.device(device)))
-                else:
-                    variant_folder = os.path.join(folder, str(index))
-                    calls.append(_onnx_call(pruned, inputs, threads, variant_folder))
+                variant_folder = os.path.join(folder, str(index))
+                calls.append(runtime_call(pruned, inputs, runtime, threads, variant_folder, device))
             logger.info("timing %d variants on %s, %d rounds", len(calls), runtime, rounds)
             measured = interleaved_ms(calls, rounds, repeats, seed)
         kinds = sorted({g.kind for g in mm.unit_groups})
