@@ -7,32 +7,19 @@ import json
 
 import pytest
 import torch
+from latency_fixtures import KINDS, priced_table
 from tiny_models import tiny_whisper
 
 from hf_keepwhat import MaskConfig, get_mask_model
 from hf_keepwhat.cli import main as keepwhat
 from hf_keepwhat.latency import LatencyTable, feature_names, fit_coefficients
-from hf_keepwhat.latency_profile import profile_latency, sample_variants, variant_features
+from hf_keepwhat.latency_profile import profile_latency
 from hf_keepwhat.tasks.budgets import resolve_budget
-
-KINDS = ["conv", "ffn", "heads"]
 
 
 @pytest.fixture(scope="module")
 def torch_table() -> dict:
     return profile_latency(tiny_whisper(), runtime="torch", threads=1, variants=10, rounds=2)
-
-
-def _table(**coefficients) -> dict:
-    """A table with chosen prices, for the tiny Whisper at 1 s (what a profile would measure)."""
-    mm = get_mask_model(tiny_whisper(), MaskConfig(max_input_seconds=1, budget="macs"))
-    prices = {"intercept": 0.1, **dict.fromkeys(feature_names(KINDS), 0.0), **coefficients}
-    table = LatencyTable(
-        prices, KINDS, 1.0, 0.0, int(mm.costs.totals["macs"]), "torch", "cpu", 1, 1, 1.0
-    )
-    full = variant_features(mm, sample_variants(mm, 1)[0])
-    table.dense_predicted_ms = table.predict(full)
-    return table.to_dict()
 
 
 def test_the_fit_recovers_known_prices_and_never_a_negative_one():
@@ -77,7 +64,7 @@ def test_profile_times_real_variants_and_holds_half_out(runtime, torch_table):
 
 
 def test_a_layer_fixed_cost_counts_only_once_the_layer_is_empty():
-    table = _table(layers=1.0, groups_heads=0.25, mmacs_ffn=0.5)
+    table = priced_table(layers=1.0, groups_heads=0.25, mmacs_ffn=0.5)
     mm = get_mask_model(
         tiny_whisper(), MaskConfig(max_input_seconds=1, budget="latency", latency_table=table)
     )
@@ -101,7 +88,7 @@ def test_a_layer_fixed_cost_counts_only_once_the_layer_is_empty():
 
 
 def test_the_latency_penalty_trains_the_masks_and_dropped_layers_count_as_emptied():
-    table = _table(layers=1.0, mmacs_heads=0.3, mmacs_ffn=0.5)
+    table = priced_table(layers=1.0, mmacs_heads=0.3, mmacs_ffn=0.5)
     config = MaskConfig(
         max_input_seconds=1, budget="latency", latency_table=table, target_sparsity=0.5
     )
@@ -121,7 +108,7 @@ def test_the_latency_penalty_trains_the_masks_and_dropped_layers_count_as_emptie
 
 
 def test_a_table_of_another_model_window_or_unit_kinds_is_refused():
-    table = _table(layers=1.0)
+    table = priced_table(layers=1.0)
     with pytest.raises(ValueError, match="needs a measured latency table"):
         MaskConfig(budget="latency")
     with pytest.raises(ValueError, match="profiled on a backbone of .* MACs"):
@@ -141,7 +128,7 @@ def test_a_table_of_another_model_window_or_unit_kinds_is_refused():
 
 
 def test_milliseconds_asked_become_a_target_of_the_predicted_dense_latency(tmp_path):
-    table = _table(layers=1.0, mmacs_ffn=0.5)
+    table = priced_table(layers=1.0, mmacs_ffn=0.5)
     config = MaskConfig(max_input_seconds=1, budget="macs", latency_table=table)
     allowed = table["dense_predicted_ms"] / 4
     budget = resolve_budget(("max_latency_ms", allowed), config, tiny_whisper(), None)
