@@ -101,16 +101,16 @@ def budget_section(sources: dict, measured: dict, name: str) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     points = []
-    for name, members in group(sources["runs"]).items():
+    for setting, members in group(sources["runs"]).items():
         timed = [r for r in members if r["key"] in rows]
-        if not timed or not name.startswith("whisper-tiny.en"):
+        if not timed or not setting.startswith("whisper-tiny.en"):
             continue
         fractions = [1 / rows[r["key"]]["latency"]["batch_1"]["speedup"] for r in timed]
-        points.append((name, fractions, [r["accuracy"]["test"] for r in timed]))
+        points.append((setting, fractions, [r["accuracy"]["test"] for r in timed]))
         target = f"{1 - timed[0]['target']:.2f}" if timed[0]["method"] == "mask_latency" else "-"
         removed = sum(r["macs_removed_fraction"] for r in timed) / len(timed)
         lines.append(
-            f"| {name} | {len(timed)} | {removed:.1%} | {sum(fractions) / len(fractions):.2f} "
+            f"| {setting} | {len(timed)} | {removed:.1%} | {sum(fractions) / len(fractions):.2f} "
             f"({min(fractions):.2f}-{max(fractions):.2f}) | {target} | "
             + " | ".join(_cell(members, s) for s in SPLITS[2:])
             + " |"

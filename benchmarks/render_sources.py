@@ -92,14 +92,28 @@ def _probe_of(settings: dict, model: str) -> list[dict] | None:
     return settings.get(f"{model} linear_probe")
 
 
+def _gap_text(a, b, split, interval: tuple[float, float]) -> str:
+    gap = np.mean([r["accuracy"][split] for r in a]) - np.mean([r["accuracy"][split] for r in b])
+    low, high = interval
+    return f"{100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
 def _delta(members, probe, split, clips) -> str:
     if not probe:
         return "-"
-    gap = np.mean([r["accuracy"][split] for r in members]) - np.mean(
-        [r["accuracy"][split] for r in probe]
-    )
-    low, high = paired_interval(members, probe, split, clips)
-    return f"{100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+    return _gap_text(members, probe, split, paired_interval(members, probe, split, clips))
+
+
+def _decision(a, b, examples) -> list[str]:
+    """The validation gap, the verdict (adopted where its interval lies above 0) and the test
+    gap of setting `a` against `b`: one bootstrap per split."""
+    interval = paired_interval(a, b, "validation", examples["validation"])
+    verdict = "adopted" if interval[0] > 0 else "not adopted"
+    return [
+        _gap_text(a, b, "validation", interval),
+        verdict,
+        _delta(a, b, "test", examples["test"]),
+    ]
 
 
 def _ranks(settings: dict, split: str) -> dict[str, int]:
@@ -266,12 +280,8 @@ def decisions_lines(settings: dict, examples: dict) -> list[str]:
         if asked not in settings or against not in settings:
             continue
         a, b = settings[asked], settings[against]
-        low = paired_interval(a, b, "validation", examples["validation"])[0]
-        verdict = "adopted" if low > 0 else "not adopted"
-        lines.append(
-            f"| {question} | {len(a)} / {len(b)} | {_delta(a, b, 'validation', examples['validation'])} "
-            f"| {verdict} | {_delta(a, b, 'test', examples['test'])} |"
-        )
+        cells = [question, f"{len(a)} / {len(b)}", *_decision(a, b, examples)]
+        lines.append(f"| {' | '.join(cells)} |")
     return lines + [""]
 
 
@@ -400,16 +410,16 @@ def multisource_lines(single: dict, multi: dict) -> list[str]:
         if name not in alone:
             continue
         base = alone[name]
-        low = paired_interval(members, base, "validation", examples["validation"])[0]
+        gap_val, verdict, gap_test = _decision(members, base, examples)
         cells = [
             f"{len(members)} / {len(base)}",
             _cell(base, "validation"),
             _cell(members, "validation"),
-            _delta(members, base, "validation", examples["validation"]),
-            "adopted" if low > 0 else "not adopted",
+            gap_val,
+            verdict,
             _cell(base, "test"),
             _cell(members, "test"),
-            _delta(members, base, "test", examples["test"]),
+            gap_test,
         ]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines + [""]
