@@ -167,7 +167,11 @@ def test_the_command_writes_a_table_a_mask_config_reads_and_the_card_shows(tmp_p
     )
     printed = capsys.readouterr().out
     assert "held-out variants: 4, median error" in printed
-    config = MaskConfig(max_input_seconds=1, budget="latency", latency_table=str(out))
+    # No target: how much of a tiny model's time a fit on this machine calls removable varies
+    # (39.9% on CI, once 0%); what this test checks is that the table is read and shown.
+    config = MaskConfig(
+        max_input_seconds=1, budget="latency", latency_table=str(out), target_sparsity=0.0
+    )
     assert config.latency_table["model"] == "tiny" and "variants" not in config.latency_table
     mm = get_mask_model(tiny_whisper(), config)
     mm.set_kept(mm.unit_groups[-1].name, [])
