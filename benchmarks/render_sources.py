@@ -257,6 +257,33 @@ DECISIONS = (
         "whisper-tiny.en drop_layers 2",
     ),
     (
+        "Latency budget at 30% against the MACs budget at 75% (layers 0-1; both measured at "
+        "0.32 of the dense latency on torch)",
+        "whisper-tiny.en mask_latency 0.7 layers 0-1",
+        "whisper-tiny.en mask_macs 0.75 layers 0-1",
+    ),
+    (
+        "Distillation (distill_weight=1) in the latency budget at 30% (layers 0-1)",
+        "whisper-tiny.en mask_latency 0.7 layers 0-1 distill_weight=1",
+        "whisper-tiny.en mask_latency 0.7 layers 0-1",
+    ),
+    (
+        "Latency budget at 30% with distillation against dropping the top 3 layers",
+        "whisper-tiny.en mask_latency 0.7 layers 0-1 distill_weight=1",
+        "whisper-tiny.en drop_layers 3",
+    ),
+    (
+        "Latency budget priced on ONNX Runtime at 25%: meet_target against none",
+        "whisper-tiny.en-ort mask_latency 0.75 layers 0-1 meet_target=True",
+        "whisper-tiny.en-ort mask_latency 0.75 layers 0-1",
+    ),
+    (
+        "Latency budget priced on ONNX Runtime at 25%: meet_target, then the head refit 500 "
+        "steps, against neither",
+        "whisper-tiny.en-ort mask_latency 0.75 layers 0-1 meet_target=True refit_head_steps=500",
+        "whisper-tiny.en-ort mask_latency 0.75 layers 0-1",
+    ),
+    (
         "Whisper base cut to layers 0-2, masked to tiny.en's MACs, against tiny.en's probe",
         "whisper-base mask_macs 0.6112 layers 0-2",
         "whisper-tiny.en linear_probe",

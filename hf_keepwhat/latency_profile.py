@@ -227,7 +227,7 @@ def profile_latency(
         fitted = list(range(0, variants, 2))
         held_out = list(range(1, variants, 2))
         coefficients = fit_coefficients(
-            [features[i] for i in fitted], [measured[i] for i in fitted], kinds
+            [features[i] for i in fitted], [measured[i] for i in fitted], kinds, reference=0
         )
         table = LatencyTable(
             coefficients=coefficients,
@@ -251,6 +251,12 @@ def profile_latency(
             "rounds": rounds,
             "repeats": repeats,
             **relative_errors([predicted[i] for i in held_out], [measured[i] for i in held_out]),
+            # What a budget uses: a variant's latency as a fraction of the dense model's.
+            **relative_errors(
+                [predicted[i] / predicted[0] for i in held_out],
+                [measured[i] / measured[0] for i in held_out],
+                name="fraction_",
+            ),
             "fitted_median_relative_error": relative_errors(
                 [predicted[i] for i in fitted], [measured[i] for i in fitted]
             )["median_relative_error"],

@@ -40,6 +40,26 @@ def test_the_fit_recovers_known_prices_and_never_a_negative_one():
     assert min(noisy.values()) >= 0
 
 
+def test_the_fit_reproduces_the_reference_every_fraction_is_taken_of():
+    generator = torch.Generator().manual_seed(0)
+    rows = [
+        {n: float(torch.randint(1, 40, (), generator=generator)) for n in feature_names(KINDS)}
+        for _ in range(30)
+    ]
+    # Timings a linear model cannot fit exactly: the dense row (0) is 10% slower than the rest
+    # would say.
+    measured = [1.0 + 0.05 * sum(r.values()) for r in rows]
+    measured[0] *= 1.1
+    table = {"unit_kinds": KINDS, "dense_ms": 1.0, "dense_predicted_ms": 1.0, "dense_macs": 1}
+    table |= {"runtime": "torch", "device": "cpu", "threads": 1, "batch_size": 1, "seconds": 1}
+
+    def error_at_reference(reference):
+        fitted = fit_coefficients(rows, measured, KINDS, reference=reference)
+        return abs(LatencyTable(coefficients=fitted, **table).predict(rows[0]) / measured[0] - 1)
+
+    assert error_at_reference(0) < 0.01 < error_at_reference(None)
+
+
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_profile_times_real_variants_and_holds_half_out(runtime, torch_table):
     table = (
@@ -57,6 +77,11 @@ def test_profile_times_real_variants_and_holds_half_out(runtime, torch_table):
     assert min(v["features"]["layers"] for v in variants) < dense["features"]["layers"]
     assert table["fit"]["held_out"] == len(variants) // 2
     assert 0 <= table["fit"]["median_relative_error"] <= table["fit"]["max_relative_error"]
+    fractions = (
+        table["fit"]["median_fraction_relative_error"],
+        table["fit"]["max_fraction_relative_error"],
+    )
+    assert 0 <= fractions[0] <= fractions[1]
     assert table["runtime"] == runtime and table["threads"] == 1
     assert ("onnxruntime" in table["environment"]) == (runtime == "onnxruntime")
     stored = LatencyTable.from_dict(json.loads(json.dumps(table)))

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from latency_fixtures import priced_table
 from recipe_fixtures import save_tiny_model, write_digit_folder
 from tiny_models import tiny_whisper
@@ -87,6 +88,37 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     # Another command in the same folder is refused; --restart starts over there.
     other = _classify([*args, "--seed", "1"], tmp_path)
     assert other.returncode == 2 and "holds a run made with other arguments" in other.stderr
+
+
+def test_best_of_keeps_the_mask_run_best_on_validation_and_resumes(tmp_path):
+    steps = ["--max_steps", "10", "--no_train_baseline", "--last_layer", "none", "--best_of", "2",
+             *TRAINING]  # fmt: skip
+    whole = _classify([*_digits_args(tmp_path, tmp_path / "whole"), *steps], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "masks, run 2 of 2 (seed 1)" in whole.stdout
+    args = [*_digits_args(tmp_path, tmp_path / "killed"), *steps]
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    killed = _classify(
+        args, tmp_path, prefix=[str(killer)], env={"KILL_PHASE": "seed1", "KILL_STEP": "6"}
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = _classify(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "seed1: resuming training from" in resumed.stdout
+    a = json.loads((tmp_path / "whole" / "report.json").read_text())["runs"][0]
+    b = json.loads((tmp_path / "killed" / "report.json").read_text())["runs"][0]
+    for key in ("best_of", "metrics", "validation_metrics", "mask_checksum"):
+        assert a[key] == b[key], key
+    assert [r["seed"] for r in a["best_of"]] == [0, 1]
+    met = [r for r in a["best_of"] if r["met_budget"]]
+    assert met, a["best_of"]  # 0.5 of the tiny model's MACs within 10 steps at mask rate 0.3
+    (chosen,) = [r for r in a["best_of"] if r["chosen"]]
+    assert chosen["validation_accuracy"] == max(r["validation_accuracy"] for r in met)
+    # The kept run is the one pruned: pruning is exact, so its validation accuracy is the one
+    # its best checkpoint had.
+    assert a["validation_metrics"]["accuracy"] == pytest.approx(chosen["validation_accuracy"])
+    assert "masks trained 2 times (`--best_of`)" in (tmp_path / "whole" / "report.md").read_text()
 
 
 def test_match_macs_of_a_smaller_model_with_validation_and_named_phases(tmp_path):

@@ -144,6 +144,9 @@ def test_missing_label_column_is_one_clear_line(tmp_path, digits):
     assert result.returncode == 2
     assert "error: The dataset has no label column 'digit'" in result.stderr
     assert "Traceback" not in result.stderr
+    args[args.index("--label_column") : args.index("--label_column") + 2] = ["--best_of", "0"]
+    result = _recipe("classify", args, tmp_path)
+    assert result.returncode == 2 and "error: --best_of 0: give the number" in result.stderr
 
 
 def test_accelerate_two_processes_end_with_identical_masks(tmp_path, digits):

@@ -162,6 +162,12 @@ class RunArguments:
             "help": "The unit kinds --meet_target may switch off (e.g. heads ffn; default every kind). Switching off conv-stem channels moves every layer's input: see docs/artifacts.md, Exact budget."
         },
     )
+    best_of: int = field(
+        default=1,
+        metadata={
+            "help": "Train the masks of each target this many times (seeds --seed, --seed + 1, ...) and keep the run best on validation within the budget: one run's seed can move out-of-source accuracy by several points at high sparsity (docs/research.md, 'Restarts chosen on validation'). Costs that many mask trainings."
+        },
+    )
     refit_head_steps: int = field(
         default=0,
         metadata={

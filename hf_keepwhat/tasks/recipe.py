@@ -184,6 +184,7 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, d
         "meet_target_selection": run.run_args.meet_target_selection,
         "meet_target_unit_kinds": run.run_args.meet_target_unit_kinds,
         "refit_head_steps": run.run_args.refit_head_steps,
+        "best_of": run.run_args.best_of,
         "recover_lora_steps": run.run_args.recover_lora_steps,
         "dense": dense,
         "runs": runs,
@@ -205,6 +206,10 @@ def run(task: Task) -> dict | None:
         # The out-of-source GM protocol decided it (docs/research.md, "Decisions"): cut to the
         # depth the validation probes choose, then mask, beats masks on every layer.
         mask_args.last_layer = "auto" if task.selects_depth else "none"
+    if run_args.best_of < 1:
+        raise AudioDataError(
+            f"--best_of {run_args.best_of}: give the number of mask runs, 1 or more."
+        )
     configure_logging(training_args)
     set_seed(training_args.seed)
     main = training_args.process_index == 0

@@ -100,6 +100,24 @@ def _depth_lines(report: dict) -> list[str]:
     return lines
 
 
+def _best_of_lines(run: dict, metric: str) -> list[str]:
+    """`--best_of`: each mask run's seed and best validation metric within the budget, and the
+    one kept."""
+    if not run.get("best_of"):
+        return []
+    cells = [
+        f"seed {r['seed']}: "
+        + (_fmt(r[f"validation_{metric}"]) if r["met_budget"] else "never within the budget")
+        + (" (kept)" if r["chosen"] else "")
+        for r in run["best_of"]
+    ]
+    return [
+        "",
+        f"Target {run['target_sparsity']:.4g}, masks trained {len(cells)} times (`--best_of`), "
+        f"validation {metric} of each: {'; '.join(cells)}.",
+    ]
+
+
 def markdown(report: dict) -> str:
     """The report as Markdown: one row for the dense model, one per target sparsity, with the
     task metric on validation (where choices are made) and on test (reported only).
@@ -139,6 +157,8 @@ def markdown(report: dict) -> str:
             f"| {run['latency']['median_s'] * 1e3:.2f} | {run['disk_bytes'] / 1e6:.2f} "
             f"| {_fmt(run['ratios']['latency'], '{:.2f}')} |"
         )
+    for run in report["runs"]:
+        lines += _best_of_lines(run, metric)
     for run in report["runs"]:
         lines += ["", f"## Kept units at target {run['target_sparsity']:.4g}", ""]
         lines.append(layer_table(run["groups"]))

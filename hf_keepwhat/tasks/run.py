@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..callbacks import SparsityCallback
@@ -180,14 +180,21 @@ class Run:
             f"a checkpoint {every}"
         )
 
-    def train_masks(self, config: MaskConfig, name: str, freeze_masks: bool = False):
+    def train_masks(
+        self, config: MaskConfig, name: str, freeze_masks: bool = False, seed: int | None = None
+    ):
         """Wraps a fresh model and trains its masks (or only its head) with `Trainer`, with
         validation; resumes from the phase's last checkpoint when there is one. Returns the
-        MaskModel (with the best checkpoint within the budget loaded) and the Trainer's state."""
+        MaskModel (with the best checkpoint within the budget loaded) and the Trainer's state.
+        `seed`: a seed for the new head and the data order instead of `--seed`'s."""
+        args = self.validated_arguments(name)
+        if seed is not None:
+            args = dataclasses.replace(args, seed=seed)
+            # Before the head is built, as Trainer's `model_init` would be seeded.
+            set_seed(seed)
         mm = get_mask_model(self.fresh_model(), config)
         if freeze_masks:  # the dense baseline: every unit kept, only the head trains
             mm.masks.requires_grad_(False)
-        args = self.validated_arguments(name)
         trainer = Trainer(
             model=mm,
             args=args,
@@ -330,6 +337,32 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
     return record
 
 
+def _best_of(run: Run, config: MaskConfig, name: str):
+    """`train_masks` `--best_of` times (seeds `--seed`, `--seed + 1`, ...; each in its own
+    folder, so a killed run resumes each), keeping the run best on validation among those whose
+    best checkpoint met the budget. Returns its MaskModel, its Trainer state and one row per
+    run (seed, validation metric, whether it met the budget, chosen)."""
+    if run.run_args.best_of <= 1:
+        return (*run.train_masks(config, name), [])
+    sign = 1 if run.task.greater_is_better else -1
+    best, rows = None, []
+    for index in range(run.run_args.best_of):
+        seed = run.training_args.seed + index
+        logger.info("masks, run %d of %d (seed %d)", index + 1, run.run_args.best_of, seed)
+        mm, state = run.train_masks(config, f"{name}/seed{seed}", seed=seed)
+        met = state.best_model_checkpoint is not None
+        score = state.best_metric if met else None
+        rows.append({"seed": seed, f"validation_{run.task.metric}": score, "met_budget": met})
+        rank = (met, sign * score if met else 0.0)
+        if best is None or rank > best[0]:
+            best = (rank, mm, state, index)
+    _, mm, state, chosen = best
+    for index, row in enumerate(rows):
+        row["chosen"] = index == chosen
+    logger.info("masks: kept the run of seed %d (best on validation)", rows[chosen]["seed"])
+    return mm, state, rows
+
+
 def _describe_target(config: MaskConfig) -> str:
     return f"{config.target_sparsity:.1%} of {config.budget}"
 
@@ -347,7 +380,7 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
     args = run.validated_arguments(name)
     logger.info("masks to remove %s: %s", _describe_target(config), run.describe_training(args))
     run.folder.folder(name)
-    mm, state = run.train_masks(config, name)
+    mm, state, best_of = _best_of(run, config, name)
     total = mm.sparsity_report()["total"]
     logger.info(
         "masks: removed %.1f%% of %s, best checkpoint within the budget: %s",
@@ -373,7 +406,7 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
             selection=run.run_args.meet_target_selection,
             unit_kinds=run.run_args.meet_target_unit_kinds,
         )
-    row = {"best_checkpoint_step": _best_step(state)}
+    row = {"best_checkpoint_step": _best_step(state), "best_of": best_of}
     if run.run_args.refit_head_steps:
         before = run.evaluate(mm.prune(), name)
         row["metrics_before_head_refit"] = before["test"]
