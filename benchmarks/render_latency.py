@@ -34,25 +34,22 @@ def _fraction_error(table: dict, refit: bool = False) -> float:
     budget's target is), from the stored variants (tables profiled before `profile_latency`
     recorded it have them too); `refit`: with the coefficients fitted again on the stored fitted
     variants, anchored at the dense model as `profile_latency` now fits."""
-    from hf_keepwhat.latency import LatencyTable, fit_coefficients, relative_errors
+    from hf_keepwhat.latency import LatencyTable, fit_coefficients, fit_errors
 
     variants = table["variants"]
+    fitted = [i for i, v in enumerate(variants) if v["fitted"]]  # the dense model first
+    measured = [v["measured_ms"] for v in variants]
     predicted = [v["predicted_ms"] for v in variants]
     if refit:
-        fitted = [v for v in variants if v["fitted"]]  # the dense model first
         coefficients = fit_coefficients(
-            [v["features"] for v in fitted],
-            [v["measured_ms"] for v in fitted],
+            [variants[i]["features"] for i in fitted],
+            [measured[i] for i in fitted],
             table["unit_kinds"],
             reference=0,
         )
         model = LatencyTable.from_dict({**table, "coefficients": coefficients})
         predicted = [float(model.predict(v["features"])) for v in variants]
-    held_out = [i for i, v in enumerate(variants) if not v["fitted"]]
-    return relative_errors(
-        [predicted[i] / predicted[0] for i in held_out],
-        [variants[i]["measured_ms"] / variants[0]["measured_ms"] for i in held_out],
-    )["median_relative_error"]
+    return fit_errors(predicted, measured, fitted)["median_fraction_relative_error"]
 
 
 def tables_lines(tables: list[dict]) -> list[str]:

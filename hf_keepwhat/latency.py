@@ -172,15 +172,40 @@ def fit_coefficients(
     return {"intercept": values[0], **dict(zip(names, values[1:], strict=True))}
 
 
-def relative_errors(predicted: Sequence[float], measured: Sequence[float], name: str = "") -> dict:
+def relative_errors(predicted: Sequence[float], measured: Sequence[float]) -> dict:
     """Median and largest `|predicted - measured| / measured` over variants.
 
     Args:
         predicted: Predicted latencies (or fractions of dense).
         measured: Measured latencies (or fractions), same order.
-        name: What the errors are of, inserted in the keys (`median_{name}relative_error`).
     """
     errors = sorted(abs(p - m) / m for p, m in zip(predicted, measured, strict=True))
     middle = len(errors) // 2
     median = errors[middle] if len(errors) % 2 else (errors[middle - 1] + errors[middle]) / 2
-    return {f"median_{name}relative_error": median, f"max_{name}relative_error": errors[-1]}
+    return {"median_relative_error": median, "max_relative_error": errors[-1]}
+
+
+def fit_errors(
+    predicted: Sequence[float], measured: Sequence[float], fitted: Sequence[int]
+) -> dict[str, float]:
+    """How well a table predicts its timed variants: the held-out median and largest error of
+    the latency and of its fraction of dense (what a budget asks for), and the fitted median.
+
+    Args:
+        predicted: Predicted latency of every variant, the dense model (index 0) first.
+        measured: Their measured latencies, same order.
+        fitted: Indices of the variants the table was fitted on; the others are held out.
+    """
+    held_out = [i for i in range(len(measured)) if i not in set(fitted)]
+    fractions = relative_errors(
+        [predicted[i] / predicted[0] for i in held_out],
+        [measured[i] / measured[0] for i in held_out],
+    )
+    return {
+        **relative_errors([predicted[i] for i in held_out], [measured[i] for i in held_out]),
+        "median_fraction_relative_error": fractions["median_relative_error"],
+        "max_fraction_relative_error": fractions["max_relative_error"],
+        "fitted_median_relative_error": relative_errors(
+            [predicted[i] for i in fitted], [measured[i] for i in fitted]
+        )["median_relative_error"],
+    }

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .config import UNIT_KINDS, MaskConfig
-from .latency import LatencyTable, feature_names, fit_coefficients, relative_errors
+from .latency import LatencyTable, feature_names, fit_coefficients, fit_errors
 from .layouts import get_layout
 from .model import get_mask_model
 from .profiling import environment
@@ -250,16 +250,7 @@ def profile_latency(
             "held_out": len(held_out),
             "rounds": rounds,
             "repeats": repeats,
-            **relative_errors([predicted[i] for i in held_out], [measured[i] for i in held_out]),
-            # What a budget uses: a variant's latency as a fraction of the dense model's.
-            **relative_errors(
-                [predicted[i] / predicted[0] for i in held_out],
-                [measured[i] / measured[0] for i in held_out],
-                name="fraction_",
-            ),
-            "fitted_median_relative_error": relative_errors(
-                [predicted[i] for i in fitted], [measured[i] for i in fitted]
-            )["median_relative_error"],
+            **fit_errors(predicted, measured, fitted),
         }
         rows = [
             {
