@@ -98,6 +98,12 @@ def save_adapter(mm, directory, repo_id: str | None = None) -> None:
             "mm.load_state_dict(safetensors.torch.load_file(path)); save the pruned model with "
             "hf_keepwhat.save_pruned_module."
         )
+    if mm.mask_config.train_backbone:
+        raise ValueError(
+            "This MaskModel trained its backbone's weights (MaskConfig.train_backbone=True); a "
+            "mask adapter holds masks + head only and could not reproduce them. Save the pruned "
+            "model instead: mm.prune().save_pretrained(folder)."
+        )
     config = adapter_config(mm)
     tensors = {k: v.detach().cpu().contiguous() for k, v in mm.state_dict().items()}
     card = adapter_card(config, repo_id)

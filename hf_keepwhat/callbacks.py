@@ -58,6 +58,7 @@ class SparsityCallback(TrainerCallback):
         self.start = min(mm.budget.min_removed_fraction(), self.config.target_sparsity)
         if optimizer is not None:  # the masks' own rate, whichever optimizer Trainer built
             mm.match_mask_learning_rate(optimizer)
+            mm.check_backbone_learning_rate(optimizer)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         _mask_model(model).current_target = self.target_at(state.global_step)
@@ -84,9 +85,12 @@ class SparsityCallback(TrainerCallback):
             state.log_history[-1].update(extra)
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero or not _mask_model(model).is_transformers_model:
+        mm = _mask_model(model)
+        if not state.is_world_process_zero or not mm.is_transformers_model:
             return  # a plain module's masks are in Trainer's own checkpoint state
+        if mm.mask_config.train_backbone:
+            return  # trained weights: no adapter can hold them; Trainer's checkpoint does
         # Trainer already wrote the state (masks + head) it resumes from; the adapter files next
         # to it make every checkpoint loadable with MaskModel.from_pretrained.
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        _mask_model(model).save_pretrained(checkpoint)
+        mm.save_pretrained(checkpoint)

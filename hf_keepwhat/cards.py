@@ -81,6 +81,26 @@ def layer_table(groups: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def metrics_table(card_info: dict) -> str:
+    """The card's metric rows: each value, with its 95% interval and the number of examples it
+    was measured on where the record has them.
+
+    Args:
+        card_info: The record's `card` (`metrics`, optional `intervals` and `test_examples`).
+    """
+    intervals = card_info.get("intervals") or {}
+    examples = card_info.get("test_examples")
+    rows = []
+    for name, value in (card_info.get("metrics") or {}).items():
+        cell = f"{value:.4g}"
+        if name in intervals:
+            low, high = intervals[name]
+            cell += f" (95% interval {low:.3f}-{high:.3f}"
+            cell += f", {examples} test examples)" if examples else ")"
+        rows.append(f"| {name} | {cell} |")
+    return "\n".join(rows)
+
+
 def _card_data(record: dict, template: str, pipeline_tag, model_name: str) -> ModelCardData:
     """The card's YAML metadata: base model, license, task, dataset and evaluation results."""
     card_info = record.get("card", {})
@@ -153,6 +173,13 @@ def after_training_notes(record: dict) -> str:
             f"{met['units_switched_off']} kept units {which} were then switched off, leaving "
             f"{met['realised']:.1%} removed."
         )
+    config = record["mask_config"]
+    if config.get("train_backbone"):
+        notes.append(
+            "The backbone's weights trained with the masks (learning rate "
+            f"{config.get('backbone_learning_rate')}): unlike masks alone, the kept weights "
+            "differ from the base model's."
+        )
     refit = record.get("head_refit")
     if refit:
         notes.append(
@@ -166,7 +193,6 @@ def after_training_notes(record: dict) -> str:
 def _report_fields(record: dict) -> dict:
     """The template's figures: kept and removed parameters and MACs, metrics, per-layer table."""
     total = record["report"]["total"]
-    metrics = record.get("card", {}).get("metrics") or {}
     return {
         "params_original": _count(total["params_original"]),
         "params_remaining": _count(total["params_remaining"]),
@@ -175,7 +201,7 @@ def _report_fields(record: dict) -> dict:
         "macs_remaining": _count(total["macs_remaining"]),
         "macs_removed": f"{total['macs_removed_fraction']:.1%}",
         "macs_input": record["report"].get("macs_input", "reference input"),
-        "metrics_table": "\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items()),
+        "metrics_table": metrics_table(record.get("card", {})),
         "layer_table": layer_table(record["report"]["groups"]),
         "layers_passed_through": ", ".join(
             f"`{path}`" for path in total.get("layers_passed_through", [])

@@ -132,6 +132,13 @@ class MaskConfig:
         latency_table: A latency model from `keepwhat profile-latency` (the file's path, or
             its dict; the config keeps the dict). Needed by `budget="latency"`; with any
             budget, reports and cards then add the predicted latency.
+        train_backbone: Whether the backbone's weights train with the masks (CoFi, DPHuBERT)
+            instead of staying frozen (the paper). The pruned model then holds the trained
+            weights; a mask adapter (masks + head) cannot reproduce them, so only the pruned
+            model is saved. Not with `distill_weight` (its teacher is the backbone itself).
+        backbone_learning_rate: The backbone's learning rate when `train_backbone` (the head's
+            is `TrainingArguments.learning_rate`; transformers' audio-classification example
+            fine-tunes every weight at 5e-5).
     """
 
     unit_kinds: list[str] = field(default_factory=lambda: list(UNIT_KINDS))
@@ -151,6 +158,8 @@ class MaskConfig:
     distill_weight: float = 0.0
     backbone_train_mode: bool = False
     latency_table: dict | None = None
+    train_backbone: bool = False
+    backbone_learning_rate: float = 5e-5
 
     def __post_init__(self):
         self.unit_kinds = _names("unit_kinds", self.unit_kinds, UNIT_KINDS)
@@ -192,9 +201,19 @@ class MaskConfig:
         if self.modules_to_save is not None:
             self.modules_to_save = _names("modules_to_save", self.modules_to_save)
         self._read_latency_table()
-        if not isinstance(self.backbone_train_mode, bool):
-            raise TypeError(
-                f"MaskConfig.backbone_train_mode must be True or False, not {self.backbone_train_mode!r}."
+        for name in ("backbone_train_mode", "train_backbone"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(
+                    f"MaskConfig.{name} must be True or False, not {getattr(self, name)!r}."
+                )
+        self.backbone_learning_rate = _number(
+            "backbone_learning_rate", self.backbone_learning_rate, low=0.0, strict=True
+        )
+        if self.train_backbone and self.distill_weight > 0:
+            raise ValueError(
+                "MaskConfig.train_backbone=True with distill_weight > 0: the teacher is the "
+                "backbone itself with its masks off, and it would train too. Set distill_weight=0 "
+                "(or fine-tune after pruning with a frozen teacher: hf_keepwhat.finetune)."
             )
 
     def _read_latency_table(self) -> None:

@@ -20,6 +20,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 from .adapter import MaskAdapterMixin
 from .config import MaskConfig
 from .distillation import captured_output, relative_squared_error
+from .finetuning import unfreeze_for_finetuning
 from .latency import LatencyTable
 from .layouts import get_layout
 from .masks import MaskHooks, MaskParametrization, build_mask, mask_key
@@ -216,7 +217,8 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
     """A model with a learnable mask over its prunable units.
 
     Every backbone parameter is frozen; only the masks and the task head
-    (`mask_config.modules_to_save`) train. `forward` returns the wrapped model's output with
+    (`mask_config.modules_to_save`) train, unless `mask_config.train_backbone` (then the
+    backbone's weights train with the masks, at `backbone_learning_rate`). `forward` returns the wrapped model's output with
     `loss = task_loss + sparsity penalty (+ distill_weight * distillation loss)`; the output also
     carries `task_loss`, `sparsity_penalty`, `distillation_loss` (None unless distilling),
     `auxiliary_loss` (what this model adds to the task loss) and `realised_sparsity` (hard-mask
@@ -315,7 +317,13 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
             functools.partial(_restore_requires_grad, model, self.original_requires_grad)
         )
         self._head = freeze_backbone(model, layout.backbone_path, mask_config.modules_to_save)
-        self._adapter_keys = _adapter_keys(nn.Module.state_dict(self), self._head)
+        keys = nn.Module.state_dict(self)
+        if mask_config.train_backbone:
+            # The weights train too: checkpoints (and the best one loaded back) must hold them.
+            unfreeze_for_finetuning(layout.backbone)
+            self._adapter_keys = set(keys)
+        else:
+            self._adapter_keys = _adapter_keys(keys, self._head)
         self._hooks = MaskHooks(model, self.unit_groups, self.masks)
         self._undo.append(self._hooks.remove)
         model._keepwhat_mask_model = True

@@ -45,7 +45,8 @@ def _checkpointed_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def mask_param_groups(mm, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
-    """Optimizer parameter groups of a `MaskModel`: the trainable head, the mask logits at
+    """Optimizer parameter groups of a `MaskModel`: the trainable head, the backbone at
+    `mask_config.backbone_learning_rate` when it trains (`train_backbone`), the mask logits at
     `mask_config.mask_learning_rate` (no weight decay: it would pull every logit towards 0, the
     on/off boundary) and the Lagrange multipliers, maximised.
 
@@ -55,10 +56,14 @@ def mask_param_groups(mm, learning_rate: float, weight_decay: float = 0.0) -> li
         weight_decay: Weight decay of the head.
     """
     mask_params = list(mm.masks.parameters())
-    special = {id(p) for p in mask_params} | {id(mm.lagrange)}
+    backbone = [p for p in mm.layout.backbone.parameters() if p.requires_grad]
+    special = {id(p) for p in [*mask_params, *backbone]} | {id(mm.lagrange)}
     head = [p for p in mm.parameters() if p.requires_grad and id(p) not in special]
     mask_lr = mm.mask_config.mask_learning_rate or learning_rate
     groups = [{"params": mask_params, "lr": mask_lr, "weight_decay": 0.0}]
+    if backbone:  # MaskConfig.train_backbone: the weights train with the masks
+        rate = mm.mask_config.backbone_learning_rate
+        groups.insert(0, {"params": backbone, "lr": rate, "weight_decay": weight_decay})
     if head:
         groups.insert(0, {"params": head, "lr": learning_rate, "weight_decay": weight_decay})
     if mm.lagrange is not None:
@@ -166,6 +171,27 @@ class OptimizationMixin:
                 self.lagrange.mul_(self.lagrange_rate / new)
             self.lagrange_rate = new
         return rate
+
+    def check_backbone_learning_rate(self, optimizer) -> None:
+        """With `mask_config.train_backbone`, refuses an optimizer that gives the backbone
+        another rate than `backbone_learning_rate` (a plain `Trainer` gives it the head's, 20
+        times higher at the recipes' defaults, which would wash the pretrained weights out).
+
+        Args:
+            optimizer: The optimizer that trains this model.
+        """
+        if not self.mask_config.train_backbone:
+            return
+        weight = next(p for p in self.layout.backbone.parameters() if p.requires_grad)
+        group = _group_of(optimizer, weight) or {}
+        rate = group.get("initial_lr", group.get("lr"))
+        wanted = self.mask_config.backbone_learning_rate
+        if rate is None or abs(rate - wanted) > 1e-12 * max(1.0, wanted):
+            raise ValueError(
+                f"MaskConfig.train_backbone: the optimizer trains the backbone at {rate}, not "
+                f"backbone_learning_rate={wanted}. Build it from the model's parameter groups: "
+                "Trainer(..., optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args))."
+            )
 
     def param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
         """Optimizer parameter groups (`mask_param_groups`).

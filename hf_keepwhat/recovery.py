@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from .finetuning import record_recovery
 from .layouts import get_layout
 from .model import DEFAULT_MODULES_TO_SAVE
-from .standalone import RECORD_KEY
 
 
 def train_with_trainer(model, args, train_dataset, data_collator, compute_loss_func, callbacks):
@@ -178,9 +178,5 @@ def recover_with_lora(
         "steps": trainer.state.global_step,
         "learning_rate": args.learning_rate,
     }
-    if hasattr(merged, "config"):  # a transformers model: its config carries the record
-        record = dict(getattr(merged.config, RECORD_KEY, None) or {})
-        setattr(merged.config, RECORD_KEY, {**record, "recovery": recovery})
-    else:  # a plain module: the record `save_pruned_module` writes
-        merged.keepwhat_record = {**getattr(merged, "keepwhat_record", {}), "recovery": recovery}
+    record_recovery(merged, recovery)
     return merged.eval()

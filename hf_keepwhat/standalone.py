@@ -114,6 +114,8 @@ class PrunedModelMixin:
         metrics: dict[str, float] | None = None,
         license: str | None = None,
         task_description: str | None = None,
+        intervals: dict[str, list[float]] | None = None,
+        test_examples: int | None = None,
     ) -> None:
         """Records what the model card should state beyond the pruning record.
 
@@ -122,9 +124,12 @@ class PrunedModelMixin:
             metrics: Measured metrics of this pruned model, e.g. `{"accuracy": 0.98}`.
             license: Overrides the license inherited from the base model.
             task_description: The task in words, e.g. "spoken digit classification".
+            intervals: 95% intervals of some of `metrics`, e.g. `{"accuracy": [0.96, 0.99]}`.
+            test_examples: How many examples the metrics were measured on.
         """
         card = dict(self.keepwhat_record.get("card", {}))
         given = {"dataset": dataset, "metrics": metrics, "license": license}
+        given |= {"intervals": intervals, "test_examples": test_examples}
         given["task_description"] = task_description
         card.update({k: v for k, v in given.items() if v is not None})
         setattr(self.config, RECORD_KEY, {**self.keepwhat_record, "card": card})

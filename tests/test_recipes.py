@@ -66,6 +66,13 @@ def test_classify_whisper_with_baseline_and_sweep(tmp_path, digits):
         == 1
     )
     assert report["runs"][1]["removed"]["params_removed_fraction"] > 0
+    # How sure: every accuracy's interval, the paired gap to dense, the small-validation warning.
+    low, high = report["intervals"]["runs"][0]["accuracy"]["test"]
+    assert low <= report["runs"][0]["metrics"]["accuracy"] <= high
+    assert set(report["intervals"]["runs"][1]["minus_dense"]) == {"validation", "test"}
+    assert "are not told apart (95%)" in result.stdout  # the log's warning
+    assert "**Warning.** Validation has" in (out / "report.md").read_text()
+    assert "95% interval" in (out / "target0.30" / "pruned" / "README.md").read_text()
 
 
 def test_classify_wav2vec2(tmp_path, digits):
@@ -231,3 +238,25 @@ def test_presets_fill_the_checked_fold_splits(monkeypatch, tmp_path, preset, dat
     monkeypatch.setattr(sys, "argv", [*argv, "--preset", "nsynth_pitch"])
     with pytest.raises(SystemExit):  # dropped: a loading-script dataset
         parse_arguments()
+
+
+def test_classify_trains_the_weights_with_the_masks_and_fine_tunes_after_pruning(tmp_path, digits):
+    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
+            "--test_group", "index", "--test_values", "0", "1", "--max_input_seconds", "1",
+            "--last_layer", "1", "--train_backbone", "--backbone_learning_rate", "1e-3",
+            "--finetune_steps", "4", "--finetune_distill_weight", "1", "--no_train_baseline",
+            "--output_dir", str(out), *COMMON]  # fmt: skip
+    result = _recipe("classify", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fine-tune: every kept weight and the head, distilled" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    (run,) = report["runs"]
+    assert run["adapter"] is None and not (out / "target0.50" / "adapter").exists()
+    assert "accuracy" in run["metrics_before_finetune"] and report["finetune_steps"] == 4
+    pruned = json.loads((out / "target0.50" / "pruned" / "config.json").read_text())
+    assert pruned["keepwhat"]["recovery"]["method"] == "finetune"
+    assert pruned["keepwhat"]["recovery"]["distill_weight"] == 1.0
+    assert pruned["keepwhat"]["mask_config"]["train_backbone"] is True
+    assert (out / "target0.50" / "finetune").is_dir()  # its checkpoints: a killed run resumes

@@ -20,6 +20,8 @@ check that no choice of the project ever saw.
     python benchmarks/audio_data/gm_sources.py --out data/gm_sources
     python benchmarks/audio_data/gm_sources.py --out data/gm_sources_multi \
         --train fluidr3 opl3_fm --validation timgm6mb --test csound_gm
+    python benchmarks/audio_data/gm_sources.py --small_from data/gm_sources \
+        --out data/gm_small_s0 --per_family 30 --seed 0   # the small-data regime
 
 Deterministic (the same inputs give byte-identical clips) and resumable: an output whose
 `layout.json` already records the same layout and SoundFont digests is kept as it is; anything
@@ -31,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import shutil
 import sys
 import tempfile
 
@@ -161,6 +165,70 @@ def build(
     return record
 
 
+SMALL_FILE = "small.json"
+
+
+def small_data(full_dir: str, out_dir: str, per_family: int, seed: int) -> dict:
+    """The small-data regime: a user's folder of `per_family` clips of each family from the
+    training SoundFont (drawn from the full layout's `train` split, seeded), and the
+    out-of-source `test` split. No validation split: the recipe carves its own from train, as it
+    does from a user's folder. Files are hard links into `full_dir` (copies across file systems).
+    Returns the record written to `small.json`; an `out_dir` that holds the same record is kept.
+
+    Args:
+        full_dir: A layout written by `build` (the default one: train fluidr3, test csound_gm).
+        out_dir: The audiofolder to write: `train/{family}/...` and `test/{family}/...`.
+        per_family: Training clips per family (about 30: a few hundred clips in all).
+        seed: Which clips are drawn.
+    """
+    with open(os.path.join(full_dir, LAYOUT_FILE), encoding="utf-8") as f:
+        layout = json.load(f)
+    record = {
+        "per_family": per_family,
+        "seed": seed,
+        "train_sources": layout["train"],
+        "test_source": layout["test"],
+        "soundfont_sha256": layout["soundfont_sha256"],
+    }
+    done = os.path.join(out_dir, SMALL_FILE)
+    if os.path.isfile(done):
+        with open(done, encoding="utf-8") as f:
+            previous = json.load(f)
+        if {k: previous.get(k) for k in record} == record:
+            return previous
+    rng = random.Random(seed)
+    chosen = {"test": {}}
+    train_root = os.path.join(full_dir, "train")
+    chosen["train"] = {
+        family: sorted(rng.sample(sorted(os.listdir(os.path.join(train_root, family))), per_family))
+        for family in sorted(os.listdir(train_root))
+    }
+    test_root = os.path.join(full_dir, "test")
+    chosen["test"] = {
+        f: sorted(os.listdir(os.path.join(test_root, f))) for f in os.listdir(test_root)
+    }
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".gm-small-") as work:
+        staging = os.path.join(work, "out")
+        for split, families in chosen.items():
+            for family, names in families.items():
+                os.makedirs(os.path.join(staging, split, family))
+                for name in names:
+                    source = os.path.join(full_dir, split, family, name)
+                    target = os.path.join(staging, split, family, name)
+                    try:
+                        os.link(source, target)
+                    except OSError:
+                        shutil.copyfile(source, target)
+        counts = {split: sum(map(len, families.values())) for split, families in chosen.items()}
+        record = {**record, "clips": counts}
+        with open(os.path.join(staging, SMALL_FILE), "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        replace_folder(staging, out_dir)
+    return record
+
+
 def main() -> None:
     """Command line: render the layout (or find it done) and print its clip counts."""
     parser = argparse.ArgumentParser(
@@ -170,7 +238,18 @@ def main() -> None:
     parser.add_argument("--train", nargs="+", default=list(DEFAULT_LAYOUT["train"]))
     parser.add_argument("--validation", default=DEFAULT_LAYOUT["validation"])
     parser.add_argument("--test", default=DEFAULT_LAYOUT["test"])
+    parser.add_argument(
+        "--small_from",
+        help="A full layout (written by this script): write the small-data regime to --out "
+        "instead (--per_family clips a family from its train split, its test split).",
+    )
+    parser.add_argument("--per_family", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0, help="Which clips --small_from draws.")
     args = parser.parse_args()
+    if args.small_from:
+        record = small_data(args.small_from, args.out, args.per_family, args.seed)
+        print(f"{record['clips']} clips in {args.out}")
+        return
     record = build(args.out, tuple(args.train), args.validation, args.test)
     print(
         f"{sum(record['clips'].values())} clips in {args.out}: {record['clips']}; "

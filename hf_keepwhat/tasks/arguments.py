@@ -183,6 +183,22 @@ class RunArguments:
     recover_lora_learning_rate: float = field(
         default=5e-4, metadata={"help": "Learning rate of the LoRA recovery."}
     )
+    finetune_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After pruning (and any LoRA recovery), train every kept weight and the head on the task for this many steps, with validation and the best checkpoint kept, as transformers' audio-classification example fine-tunes a dense model (0: none)."
+        },
+    )
+    finetune_learning_rate: float = field(
+        default=5e-5,
+        metadata={"help": "Learning rate of --finetune_steps (10% warm-up, then linear decay)."},
+    )
+    finetune_distill_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "With --finetune_steps: weight of a distillation term towards the frozen base model's backbone output at the pruned model's depth (0: the task loss alone)."
+        },
+    )
     restart: bool = field(
         default=False,
         metadata={
@@ -342,3 +358,31 @@ def mask_configs(mask_args, max_steps: int = 0) -> list[MaskConfig]:
                 f"--last_layer {values['last_layer']!r}: give a layer index, 'auto' or 'none'."
             ) from None
     return [MaskConfig(**{**values, "target_sparsity": t}) for t in mask_args.target_sparsity]
+
+
+def recipe_defaults() -> dict:
+    """What `recipes/classify.py` runs with when given no tuning flag: the mask, run and training
+    defaults that decide a result (every JSON under benchmarks/results records them, and a test
+    flags a "defaults" result that no longer matches)."""
+    mask = {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(MaskArguments)
+        if f.name != "latency_table"
+    }
+    run = {
+        f.name: f.default
+        for f in dataclasses.fields(RunArguments)
+        if f.name not in ("restart", "latency_repeats")
+    }
+    training = RecipeTrainingArguments.__dataclass_fields__
+    return {
+        "mask": mask,
+        "run": run,
+        "training": {
+            "learning_rate": training["learning_rate"].default,
+            "max_steps": training["max_steps"].default,
+            "per_device_train_batch_size": training["per_device_train_batch_size"].default,
+        },
+        # Decided in `tasks.recipe.run` when --last_layer is not given (classification).
+        "last_layer_when_unset": "auto",
+    }

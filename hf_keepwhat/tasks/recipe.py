@@ -24,7 +24,7 @@ from .arguments import mask_configs, parse_arguments
 from .audio import AudioCollator, AudioDataError, featurize, label_names, longest_clip_seconds
 from .budgets import model_from_config, resolve_budget
 from .depth import layer_probes, select_last_layer
-from .reports import write_report
+from .reports import accuracy_intervals, resolution_warning, write_report
 from .run import Run, Task, _median_example, dense_baseline, prune_one_target
 from .run_folder import RunFolder, fingerprint
 from .splits import load_splits
@@ -186,10 +186,14 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, d
         "refit_head_steps": run.run_args.refit_head_steps,
         "best_of": run.run_args.best_of,
         "recover_lora_steps": run.run_args.recover_lora_steps,
+        "finetune_steps": run.run_args.finetune_steps,
+        "finetune_learning_rate": run.run_args.finetune_learning_rate,
+        "finetune_distill_weight": run.run_args.finetune_distill_weight,
         "dense": dense,
         "runs": runs,
         "environment": environment(),
     }
+    report["intervals"] = accuracy_intervals(report)
     output_dir = run.training_args.output_dir
     write_report(report, output_dir)
     print(open(os.path.join(output_dir, "report.md"), encoding="utf-8").read())
@@ -224,6 +228,9 @@ def run(task: Task) -> dict | None:
     logger.info(
         "data: %s", ", ".join(f"{name} {len(split)} examples" for name, split in raw.items())
     )
+    warning = resolution_warning(len(raw["validation"]))
+    if warning:
+        logger.warning(warning)
     fit_window(mask_args, raw["train"], path, data_args.audio_column, feature_extractor)
     configs, budget = budgeted_configs(task, arguments)
     state = prepare_run(task, arguments, raw, feature_extractor, folder)

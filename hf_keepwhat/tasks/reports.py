@@ -8,6 +8,7 @@ import json
 import os
 
 from ..cards import layer_table
+from .uncertainty import bits_of, paired_interval, resolution_points, wilson_interval
 
 
 def _ratio(dense, pruned):
@@ -118,6 +119,86 @@ def _best_of_lines(run: dict, metric: str) -> list[str]:
     ]
 
 
+def accuracy_intervals(report: dict) -> dict:
+    """For a single-label report (one where each clip's correctness was kept): the 95% Wilson
+    interval of every accuracy and the paired bootstrap interval of each pruned model minus the
+    dense one, by split: `{"dense": {split: [low, high]}, "runs": [{"accuracy": {...},
+    "minus_dense": {...}}]}`; {} when the clips were not kept.
+
+    Args:
+        report: The report dict.
+    """
+    dense = report["dense"].get("correct")
+    if not dense:
+        return {}
+    sizes = {"validation": report["validation_examples"], "test": report["test_examples"]}
+
+    def wilson(bits: dict) -> dict:
+        out = {}
+        for split, total in sizes.items():
+            out[split] = list(wilson_interval(int(bits_of(bits[split], total).sum()), total))
+        return out
+
+    runs = []
+    for run in report["runs"]:
+        if not run.get("correct"):
+            runs.append({})
+            continue
+        gap = {
+            split: list(
+                paired_interval(bits_of(run["correct"][split], n), bits_of(dense[split], n))
+            )
+            for split, n in sizes.items()
+        }
+        runs.append({"accuracy": wilson(run["correct"]), "minus_dense": gap})
+    return {"dense": wilson(dense), "runs": runs}
+
+
+def resolution_warning(validation_examples: int) -> str | None:
+    """One sentence when validation is too small to choose between close settings (its 95%
+    interval is wider than +-5 points at 50% accuracy), else None.
+
+    Args:
+        validation_examples: The validation split's size.
+    """
+    points = resolution_points(validation_examples)
+    if points <= 5:
+        return None
+    return (
+        f"Validation has {validation_examples} clips: accuracies within about +-{points:.0f} "
+        "points of each other are not told apart (95%), so the depth and checkpoints chosen on it "
+        "may be chance; more labelled clips, or --validation_size, narrow it."
+    )
+
+
+def _interval_cell(value, interval) -> str:
+    if value is None:
+        return "-"
+    if not interval:
+        return f"{value:.4g}"
+    return f"{value:.4g} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _gap_lines(report: dict, intervals: dict) -> list[str]:
+    """Each pruned model minus the dense one, with the paired interval, on both splits."""
+    lines = []
+    metric = report["metric"]
+    dense = report["dense"]
+    for run, interval in zip(report["runs"], intervals.get("runs", []), strict=False):
+        if not interval:
+            continue
+        parts = []
+        for split, key in (("validation", "validation_metrics"), ("test", "metrics")):
+            gap = run[key][metric] - dense[key][metric]
+            low, high = interval["minus_dense"][split]
+            parts.append(f"{split} {100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
+        lines.append(
+            f"Pruned at target {run['target_sparsity']:.4g} minus dense, in {metric} points "
+            f"(95% paired bootstrap over the clips): {'; '.join(parts)}."
+        )
+    return [""] + lines if lines else []
+
+
 def markdown(report: dict) -> str:
     """The report as Markdown: one row for the dense model, one per target sparsity, with the
     task metric on validation (where choices are made) and on test (reported only).
@@ -127,6 +208,9 @@ def markdown(report: dict) -> str:
     """
     metric = report["metric"]
     dense = report["dense"]
+    intervals = report.get("intervals") or {}
+    run_intervals = intervals.get("runs") or [{} for _ in report["runs"]]
+    warning = resolution_warning(report.get("validation_examples", 0))
     lines = [
         f"# hf_keepwhat report: {report['task']} with `{report['model']}`",
         "",
@@ -135,6 +219,7 @@ def markdown(report: dict) -> str:
         f"Figures measured on {report['environment']['machine']} with "
         f"{report['environment']['torch_threads']} threads; latency is batch 1 on "
         f"{report['latency_input']}, median of {dense['latency']['repeats']} runs after warm-up.",
+        *([] if warning is None else ["", f"**Warning.** {warning}"]),
         *_budget_lines(report),
         *_depth_lines(report),
         "",
@@ -142,21 +227,25 @@ def markdown(report: dict) -> str:
         "| MACs removed | params | MACs | latency (ms) | disk (MB) | speedup |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| dense ({report['dense_kind']}) | - "
-        f"| {_fmt(dense.get('validation_metrics', {}).get(metric))} "
-        f"| {_fmt(dense['metrics'].get(metric))} | 0 | 0 "
+        f"| {_interval_cell(dense.get('validation_metrics', {}).get(metric), intervals.get('dense', {}).get('validation'))} "
+        f"| {_interval_cell(dense['metrics'].get(metric), intervals.get('dense', {}).get('test'))} | 0 | 0 "
         f"| {dense['params']:,} | {dense['macs']:,} | {dense['latency']['median_s'] * 1e3:.2f} "
         f"| {dense['disk_bytes'] / 1e6:.2f} | 1.00 |",
     ]
-    for run in report["runs"]:
+    for run, interval in zip(report["runs"], run_intervals, strict=True):
+        accuracy = interval.get("accuracy", {})
         lines.append(
             f"| pruned | {run['target_sparsity']:.4g} "
-            f"| {_fmt(run.get('validation_metrics', {}).get(metric))} "
-            f"| {_fmt(run['metrics'].get(metric))} "
+            f"| {_interval_cell(run.get('validation_metrics', {}).get(metric), accuracy.get('validation'))} "
+            f"| {_interval_cell(run['metrics'].get(metric), accuracy.get('test'))} "
             f"| {run['removed']['params_removed_fraction']:.1%} "
             f"| {run['removed']['macs_removed_fraction']:.1%} | {run['params']:,} | {run['macs']:,} "
             f"| {run['latency']['median_s'] * 1e3:.2f} | {run['disk_bytes'] / 1e6:.2f} "
             f"| {_fmt(run['ratios']['latency'], '{:.2f}')} |"
         )
+    if intervals:
+        lines += ["", f"Brackets: 95% Wilson interval of the {metric} over the clips."]
+    lines += _gap_lines(report, intervals)
     for run in report["runs"]:
         lines += _best_of_lines(run, metric)
     for run in report["runs"]:

@@ -24,6 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..callbacks import SparsityCallback
 from ..config import MaskConfig
 from ..exact_budget import meet_target
+from ..finetuning import finetune
 from ..model import get_mask_model
 from ..profiling import count_macs, count_params, disk_size, measure_latency
 from ..recovery import recover_with_lora, refit_head
@@ -34,6 +35,7 @@ from .loading import load_pretrained
 from .reports import compare
 from .run_folder import RunFolder
 from .selection import BudgetMetricCallback, within_budget_name
+from .uncertainty import bits_of, hex_bits, wilson_interval
 
 logger = logging.getLogger("hf_keepwhat.recipe")
 
@@ -148,25 +150,38 @@ class Run:
         folder = os.path.join(self.training_args.output_dir, name)
         return dataclasses.replace(self.training_args, output_dir=folder, **changes)
 
-    def validated_arguments(self, name: str) -> TrainingArguments:
+    def validated_arguments(
+        self, name: str, metric: str | None = None, **changes
+    ) -> TrainingArguments:
         """A phase's training arguments: validation and a checkpoint every `eval_steps` (a tenth
-        of the steps unless set), the best checkpoint within the budget loaded at the end."""
-        base = self.training_args
+        of the steps unless set), the best checkpoint loaded at the end.
+
+        Args:
+            name: The phase's folder under `output_dir`.
+            metric: What chooses the checkpoint (default: the task's metric within the budget).
+            **changes: Other `TrainingArguments` of the phase (`max_steps`, `learning_rate`).
+        """
+        base = dataclasses.replace(self.training_args, **changes)
         by_steps = base.max_steps > 0
         strategy = base.eval_strategy if base.eval_strategy != "no" else "steps"
         strategy = strategy if by_steps else "epoch"
         every = base.eval_steps if base.eval_steps else max(1, base.max_steps // 10)
         return self.arguments(
             name,
+            **changes,
             eval_strategy=strategy,
             eval_steps=every,
             save_strategy=strategy,
             save_steps=every,
             save_total_limit=2,  # the best and the last
             load_best_model_at_end=True,
-            metric_for_best_model=within_budget_name(self.task.metric),
+            metric_for_best_model=metric or within_budget_name(self.task.metric),
             greater_is_better=self.task.greater_is_better,
         )
+
+    def task_data(self) -> dict:
+        """The collator and loss function every training step of the run passes to Trainer."""
+        return {"data_collator": self.collator, "compute_loss_func": self.task.compute_loss_func}
 
     def describe_training(self, args: TrainingArguments) -> str:
         """The training a phase will do, in words."""
@@ -224,7 +239,8 @@ class Run:
 
     def evaluate(self, model, name: str) -> dict:
         """The task metrics of `model` on the validation and the test split:
-        `{"validation": {...}, "test": {...}}`."""
+        `{"validation": {...}, "test": {...}}`, and for single-label tasks each clip's
+        correctness (`"correct": {split: hex_bits}`), from which reports draw intervals."""
         args = self.arguments(name, report_to=[], eval_strategy="no", save_strategy="no")
         trainer = Trainer(
             model=model,
@@ -235,12 +251,17 @@ class Run:
         )
         out = {}
         for split in ("validation", "test"):
-            metrics = trainer.evaluate(self.splits[split], metric_key_prefix=split)
+            prediction = trainer.predict(self.splits[split], metric_key_prefix=split)
             out[split] = {
                 k.removeprefix(f"{split}_"): v
-                for k, v in metrics.items()
+                for k, v in prediction.metrics.items()
                 if not k.endswith(("runtime", "per_second", "preparation_time"))  # timings
             }
+            if self.task.selects_depth:  # single-label: each clip right or wrong
+                logits = prediction.predictions
+                logits = logits[0] if isinstance(logits, tuple) else logits
+                right = np.argmax(logits, axis=-1) == prediction.label_ids
+                out.setdefault("correct", {})[split] = hex_bits(right)
         return out
 
     def figures(self, model, mm, folder: str) -> dict:
@@ -331,6 +352,7 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
     record = {
         "metrics": metrics.get("test", {}),
         "validation_metrics": metrics.get("validation", {}),
+        "correct": metrics.get("correct"),
         **run.figures(dense, dense_mm, folder),
     }
     run.folder.finish(phase, record)
@@ -367,16 +389,9 @@ def _describe_target(config: MaskConfig) -> str:
     return f"{config.target_sparsity:.1%} of {config.budget}"
 
 
-def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict | None:
-    """Trains the masks for one target with validation (then trains on to it, meets it and
-    refits the head when asked), prunes (then recovers with LoRA when asked), evaluates on
-    validation and test, saves adapter and pruned model; returns the run's row (None off the
-    main process)."""
-    name = f"target{config.target_sparsity:.2f}"
-    done = run.folder.done(name)
-    if done is not None:
-        return done if run.main else None
-    metric = run.task.metric
+def _train_target_masks(run: Run, config: MaskConfig, name: str) -> tuple:
+    """The masks of one target (`--best_of` runs), trained with validation; returns the
+    MaskModel with its best checkpoint within the budget and the row's first fields."""
     args = run.validated_arguments(name)
     logger.info("masks to remove %s: %s", _describe_target(config), run.describe_training(args))
     run.folder.folder(name)
@@ -386,11 +401,17 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
         "masks: removed %.1f%% of %s, best checkpoint within the budget: %s",
         100 * total[f"{config.budget}_removed_fraction"],
         config.budget,
-        f"step {_best_step(state)}, validation {metric} {state.best_metric:.4g}"
+        f"step {_best_step(state)}, validation {run.task.metric} {state.best_metric:.4g}"
         if state.best_model_checkpoint
         else "none met it; the last state is kept",
     )
-    task_data = {"data_collator": run.collator, "compute_loss_func": run.task.compute_loss_func}
+    return mm, {"best_checkpoint_step": _best_step(state), "best_of": best_of}
+
+
+def _finish_masks(run: Run, mm, name: str, row: dict) -> None:
+    """The optional steps between mask training and pruning: train on to the target, meet it,
+    refit the head (each recorded on `mm` and, for the refit, in `row`)."""
+    task_data = run.task_data()
     if run.run_args.train_to_target_steps:
         logger.info("train to target: rounds of %d steps", run.run_args.train_to_target_steps)
         train_to_target(
@@ -406,7 +427,6 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
             selection=run.run_args.meet_target_selection,
             unit_kinds=run.run_args.meet_target_unit_kinds,
         )
-    row = {"best_checkpoint_step": _best_step(state), "best_of": best_of}
     if run.run_args.refit_head_steps:
         before = run.evaluate(mm.prune(), name)
         row["metrics_before_head_refit"] = before["test"]
@@ -418,43 +438,133 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
             run.splits["train"],
             **task_data,
         )
-    checksums = _gather(_mask_checksum(mm))
+
+
+def finetune_teacher(run: Run, config: MaskConfig):
+    """The distillation teacher of `--finetune_distill_weight`: the base model with its head,
+    cut to the pruned model's depth and window, every unit kept, frozen."""
+    if run.model_args.head != "model":
+        raise ValueError(
+            "--finetune_distill_weight needs --head model: the teacher's backbone output is "
+            "found through the model's layout."
+        )
+    dense = dataclasses.replace(config, target_sparsity=0.0, train_backbone=False)
+    return get_mask_model(run.fresh_model(), dense).prune()
+
+
+def _finetune_pruned(run: Run, pruned, config: MaskConfig, name: str):
+    """`--finetune_steps`: every kept weight and the head train on the task, with validation
+    and the best checkpoint kept, resuming from the phase's last checkpoint."""
+    run_args = run.run_args
+    phase = f"{name}/finetune"
+    args = run.validated_arguments(
+        phase,
+        metric=run.task.metric,
+        max_steps=run_args.finetune_steps,
+        learning_rate=run_args.finetune_learning_rate,
+        warmup_steps=run_args.finetune_steps // 10,
+    )
+    weight = run_args.finetune_distill_weight
+    logger.info(
+        "fine-tune: every kept weight and the head%s; %s",
+        f", distilled from the dense model (weight {weight:g})" if weight else "",
+        run.describe_training(args),
+    )
+    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+    return finetune(
+        pruned,
+        args,
+        run.splits["train"],
+        eval_dataset=run.splits["validation"],
+        compute_metrics=run.task.compute_metrics,
+        teacher=finetune_teacher(run, config) if weight else None,
+        distill_weight=weight,
+        resume_from_checkpoint=last,
+        **run.task_data(),
+    )
+
+
+def _prune_and_recover(run: Run, mm, config: MaskConfig, name: str, row: dict):
+    """Deletes the masked units, evaluates, then recovers with LoRA and/or fine-tunes the kept
+    weights when asked (the metrics before each kept in `row`); returns the pruned model and its
+    metrics."""
     logger.info("prune: deleting the masked units")
     pruned = mm.prune(feature_extractor=run.collator.feature_extractor)
     metrics = run.evaluate(pruned, name)
-    if run.run_args.recover_lora_steps:
+    run_args = run.run_args
+    if run_args.recover_lora_steps:
         row["metrics_before_recovery"] = metrics["test"]
         row["validation_metrics_before_recovery"] = metrics["validation"]
-        logger.info("LoRA recovery: %d steps", run.run_args.recover_lora_steps)
+        logger.info("LoRA recovery: %d steps", run_args.recover_lora_steps)
         lora_args = run.arguments(
             f"{name}/lora",
-            max_steps=run.run_args.recover_lora_steps,
-            learning_rate=run.run_args.recover_lora_learning_rate,
+            max_steps=run_args.recover_lora_steps,
+            learning_rate=run_args.recover_lora_learning_rate,
         )
-        pruned = recover_with_lora(pruned, lora_args, run.splits["train"], **task_data)
+        pruned = recover_with_lora(pruned, lora_args, run.splits["train"], **run.task_data())
         metrics = run.evaluate(pruned, name)
-    logger.info("evaluate: %s", _scores(metrics, metric))
-    if not run.main:
-        return None
-    data = run.data_args
+    if run_args.finetune_steps:
+        row["metrics_before_finetune"] = metrics["test"]
+        row["validation_metrics_before_finetune"] = metrics["validation"]
+        pruned = _finetune_pruned(run, pruned, config, name)
+        metrics = run.evaluate(pruned, name)
+    logger.info("evaluate: %s", _scores(metrics, run.task.metric))
+    return pruned, metrics
+
+
+def _card_info(metrics: dict, metric: str, test_examples: int) -> dict:
+    """What the card states of the result: the test metric, the number of test examples and,
+    where each clip's correctness is known, the metric's 95% Wilson interval."""
+    out = {"metrics": {metric: metrics["test"][metric]}, "test_examples": test_examples}
+    if metrics.get("correct"):
+        right = int(bits_of(metrics["correct"]["test"], test_examples).sum())
+        out["intervals"] = {metric: list(wilson_interval(right, test_examples))}
+    return out
+
+
+def _save_target(run: Run, mm, pruned, metrics: dict, name: str) -> dict:
+    """Saves the adapter (masks over a frozen backbone only) and the pruned model (its card
+    stating the test metric); returns the figures of the saved model."""
+    data, metric = run.data_args, run.task.metric
     if hasattr(pruned, "set_card_info"):  # a transformers model: its card states the result
         pruned.set_card_info(
             dataset=data.dataset_name
             or os.path.basename(os.path.normpath(data.data_dir or ""))
             or None,
-            metrics={metric: metrics["test"][metric]},
+            **_card_info(metrics, metric, len(run.splits["test"])),
             task_description=run.task.card_task,
         )
     folder = os.path.join(run.training_args.output_dir, name)
-    logger.info("save: %s/adapter and %s/pruned", folder, folder)
-    save_adapter(mm, os.path.join(folder, "adapter"))
+    if not mm.mask_config.train_backbone:  # trained weights: no adapter can hold them
+        logger.info("save: %s/adapter", folder)
+        save_adapter(mm, os.path.join(folder, "adapter"))
+    logger.info("save: %s/pruned", folder)
     save_model(pruned, os.path.join(folder, "pruned"), run.collator.feature_extractor)
-    figures = run.figures(pruned, mm, os.path.join(folder, "pruned"))
+    return run.figures(pruned, mm, os.path.join(folder, "pruned"))
+
+
+def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict | None:
+    """One target, phase by phase: masks trained with validation, the optional finish steps,
+    prune, the optional recovery (LoRA, fine-tuning), evaluate on validation and test, save
+    adapter and pruned model; returns the run's row (None off the main process)."""
+    name = f"target{config.target_sparsity:.2f}"
+    done = run.folder.done(name)
+    if done is not None:
+        return done if run.main else None
+    mm, row = _train_target_masks(run, config, name)
+    _finish_masks(run, mm, name, row)
+    checksums = _gather(_mask_checksum(mm))
+    pruned, metrics = _prune_and_recover(run, mm, config, name, row)
+    if not run.main:
+        return None
+    figures = _save_target(run, mm, pruned, metrics, name)
     report = mm.sparsity_report()
+    trained_weights = mm.mask_config.train_backbone
     record = {
         "target_sparsity": config.target_sparsity,
         "metrics": metrics["test"],
         "validation_metrics": metrics["validation"],
+        "correct": metrics.get("correct"),
         **row,
         **figures,
         "removed": {k: v for k, v in report["total"].items() if k.endswith("removed_fraction")},
@@ -464,7 +574,7 @@ def prune_one_target(run: Run, config: MaskConfig, dense_figures: dict) -> dict 
         "processes": len(checksums),
         "mask_checksums_agree": len(set(checksums)) == 1,
         "mask_checksum": checksums[0],
-        "adapter": os.path.join(name, "adapter"),
+        "adapter": None if trained_weights else os.path.join(name, "adapter"),
         "pruned": os.path.join(name, "pruned"),
     }
     run.folder.finish(name, record)

@@ -1,0 +1,122 @@
+"""Weights that train: masks over a trainable backbone (`train_backbone`) and fine-tuning a pruned
+model (`finetune`), with and without a distillation teacher."""
+
+import copy
+
+import pytest
+import torch
+from test_trainer import _synthetic_dataset, _training_args
+from tiny_models import tiny_whisper
+from transformers import Trainer, TrainingArguments
+
+from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
+from hf_keepwhat.finetuning import DistillationTrainer, finetune
+
+
+def _backbone_weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.encoder.named_parameters()}
+
+
+def test_train_backbone_moves_backbone_masks_and_head_at_their_own_rates(tmp_path):
+    config = MaskConfig(target_sparsity=0.5, train_backbone=True, backbone_learning_rate=1e-3)
+    mm = get_mask_model(tiny_whisper(), config)
+    before = _backbone_weights(mm.model)
+    args = _training_args(tmp_path, max_steps=4, learning_rate=0.05, save_steps=4)
+    trainer = Trainer(
+        model=mm,
+        args=args,
+        train_dataset=_synthetic_dataset(),
+        callbacks=[SparsityCallback(config)],
+        optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args),
+    )
+    trainer.train()
+    rates = [g["initial_lr"] for g in trainer.optimizer.param_groups]
+    assert rates[:2] == [0.05, 1e-3]  # the head's, then the backbone's
+    after = _backbone_weights(mm.model)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    # The checkpoint holds the trained weights, so resuming (or the best checkpoint) restores them.
+    state = mm.state_dict()
+    assert any(k.startswith("model.encoder.layers.0") for k in state)
+    pruned = mm.prune()
+    assert pruned.config.keepwhat["mask_config"]["train_backbone"] is True
+    with pytest.raises(ValueError, match="mm.prune\\(\\).save_pretrained"):
+        mm.save_pretrained(tmp_path / "adapter")
+
+
+def test_train_backbone_refuses_an_optimizer_at_the_heads_rate(tmp_path):
+    config = MaskConfig(target_sparsity=0.5, train_backbone=True)
+    mm = get_mask_model(tiny_whisper(), config)
+    args = _training_args(tmp_path, max_steps=1, learning_rate=1e-3)
+    trainer = Trainer(
+        model=mm,
+        args=args,
+        train_dataset=_synthetic_dataset(),
+        callbacks=[SparsityCallback(config)],
+    )
+    with pytest.raises(ValueError, match="optimizer_cls_and_kwargs"):
+        trainer.train()
+
+
+def test_train_backbone_refuses_distillation_from_itself():
+    with pytest.raises(ValueError, match="teacher is the backbone itself"):
+        MaskConfig(train_backbone=True, distill_weight=1.0)
+
+
+def _pruned_tiny_whisper():
+    mm = get_mask_model(tiny_whisper(), MaskConfig(target_sparsity=0.3, last_layer=1))
+    mm.set_kept("encoder.layers.0.heads", [0, 2])
+    return mm.prune()
+
+
+def test_finetune_trains_every_weight_and_records_it(tmp_path):
+    pruned = _pruned_tiny_whisper()
+    before = copy.deepcopy(pruned.state_dict())
+    data = _synthetic_dataset()
+    args = TrainingArguments(
+        str(tmp_path),
+        max_steps=4,
+        learning_rate=1e-3,
+        per_device_train_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_steps=2,
+        load_best_model_at_end=True,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    out = finetune(pruned, args, data, eval_dataset=data)
+    assert out is pruned and not out.training
+    changed = [k for k, v in out.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoder.layers.0.self_attn") for k in changed)
+    assert any(k.startswith("classifier") for k in changed)
+    recovery = out.config.keepwhat["recovery"]
+    assert recovery["method"] == "finetune" and recovery["steps"] == 4
+    assert recovery["best_step"] in (2, 4)
+    # The card says it was fine-tuned; the saved model loads back with the trained weights.
+    out.save_pretrained(tmp_path / "saved")
+    card = (tmp_path / "saved" / "README.md").read_text()
+    assert "every remaining weight was fine-tuned" in card
+
+
+def test_distillation_adds_the_teachers_term_only_in_training(tmp_path):
+    student = _pruned_tiny_whisper()
+    teacher = get_mask_model(tiny_whisper(), MaskConfig(target_sparsity=0.0, last_layer=1)).prune()
+    data = _synthetic_dataset(8)
+    args = _training_args(tmp_path, max_steps=1)
+    plain = Trainer(model=student, args=args)
+    distilled = DistillationTrainer(model=student, args=args, teacher=teacher, distill_weight=10.0)
+    batch = {
+        "input_features": torch.tensor(data["input_features"][:4]),
+        "labels": torch.tensor(data["labels"][:4]),
+    }
+    student.train()
+    task = plain.compute_loss(student, dict(batch))
+    total = distilled.compute_loss(student, dict(batch))
+    assert float(total) > float(task) + 1e-3  # pruned heads: the output moved from the teacher's
+    student.eval()
+    assert torch.allclose(
+        distilled.compute_loss(student, dict(batch)), plain.compute_loss(student, dict(batch))
+    )
+    with pytest.raises(ValueError, match="needs a teacher"):
+        finetune(student, args, data, distill_weight=1.0)
