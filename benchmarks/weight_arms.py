@@ -172,17 +172,23 @@ def train_head_only(model, args, splits, collator, task):
 
 
 def scores(model, splits, collator, task, folder) -> dict:
-    """Accuracy on validation and test, as the recipe evaluates."""
+    """Accuracy on validation and test, and each clip's correctness (paired intervals), as the
+    recipe evaluates."""
     from transformers import Trainer, TrainingArguments
+
+    from hf_keepwhat.tasks.uncertainty import hex_bits
 
     args = TrainingArguments(folder, report_to=[], use_cpu=not torch.cuda.is_available())
     trainer = Trainer(
         model=model, args=args, data_collator=collator, compute_metrics=task.compute_metrics
     )
-    return {
-        split: trainer.evaluate(splits[split], metric_key_prefix=split)[f"{split}_accuracy"]
-        for split in ("validation", "test")
-    }
+    out = {"correct": {}}
+    for split in ("validation", "test"):
+        prediction = trainer.predict(splits[split], metric_key_prefix=split)
+        out[split] = prediction.metrics[f"{split}_accuracy"]
+        right = prediction.predictions.argmax(-1) == prediction.label_ids
+        out["correct"][split] = hex_bits(right)
+    return out
 
 
 def run_own_arm(args, folder) -> dict:
@@ -264,6 +270,7 @@ def run_recipe_arm(args, folder) -> dict:
     return {
         "validation": run["validation_metrics"]["accuracy"],
         "test": run["metrics"]["accuracy"],
+        "correct": run.get("correct"),
         "dense_probe": {
             "validation": dense["validation_metrics"].get("accuracy"),
             "test": dense["metrics"].get("accuracy"),

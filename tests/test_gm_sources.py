@@ -63,3 +63,23 @@ def test_a_source_cannot_hold_two_roles():
         gm_sources.layout_record(("fluidr3",), "fluidr3", "csound_gm")
     with pytest.raises(ValueError, match="Unknown source"):
         gm_sources.soundfont_path("musescore")
+
+
+def test_the_small_data_regime_draws_per_family_clips_of_train_and_keeps_test(tmp_path, few_notes):
+    full = str(tmp_path / "full")
+    gm_sources.build(full)
+    record = gm_sources.small_data(full, str(tmp_path / "small"), per_family=3, seed=0)
+    train = {f: sorted(os.listdir(tmp_path / "small" / "train" / f)) for f in FAMILIES}
+    assert all(len(names) == 3 for names in train.values()) and record["clips"]["train"] == 48
+    assert sorted(os.listdir(tmp_path / "small")) == [
+        "small.json",
+        "test",
+        "train",
+    ]  # no validation
+    assert record["clips"]["test"] == sum(
+        len(os.listdir(os.path.join(full, "test", f)))
+        for f in os.listdir(os.path.join(full, "test"))
+    )
+    other = gm_sources.small_data(full, str(tmp_path / "other"), per_family=3, seed=1)
+    assert other["seed"] == 1
+    assert train != {f: sorted(os.listdir(tmp_path / "other" / "train" / f)) for f in FAMILIES}
