@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
+from provenance import write_result  # noqa: E402
 from transformers import (  # noqa: E402
     Trainer,
     TrainingArguments,
@@ -42,7 +43,6 @@ from hf_keepwhat import (  # noqa: E402
     get_mask_model,
 )
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
-from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_params  # noqa: E402
 
 FSDD_NAME = re.compile(r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav")
@@ -214,7 +214,7 @@ def main() -> None:
 
 def write(runs, args) -> None:
     """Writes the JSON report of the runs so far (`render_results.py` plots all of them)."""
-    write_json(
+    write_result(
         args.out,
         {
             "benchmark": "accuracy",

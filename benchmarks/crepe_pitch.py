@@ -17,10 +17,10 @@ import time
 
 import torch
 import torchcrepe
+from provenance import write_result
 from torch.nn import functional as F
 
 from hf_keepwhat import MaskConfig, SparsityCallback, environment, get_mask_model
-from hf_keepwhat.files import write_json
 from hf_keepwhat.profiling import count_macs, count_params, measure_latency
 
 SAMPLE_RATE = torchcrepe.SAMPLE_RATE  # 16 kHz
@@ -215,7 +215,7 @@ def main() -> None:
     result["ratios"]["speedup_over_mac_ratio"] = (
         result["ratios"]["speedup"] / result["ratios"]["macs"]
     )
-    write_json(args.out, result)
+    write_result(args.out, result)
     print({k: result[k] for k in ("accuracy", "ratios", "max_abs_diff_pruned_vs_masked")})
 
 

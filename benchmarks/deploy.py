@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from accuracy import load_fsdd  # noqa: E402
 from frontier import featurize, read_audiofolder  # noqa: E402
 from profile_batch1 import interleaved_op_times  # noqa: E402
+from provenance import write_result  # noqa: E402
 from transformers import (  # noqa: E402
     AutoFeatureExtractor,
     AutoModelForAudioClassification,
@@ -40,7 +41,6 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_keepwhat import MaskConfig, environment, get_mask_model  # noqa: E402
 from hf_keepwhat.export import INT8_FILE, ONNX_FILE, export_onnx, onnx_session  # noqa: E402
-from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs  # noqa: E402
 from hf_keepwhat.quantization import quantize_dynamic_int8  # noqa: E402
 
@@ -217,7 +217,7 @@ def main() -> None:
             measured["profile_pruned_fp32_batch_1"] = profile_table(pruned, sample)
             measured["latency"] = latency_rows(pruned, runners, args, window)
             result["tasks"][task] = measured
-            write_json(args.out, result)
+            write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
+from provenance import write_result  # noqa: E402
 from transformers import (  # noqa: E402
     PrinterCallback,
     Trainer,
@@ -71,7 +72,7 @@ from hf_keepwhat import (  # noqa: E402
     train_to_target,
 )
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
-from hf_keepwhat.files import read_json, write_json  # noqa: E402
+from hf_keepwhat.files import read_json  # noqa: E402
 from hf_keepwhat.recovery import recover_with_lora, refit_head  # noqa: E402
 from hf_keepwhat.tasks.augment import AugmentingCollator, SpectralAugment  # noqa: E402
 from hf_keepwhat.tasks.depth import layer_probes  # noqa: E402
@@ -777,7 +778,7 @@ def main() -> None:
         for name, path in paths.items():
             if name not in meta["layer_probes"]:
                 meta["layer_probes"][name] = probe_layers(path, features[name], args.window)
-    write_json(args.out, {**meta, "runs": runs, "summary": summarize(runs)})
+    write_result(args.out, {**meta, "runs": runs, "summary": summarize(runs)})
 
     def record(point: Point, result: dict | None) -> None:
         if result is None:
@@ -789,7 +790,7 @@ def main() -> None:
             "threads_per_run": args.threads,
         }
         runs[:] = [r for r in runs if r["key"] != result["key"]] + [result]
-        write_json(args.out, {**meta, "runs": runs, "summary": summarize(runs)})
+        write_result(args.out, {**meta, "runs": runs, "summary": summarize(runs)})
         shown = {k: v for k, v in result.items() if k not in ("kept", "correct")}
         print(json.dumps(shown), flush=True)
 

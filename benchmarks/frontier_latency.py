@@ -24,11 +24,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from frontier import Point, mask_config, set_recorded_kept  # noqa: E402
+from provenance import write_result  # noqa: E402
 from transformers import WhisperForAudioClassification  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_keepwhat import environment, get_mask_model, measure_latency  # noqa: E402
-from hf_keepwhat.files import read_json, write_json  # noqa: E402
+from hf_keepwhat.files import read_json  # noqa: E402
 from hf_keepwhat.latency_profile import interleaved_ms, runtime_call  # noqa: E402
 
 
@@ -92,7 +93,7 @@ def main() -> None:
             rows[run["key"]] = {"model": name, "latency": interleaved(dense, model, args)}
             ratios = {b: round(t["speedup"], 2) for b, t in rows[run["key"]]["latency"].items()}
             print(name, run["method"], run["target"], run["last_layer"], ratios, flush=True)
-            write_json(args.out, {"benchmark": "frontier_latency", "window_s": window,
+            write_result(args.out, {"benchmark": "frontier_latency", "window_s": window,
                                   "environment": environment(), "threads": args.threads,
                                   "runtime": args.runtime, "rounds": args.rounds,
                                   "repeats": args.repeats, "rows": rows})  # fmt: skip

@@ -20,6 +20,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from provenance import write_result  # noqa: E402
 from transformers import WhisperConfig, WhisperForAudioClassification  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -29,7 +30,6 @@ from hf_keepwhat import (  # noqa: E402
     get_mask_model,
 )
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
-from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs, measure_latency  # noqa: E402
 
 # Encoder shapes of the released checkpoints (openai/whisper-tiny, -base, -large-v3).
@@ -217,7 +217,7 @@ def main() -> None:
 
     def save():
         result["seconds"] = time.perf_counter() - started
-        write_json(args.out, result)
+        write_result(args.out, result)
 
     result["training"] = training_rows(args, device)
     save()

@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from accuracy import Features, accuracy, load_fsdd  # noqa: E402
+from provenance import write_result  # noqa: E402
 from transformers import (  # noqa: E402
     Trainer,
     TrainingArguments,
@@ -28,7 +29,7 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_keepwhat import MaskConfig, SparsityCallback, environment, get_mask_model  # noqa: E402
-from hf_keepwhat.files import read_json, write_json  # noqa: E402
+from hf_keepwhat.files import read_json  # noqa: E402
 
 PATHS = ("readme", "plain")
 
@@ -99,7 +100,7 @@ def main() -> None:
                 continue
             runs.append({**run(path, seed, args, data), "threads": args.threads})
             print(runs[-1], flush=True)
-            write_json(args.out, {"benchmark": "plain_trainer", "environment": environment(),
+            write_result(args.out, {"benchmark": "plain_trainer", "environment": environment(),
                                   "runs": runs})  # fmt: skip
 
 

@@ -19,12 +19,12 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from provenance import write_result  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from transformers import WhisperForAudioClassification  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_keepwhat import MaskConfig, environment, get_mask_model, set_structured_masks  # noqa: E402
-from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs  # noqa: E402
 
 
@@ -110,7 +110,7 @@ def main() -> None:
                 ],
             }
         )
-    write_json(args.out, {"benchmark": "profile_batch1", "model": "whisper-tiny.en",
+    write_result(args.out, {"benchmark": "profile_batch1", "model": "whisper-tiny.en",
                           "window_s": args.window, "environment": environment(),
                           "threads": args.threads, "rounds": args.rounds, "calls": args.calls,
                           "rows": rows})  # fmt: skip

@@ -554,8 +554,14 @@ def replace_block(path: str, start: str, end: str, lines: list[str]) -> None:
         f.write(text)
 
 
-def main() -> None:
-    """Rewrites `docs/results.md` (every section) and the README's results-at-a-glance block."""
+def main(root: str = ROOT) -> None:
+    """Rewrites `docs/results.md`, `docs/research.md` and the README's rendered blocks under
+    `root` from the JSON files in this checkout's benchmarks/results (the test that docs are
+    current renders into a copy and compares).
+
+    Args:
+        root: The folder holding `README.md` and `docs/`.
+    """
     lines = [
         "# Results",
         "",
@@ -568,7 +574,7 @@ def main() -> None:
         "",
         *results_lines(),
     ]
-    with open(os.path.join(ROOT, "docs", "results.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(root, "docs", "results.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines).rstrip("\n") + "\n")
     sources = _load("frontier_gm_sources.json")
     if sources is not None:
@@ -586,12 +592,12 @@ def main() -> None:
         multi = _load("frontier_gm_multisource.json")
         if multi is not None:
             research += multisource_lines(sources, multi)
-        with open(os.path.join(ROOT, "docs", "research.md"), "w", encoding="utf-8") as f:
+        with open(os.path.join(root, "docs", "research.md"), "w", encoding="utf-8") as f:
             f.write("\n".join(research).rstrip("\n") + "\n")
     tables = load_tables()
     if tables:
         replace_block(
-            os.path.join(ROOT, "README.md"),
+            os.path.join(root, "README.md"),
             "<!-- latency:start -->",
             "<!-- latency:end -->",
             [
@@ -604,7 +610,7 @@ def main() -> None:
         )
     demo = _load("demo_fsdd_report.json")
     if demo is not None:
-        replace_block(os.path.join(ROOT, "README.md"), START, END, demo_section(demo))
+        replace_block(os.path.join(root, "README.md"), START, END, demo_section(demo))
 
 
 if __name__ == "__main__":

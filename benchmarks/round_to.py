@@ -17,6 +17,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from provenance import write_result  # noqa: E402
 from speed import speed_models  # noqa: E402  (same models and inputs as the speed benchmark)
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -24,7 +25,6 @@ from hf_keepwhat import (
     environment,  # noqa: E402
     get_mask_model,  # noqa: E402
 )
-from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs, measure_latency  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def main() -> None:
                     "latency_vs_exact": m["latency_s"] / exact["latency_s"],
                 }
             )
-    write_json(
+    write_result(
         args.out,
         {
             "benchmark": "round_to",

@@ -134,8 +134,9 @@ def main() -> None:
         print("RESULT " + json.dumps(measure(args.child, args.device)), flush=True)
         return
 
+    from provenance import write_result
+
     from hf_keepwhat import environment
-    from hf_keepwhat.files import write_json
 
     rows = []
     for name in args.sizes:
@@ -149,7 +150,7 @@ def main() -> None:
         line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
         rows.append(json.loads(line.removeprefix("RESULT ")))
         print(name, {k: round(v["seconds"], 2) for k, v in rows[-1]["steps"].items()}, flush=True)
-        write_json(args.out, {"benchmark": "scale", "environment": environment(), "rows": rows})
+        write_result(args.out, {"benchmark": "scale", "environment": environment(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from provenance import write_result  # noqa: E402
 from transformers import (  # noqa: E402
     Wav2Vec2Config,
     Wav2Vec2ForSequenceClassification,
@@ -31,7 +32,6 @@ from hf_keepwhat import (  # noqa: E402
     get_mask_model,
 )
 from hf_keepwhat.baselines import set_structured_masks  # noqa: E402
-from hf_keepwhat.files import write_json  # noqa: E402
 from hf_keepwhat.profiling import count_macs, measure_latency  # noqa: E402
 from hf_keepwhat.tasks import saved_figure  # noqa: E402
 
@@ -140,7 +140,7 @@ def main() -> None:
         "environment": environment(),
         "rows": rows,
     }
-    write_json(args.out, result)
+    write_result(args.out, result)
     _plot(rows, os.path.splitext(args.out)[0] + ".png")
 
 

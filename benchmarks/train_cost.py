@@ -200,9 +200,9 @@ def main() -> None:
             if mode != "full_finetune"
         },
     }
-    from hf_keepwhat.files import write_json  # like run_mode, the library is imported lazily
+    from provenance import write_result  # like run_mode, the library is imported lazily
 
-    write_json(args.out, report)
+    write_result(args.out, report)
     print(json.dumps(report["ratios"], indent=2))
 
 

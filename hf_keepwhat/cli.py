@@ -258,6 +258,7 @@ def cmd_profile_latency(args) -> None:
     """Times pruned variants of a model on a runtime and writes the fitted latency table that
     `MaskConfig(budget="latency", latency_table=...)` and `--budget latency` read."""
     from .latency_profile import profile_latency
+    from .tasks.provenance import provenance
 
     table = profile_latency(
         _load_for_profiling(args.model),
@@ -273,7 +274,7 @@ def cmd_profile_latency(args) -> None:
         seed=args.seed,
         name=os.path.basename(os.path.normpath(args.model)),
     )
-    write_json(args.out, table)
+    write_json(args.out, {**table, "provenance": provenance()})
     fit = table["fit"]
     print(f"latency table written to {args.out} ({table['runtime']}, {table['threads']} threads)")
     print(

@@ -24,6 +24,7 @@ from .arguments import mask_configs, parse_arguments
 from .audio import AudioCollator, AudioDataError, featurize, label_names, longest_clip_seconds
 from .budgets import model_from_config, resolve_budget
 from .depth import layer_probes, select_last_layer
+from .provenance import provenance
 from .reports import accuracy_intervals, resolution_warning, write_report
 from .run import Run, Task, _median_example, dense_baseline, prune_one_target
 from .run_folder import RunFolder, fingerprint
@@ -192,6 +193,7 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, d
         "dense": dense,
         "runs": runs,
         "environment": environment(),
+        "provenance": provenance(),
     }
     report["intervals"] = accuracy_intervals(report)
     output_dir = run.training_args.output_dir
