@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections import OrderedDict
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.modules.module import _IncompatibleKeys
 
 from .cards import render_card
 from .config import MaskConfig
@@ -272,8 +274,41 @@ def base_fingerprint(mm) -> str:
 
 
 class MaskAdapterMixin:
-    """The file side of a `MaskModel` (as `PeftModel` is LoRA's): save, load and publish its
-    mask adapter."""
+    """The file side of a `MaskModel` (as `PeftModel` is LoRA's): its state (masks + head, or
+    everything that trains), save, load and publish its mask adapter."""
+
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        """The adapter's state: mask logits and the trainable head, not the frozen backbone,
+        so `Trainer` checkpoints stay small and resume exactly."""
+        full = super().state_dict(prefix=prefix, keep_vars=keep_vars)
+        out = OrderedDict() if destination is None else destination
+        for key, value in full.items():
+            if key[len(prefix) :] in self._adapter_keys:
+                out[key] = value
+        if self.lagrange is not None and self.lagrange_rate != 1.0:  # the values, not / rate
+            out[prefix + "lagrange"] = self.lagrange_multipliers().detach()
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Loads an adapter state (masks + head) as written by `state_dict`.
+
+        Args:
+            state_dict: The adapter state.
+            strict: Raise when keys are missing or unexpected.
+            assign: Passed to `nn.Module.load_state_dict`.
+        """
+        missing = sorted(self._adapter_keys - set(state_dict))
+        unexpected = sorted(set(state_dict) - self._adapter_keys)
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                f"The adapter state does not fit this MaskModel: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}. Was it saved from a different base model?"
+            )
+        known = {k: v for k, v in state_dict.items() if k in self._adapter_keys}
+        if "lagrange" in known:
+            known["lagrange"] = known["lagrange"] / self.lagrange_rate
+        nn.Module.load_state_dict(self, known, strict=False, assign=assign)
+        return _IncompatibleKeys(missing, unexpected)
 
     def save_pretrained(self, save_directory, repo_id: str | None = None) -> None:
         """Writes the mask adapter: its config, masks + head (safetensors) and a model card.

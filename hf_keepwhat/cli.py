@@ -288,11 +288,8 @@ def cmd_profile_latency(args) -> None:
         print(f"  {name}: {value:.4g} ms")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `keepwhat` command."""
-    parser = argparse.ArgumentParser(prog="keepwhat", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_prune_command(sub) -> None:
+    """`keepwhat prune`."""
     p = sub.add_parser("prune", help="adapter -> pruned standalone model")
     p.add_argument("adapter", help="folder written by MaskModel.save_pretrained, or a Hub id")
     p.add_argument("output", help="folder for the pruned model")
@@ -302,12 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dir", help="Hub cache to read the adapter from")
     p.set_defaults(func=cmd_prune)
 
+
+def _add_report_command(sub) -> None:
+    """`keepwhat report`."""
     p = sub.add_parser("report", help="what a pruned model or adapter keeps, per layer")
     p.add_argument("path", help="a saved folder or a Hub id")
     p.add_argument("--revision", help="revision of a Hub artifact")
     p.add_argument("--cache_dir", help="Hub cache to read it from")
     p.set_defaults(func=cmd_report)
 
+
+def _add_card_command(sub) -> None:
+    """`keepwhat card`."""
     p = sub.add_parser("card", help="regenerate the model card (README.md)")
     p.add_argument("path")
     p.add_argument("--repo_id", help="Hub id the loading snippet names")
@@ -318,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license", help="license to record (pruned models)")
     p.set_defaults(func=cmd_card)
 
+
+def _add_push_command(sub) -> None:
+    """`keepwhat push`."""
     p = sub.add_parser("push", help="upload a saved artifact to the Hub")
     p.add_argument("path")
     p.add_argument("repo_id")
@@ -325,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="Hub token (default: the stored login)")
     p.set_defaults(func=cmd_push)
 
+
+def _add_bench_command(sub) -> None:
+    """`keepwhat bench`."""
     p = sub.add_parser("bench", help="parameters, MACs, disk size and latency of a saved model")
     p.add_argument("path", help="a folder written by save_pretrained (dense or pruned)")
     p.add_argument("--seconds", type=float, default=1.0, help="input length (not Whisper)")
@@ -336,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_export_command(sub) -> None:
+    """`keepwhat export`."""
     p = sub.add_parser("export", help="a saved model as an ONNX graph, checked with ONNX Runtime")
     p.add_argument("path", help="a folder written by save_pretrained (dense or pruned)")
     p.add_argument("output", help="folder for model.onnx, config and feature extractor")
@@ -347,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="also write ONNX Runtime's int8 graph")
     p.set_defaults(func=cmd_export)
 
+
+def _add_profile_latency_command(sub) -> None:
+    """`keepwhat profile-latency`."""
     p = sub.add_parser(
         "profile-latency", help="time pruned variants on a runtime: the latency budget's table"
     )
@@ -363,6 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="latency.json")
     p.set_defaults(func=cmd_profile_latency)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `keepwhat` command."""
+    parser = argparse.ArgumentParser(prog="keepwhat", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_prune_command(sub)
+    _add_report_command(sub)
+    _add_card_command(sub)
+    _add_push_command(sub)
+    _add_bench_command(sub)
+    _add_export_command(sub)
+    _add_profile_latency_command(sub)
     return parser
 
 

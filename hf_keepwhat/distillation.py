@@ -63,3 +63,25 @@ def relative_squared_error(student: torch.Tensor, teacher: torch.Tensor) -> torc
     """
     teacher = teacher.detach().to(student.dtype)
     return (student - teacher).pow(2).sum() / teacher.pow(2).sum().clamp_min(1e-12)
+
+
+class DistillationMixin:
+    """The teacher side of a `MaskModel` (`MaskConfig.distill_weight`): when to distil, and the
+    dense backbone's output (the same backbone with the mask hooks off)."""
+
+    def distilling(self) -> bool:
+        """Whether `forward` adds the distillation term now: `distill_weight > 0`, in training
+        mode, with gradients enabled and masks that train (evaluation, and a dense baseline with
+        frozen masks, run the masked model alone)."""
+        return (
+            self.mask_config.distill_weight > 0
+            and self.training
+            and torch.is_grad_enabled()
+            and any(p.requires_grad for p in self.masks.parameters())
+        )
+
+    def _dense_backbone_output(self, args, kwargs) -> torch.Tensor:
+        """The teacher: the backbone's output on the same batch with the masks off."""
+        with torch.no_grad(), self.hooks_removed(), captured_output(self.layout.backbone) as out:
+            self.model(*args, **kwargs)
+        return out[0]

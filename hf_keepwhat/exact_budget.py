@@ -68,6 +68,36 @@ SELECTIONS = ("least_sure", "fit_the_gap")
 
 
 @torch.no_grad()
+def _check_meet_arguments(mm, target: float, selection: str, unit_kinds) -> None:
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"target={target} must be a fraction to remove, in [0, 1).")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection={selection!r} must be one of {SELECTIONS}.")
+    kinds = {g.kind for g in mm.unit_groups}
+    if unit_kinds is not None and not set(unit_kinds) <= kinds:
+        raise ValueError(
+            f"unit_kinds={list(unit_kinds)} names kinds this model's masks do not have; "
+            f"choose from {sorted(kinds)}."
+        )
+
+
+def _switcher(mm, candidates: list):
+    """`switch_off(count)`: the trained masks with the first `count` candidates switched off
+    (0: the trained masks as they were); returns the realised fraction."""
+    trained = copy.deepcopy(mm.masks.state_dict())
+
+    def switch_off(count: int) -> float:
+        mm.masks.load_state_dict(trained)
+        off: dict[str, set[int]] = {}
+        for _, name, unit in candidates[:count]:
+            off.setdefault(name, set()).add(unit)
+        for name, units in off.items():
+            mm.get_mask(name).switch_off(sorted(units))
+        return mm.realised_sparsity()
+
+    return switch_off
+
+
 def meet_target(
     mm, target: float | None = None, selection: str = "least_sure", unit_kinds=None
 ) -> float:
@@ -97,35 +127,16 @@ def meet_target(
             9.7 points with 19 conv channels among its units and 0.6 with heads and FFN only.
     """
     target = mm.mask_config.target_sparsity if target is None else float(target)
-    if not 0.0 <= target < 1.0:
-        raise ValueError(f"target={target} must be a fraction to remove, in [0, 1).")
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection={selection!r} must be one of {SELECTIONS}.")
-    kinds = {g.kind for g in mm.unit_groups}
-    if unit_kinds is not None and not set(unit_kinds) <= kinds:
-        raise ValueError(
-            f"unit_kinds={list(unit_kinds)} names kinds this model's masks do not have; "
-            f"choose from {sorted(kinds)}."
-        )
+    _check_meet_arguments(mm, target, selection, unit_kinds)
     before = mm.realised_sparsity()
     if before >= target:
         return before
     candidates = _kept_by_confidence(mm, unit_kinds)
     if selection == "fit_the_gap":
         candidates = _fitting_the_gap_first(mm, candidates, target - before)
-    trained = copy.deepcopy(mm.masks.state_dict())
-
-    def switch_off(count: int) -> float:
-        mm.masks.load_state_dict(trained)
-        off: dict[str, set[int]] = {}
-        for _, name, unit in candidates[:count]:
-            off.setdefault(name, set()).add(unit)
-        for name, units in off.items():
-            mm.get_mask(name).switch_off(sorted(units))
-        return mm.realised_sparsity()
-
+    switch_off = _switcher(mm, candidates)
     if switch_off(len(candidates)) < target:
-        mm.masks.load_state_dict(trained)
+        switch_off(0)
         raise ValueError(
             f"Even with every unit{'' if unit_kinds is None else f' of {list(unit_kinds)}'} off, "
             f"the masks remove less than target={target} of the {mm.mask_config.budget} budget "

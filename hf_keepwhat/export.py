@@ -126,6 +126,38 @@ def _trace(model: nn.Module, path: str, input_name: str, inputs: torch.Tensor, o
 
 
 @torch.no_grad()
+def _trace_and_rerun(model, path: str, input_name: str, inputs, opset_version):
+    """Traces `model` to `path`, then runs it (eval mode) on a fresh input of the shape the
+    graph accepts; returns the output name, the graph's input shape, that input and the
+    model's output on it."""
+    was_training = model.training
+    model.eval()
+    try:
+        output_name = _trace(model, path, input_name, inputs, opset_version)
+        # What the graph really accepts: torch.export may keep an axis static (Wav2Vec2-
+        # Conformer with rotary positions specialises the length), so the record and the check
+        # follow what ONNX Runtime reads from the graph, not what was asked for.
+        graph_shape = onnx_session(path).get_inputs()[0].shape
+        check = _other_input(inputs, graph_shape, torch.Generator().manual_seed(0))
+        expected = model(**{input_name: check}, return_dict=True)[0].numpy()
+    finally:
+        model.train(was_training)
+    return output_name, graph_shape, check, expected
+
+
+def _quantized_int8(path: str, output_dir: str, input_name: str, check, expected) -> dict:
+    """ONNX Runtime's dynamic int8 quantization of the graph, and its difference from PyTorch."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8_path = os.path.join(output_dir, INT8_FILE)
+    quantize_dynamic(path, int8_path, weight_type=QuantType.QInt8)
+    quantized = run_onnx(int8_path, input_name, check)
+    return {
+        "int8_file": INT8_FILE,
+        "int8_max_abs_difference": float(abs(quantized - expected).max()),
+    }
+
+
 def export_onnx(
     model: nn.Module,
     output_dir: str,
@@ -167,20 +199,10 @@ def export_onnx(
     ((input_name, inputs),) = example_inputs.items()
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, ONNX_FILE)
-    was_training = model.training
-    model.eval()
-    try:
-        output_name = _trace(model, path, input_name, inputs, opset_version)
-        # What the graph really accepts: torch.export may keep an axis static (Wav2Vec2-
-        # Conformer with rotary positions specialises the length), so the record and the check
-        # follow what ONNX Runtime reads from the graph, not what was asked for.
-        session = onnx_session(path)
-        graph_shape = session.get_inputs()[0].shape
-        check = _other_input(inputs, graph_shape, torch.Generator().manual_seed(0))
-        expected = model(**{input_name: check}, return_dict=True)[0].numpy()
-    finally:
-        model.train(was_training)
-    exported = session.run(None, {input_name: check.numpy()})[0]
+    output_name, graph_shape, check, expected = _trace_and_rerun(
+        model, path, input_name, inputs, opset_version
+    )
+    exported = run_onnx(path, input_name, check)
     difference = float(abs(exported - expected).max())
     if not difference <= atol:
         raise RuntimeError(
@@ -197,13 +219,7 @@ def export_onnx(
         "max_abs_difference": difference,
     }
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        int8_path = os.path.join(output_dir, INT8_FILE)
-        quantize_dynamic(path, int8_path, weight_type=QuantType.QInt8)
-        quantized = run_onnx(int8_path, input_name, check)
-        result["int8_file"] = INT8_FILE
-        result["int8_max_abs_difference"] = float(abs(quantized - expected).max())
+        result |= _quantized_int8(path, output_dir, input_name, check, expected)
     if hasattr(model, "config"):
         model.config.save_pretrained(output_dir)
     return result

@@ -127,20 +127,14 @@ def finetune(
             "model's depth (teacher=...), or set distill_weight=0."
         )
     trained = unfreeze_for_finetuning(model)
-    kwargs = {
-        "model": model,
-        "args": args,
-        "train_dataset": train_dataset,
-        "eval_dataset": eval_dataset,
-        "compute_metrics": compute_metrics,
-        "data_collator": data_collator,
-        "compute_loss_func": compute_loss_func,
-        "callbacks": callbacks,
-    }
+    kwargs = {"model": model, "args": args, "train_dataset": train_dataset}
+    kwargs |= {"eval_dataset": eval_dataset, "compute_metrics": compute_metrics}
+    kwargs |= {"data_collator": data_collator, "compute_loss_func": compute_loss_func}
     if distill_weight > 0:
-        trainer = DistillationTrainer(teacher=teacher, distill_weight=distill_weight, **kwargs)
-    else:
-        trainer = Trainer(**kwargs)
+        kwargs |= {"teacher": teacher, "distill_weight": distill_weight}
+    trainer = (DistillationTrainer if distill_weight > 0 else Trainer)(
+        callbacks=callbacks, **kwargs
+    )
     if compute_loss_func is not None:
         trainer.loss_is_scaled_for_ga = False  # a mean loss: Trainer divides by GA steps
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)

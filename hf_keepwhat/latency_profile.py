@@ -188,80 +188,101 @@ def profile_latency(
         The table's dict (`LatencyTable.to_dict()`) plus `"variants"`: each variant's features,
         measured and predicted milliseconds, and whether it was fitted on.
     """
+    _check_profile_arguments(runtime, device, variants)
+    threads = threads or torch.get_num_threads()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        mm = _profiling_mask_model(model, unit_kinds, seconds)
+        inputs = _random_inputs(mm, batch_size, seed, device)
+        shapes = sample_variants(mm, variants, seed)
+        features = [variant_features(mm, kept) for kept in shapes]
+        timing = {"threads": threads, "device": device, "rounds": rounds, "repeats": repeats}
+        measured = _time_variants(mm, shapes, inputs, runtime, seed, **timing)
+        table = LatencyTable(
+            coefficients={},
+            unit_kinds=sorted({g.kind for g in mm.unit_groups}),
+            dense_ms=measured[0],
+            dense_predicted_ms=0.0,
+            dense_macs=int(mm.costs.totals["macs"]),
+            **{"runtime": runtime, "device": device, "threads": threads},
+            **{"batch_size": batch_size, "seconds": seconds},
+            model=name or getattr(model, "name_or_path", "") or type(model).__name__,
+            environment={**_runtime_environment(runtime), "torch_threads": threads},
+        )
+        rows = _fit_on_half(table, features, measured, rounds, repeats)
+        mm.unload()
+        return {**table.to_dict(), "variants": rows}
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _random_inputs(mm, batch_size: int, seed: int, device: str) -> dict:
+    """A seeded random batch shaped like the model's reference input (only shapes matter)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        k: torch.randn((batch_size, *v.shape[1:]), generator=generator).to(device)
+        for k, v in mm.reference_inputs.items()
+    }
+
+
+def _check_profile_arguments(runtime: str, device: str, variants: int) -> None:
     if runtime not in RUNTIMES:
         raise ValueError(f"Unknown runtime {runtime!r}; choose from {RUNTIMES}.")
     if runtime == "onnxruntime" and device != "cpu":
         raise ValueError("The onnxruntime runtime is timed on the CPU provider; use device='cpu'.")
     if variants < 8:
         raise ValueError(f"variants={variants}: fitting needs at least 8 (4 held out).")
-    threads = threads or torch.get_num_threads()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        window = seconds if get_layout(model, MaskConfig()).shortens_input_window else None
-        config = MaskConfig(
-            unit_kinds=list(unit_kinds),
-            budget="macs",
-            target_sparsity=0.0,
-            max_input_seconds=window,
-            macs_input_seconds=seconds,
-        )
-        mm = get_mask_model(model.eval(), config)
-        reference = mm.reference_inputs
-        generator = torch.Generator().manual_seed(seed)
-        inputs = {
-            k: torch.randn((batch_size, *v.shape[1:]), generator=generator).to(device)
-            for k, v in reference.items()
+
+
+def _profiling_mask_model(model: nn.Module, unit_kinds: Sequence[str], seconds: float):
+    """`model` wrapped with every unit kept, at the profiled window: the variants are its
+    pruned copies, and its cost model gives their features."""
+    window = seconds if get_layout(model, MaskConfig()).shortens_input_window else None
+    config = MaskConfig(
+        unit_kinds=list(unit_kinds),
+        budget="macs",
+        target_sparsity=0.0,
+        max_input_seconds=window,
+        macs_input_seconds=seconds,
+    )
+    return get_mask_model(model.eval(), config)
+
+
+def _time_variants(mm, shapes, inputs, runtime, seed, *, threads, device, rounds, repeats):
+    """Milliseconds per call of each pruned variant (`shapes`), timed interleaved."""
+    with tempfile.TemporaryDirectory() as folder:
+        calls = []
+        for index, kept in enumerate(shapes):
+            pruned = pruned_copy(mm, kept)[0].to(device).eval()
+            variant_folder = os.path.join(folder, str(index))
+            calls.append(runtime_call(pruned, inputs, runtime, threads, variant_folder, device))
+        logger.info("timing %d variants on %s, %d rounds", len(calls), runtime, rounds)
+        return interleaved_ms(calls, rounds, repeats, seed)
+
+
+def _fit_on_half(table: LatencyTable, features, measured, rounds: int, repeats: int) -> list:
+    """Fits `table`'s coefficients on every second variant (anchored at the dense one, the
+    first), records the held-out errors in `table.fit`, and returns one row per variant."""
+    fitted = list(range(0, len(measured), 2))
+    table.coefficients = fit_coefficients(
+        [features[i] for i in fitted], [measured[i] for i in fitted], table.unit_kinds, reference=0
+    )
+    predicted = [float(table.predict(f)) for f in features]
+    table.dense_predicted_ms = predicted[0]
+    table.fit = {
+        "fitted": len(fitted),
+        "held_out": len(measured) - len(fitted),
+        "rounds": rounds,
+        "repeats": repeats,
+        **fit_errors(predicted, measured, fitted),
+    }
+    return [
+        {
+            "features": {n: features[i][n] for n in feature_names(table.unit_kinds)},
+            "measured_ms": measured[i],
+            "predicted_ms": predicted[i],
+            "fitted": i in fitted,
         }
-        shapes = sample_variants(mm, variants, seed)
-        features = [variant_features(mm, kept) for kept in shapes]
-        with tempfile.TemporaryDirectory() as folder:
-            calls = []
-            for index, kept in enumerate(shapes):
-                pruned = pruned_copy(mm, kept)[0].to(device).eval()
-                variant_folder = os.path.join(folder, str(index))
-                calls.append(runtime_call(pruned, inputs, runtime, threads, variant_folder, device))
-            logger.info("timing %d variants on %s, %d rounds", len(calls), runtime, rounds)
-            measured = interleaved_ms(calls, rounds, repeats, seed)
-        kinds = sorted({g.kind for g in mm.unit_groups})
-        fitted = list(range(0, variants, 2))
-        held_out = list(range(1, variants, 2))
-        coefficients = fit_coefficients(
-            [features[i] for i in fitted], [measured[i] for i in fitted], kinds, reference=0
-        )
-        table = LatencyTable(
-            coefficients=coefficients,
-            unit_kinds=kinds,
-            dense_ms=measured[0],
-            dense_predicted_ms=0.0,
-            dense_macs=int(mm.costs.totals["macs"]),
-            runtime=runtime,
-            device=device,
-            threads=threads,
-            batch_size=batch_size,
-            seconds=seconds,
-            model=name or getattr(model, "name_or_path", "") or type(model).__name__,
-            environment={**_runtime_environment(runtime), "torch_threads": threads},
-        )
-        predicted = [float(table.predict(f)) for f in features]
-        table.dense_predicted_ms = predicted[0]
-        table.fit = {
-            "fitted": len(fitted),
-            "held_out": len(held_out),
-            "rounds": rounds,
-            "repeats": repeats,
-            **fit_errors(predicted, measured, fitted),
-        }
-        rows = [
-            {
-                "features": {n: features[i][n] for n in feature_names(kinds)},
-                "measured_ms": measured[i],
-                "predicted_ms": predicted[i],
-                "fitted": i in fitted,
-            }
-            for i in range(variants)
-        ]
-        mm.unload()
-        return {**table.to_dict(), "variants": rows}
-    finally:
-        torch.set_num_threads(previous_threads)
+        for i in range(len(measured))
+    ]

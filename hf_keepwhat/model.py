@@ -11,15 +11,13 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections import OrderedDict
 
 import torch
 from torch import nn
-from torch.nn.modules.module import _IncompatibleKeys
 
 from .adapter import MaskAdapterMixin
 from .config import MaskConfig
-from .distillation import captured_output, relative_squared_error
+from .distillation import DistillationMixin, captured_output, relative_squared_error
 from .finetuning import unfreeze_for_finetuning
 from .latency import LatencyTable
 from .layouts import get_layout
@@ -28,7 +26,7 @@ from .optimization import OptimizationMixin
 from .profiling import count_macs, count_params
 from .pruning import PruningMixin
 from .runtime import MODEL_TYPE_PREFIX
-from .sparsity import Budget, CostModel
+from .sparsity import Budget, CostModel, PenaltyMixin
 from .units import KeptUnits, find_emptiable_layers
 
 logger = logging.getLogger(__name__)
@@ -200,6 +198,20 @@ def _check_reachable(budget, config: MaskConfig) -> None:
         )
 
 
+def _with_losses(outputs, auxiliary: torch.Tensor, terms: dict, realised: float):
+    """A ModelOutput with `auxiliary` added to its loss and the terms as attributes."""
+    task_loss = outputs.get("loss")
+    if task_loss is not None:
+        outputs["loss"] = task_loss + auxiliary
+    # Attributes, not keys: Trainer treats every key but `loss` as logits. The penalty keeps its
+    # graph so that a loss computed outside the model (Trainer's `compute_loss_func`, e.g. BCE
+    # for tagging) can add it.
+    values = {"task_loss": task_loss, **terms, "auxiliary_loss": auxiliary}
+    for name, value in {**values, "realised_sparsity": realised}.items():
+        object.__setattr__(outputs, name, value)
+    return outputs
+
+
 @functools.cache
 def _specialised_class(model_class: type) -> type:
     """A `MaskModel` subclass whose `forward` advertises `model_class.forward`'s signature, so
@@ -213,7 +225,9 @@ def _specialised_class(model_class: type) -> type:
     return type(f"MaskModelFor{model_class.__name__}", (MaskModel,), {"forward": forward})
 
 
-class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
+class MaskModel(
+    MaskAdapterMixin, PruningMixin, OptimizationMixin, PenaltyMixin, DistillationMixin, nn.Module
+):
     """A model with a learnable mask over its prunable units.
 
     Every backbone parameter is frozen; only the masks and the task head
@@ -267,14 +281,7 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
                 "loss to add the distillation term to; for a plain module set it to 0 and add "
                 "hf_keepwhat.distillation.relative_squared_error to your own loss."
             )
-        self._undo.append(layout.prepare())
-        if mask_config.max_input_seconds is not None:
-            # Part of the task's definition: the shortened model is the dense reference.
-            self._undo.append(layout.set_input_window(mask_config.max_input_seconds))
-        totals = _backbone_cost(layout, self.reference_inputs)
-        if mask_config.last_layer is not None:
-            self._undo.append(layout.drop_layers_above(mask_config.last_layer))
-        after_drop = _backbone_cost(layout, self.reference_inputs)
+        totals, after_drop = self._shape_the_task(layout)
         self.model = model
         all_groups = layout.unit_groups()
         self.unit_groups = [g for g in all_groups if g.kind in mask_config.unit_kinds]
@@ -312,22 +319,40 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         if mask_config.budget_mode == "lagrangian":
             initial = torch.tensor([0.0, mask_config.penalty_weight], device=device)
             self.lagrange = nn.Parameter(initial)
+        self._choose_what_trains(model, layout)
+        self._hooks = MaskHooks(model, self.unit_groups, self.masks)
+        self._undo.append(self._hooks.remove)
+        model._keepwhat_mask_model = True
+        self._undo.append(lambda: delattr(model, "_keepwhat_mask_model"))
+
+    def _shape_the_task(self, layout) -> tuple[dict, dict]:
+        """The model as the task defines it (prepared, its window cut, the layers above
+        `last_layer` dropped); returns the backbone's costs before and after the drop."""
+        mask_config = self.mask_config
+        self._undo.append(layout.prepare())
+        if mask_config.max_input_seconds is not None:
+            # Part of the task's definition: the shortened model is the dense reference.
+            self._undo.append(layout.set_input_window(mask_config.max_input_seconds))
+        totals = _backbone_cost(layout, self.reference_inputs)
+        if mask_config.last_layer is not None:
+            self._undo.append(layout.drop_layers_above(mask_config.last_layer))
+        return totals, _backbone_cost(layout, self.reference_inputs)
+
+    def _choose_what_trains(self, model: nn.Module, layout) -> None:
+        """Freezes the backbone (or, with `train_backbone`, not), records how to undo it, and
+        the state keys checkpoints and adapters hold."""
         self.original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         self._undo.append(
             functools.partial(_restore_requires_grad, model, self.original_requires_grad)
         )
-        self._head = freeze_backbone(model, layout.backbone_path, mask_config.modules_to_save)
+        self._head = freeze_backbone(model, layout.backbone_path, self.mask_config.modules_to_save)
         keys = nn.Module.state_dict(self)
-        if mask_config.train_backbone:
+        if self.mask_config.train_backbone:
             # The weights train too: checkpoints (and the best one loaded back) must hold them.
             unfreeze_for_finetuning(layout.backbone)
             self._adapter_keys = set(keys)
         else:
             self._adapter_keys = _adapter_keys(keys, self._head)
-        self._hooks = MaskHooks(model, self.unit_groups, self.masks)
-        self._undo.append(self._hooks.remove)
-        model._keepwhat_mask_model = True
-        self._undo.append(lambda: delattr(model, "_keepwhat_mask_model"))
 
     def _restore(self) -> None:
         while self._undo:
@@ -413,45 +438,6 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
         """The units the hard masks keep, by group name."""
         return KeptUnits({g.name: self.get_mask(g.name).kept_indices() for g in self.unit_groups})
 
-    def _masks_in_order(self) -> list[MaskParametrization]:
-        return [self.masks[mask_key(g.name)] for g in self.unit_groups]
-
-    def sparsity_penalty(self) -> torch.Tensor:
-        """The differentiable sparsity penalty at the current target (`current_target`)."""
-        masks, counted = self._masks_in_order(), self.mask_config.resolved_penalty_on()
-        if counted == "mask":
-            keep = [m() for m in masks]
-        elif counted == "kept":
-            keep = [m.kept_with_gradient() for m in masks]
-        else:
-            keep = [m.keep_probability() for m in masks]
-        weight = self.mask_config.penalty_weight
-        return self.budget.penalty(keep, self.current_target, weight, self.lagrange_multipliers())
-
-    def realised_sparsity(self) -> float:
-        """Fraction of the budget (units, params or MACs) the hard masks remove now, counted as
-        pruning will (what the sparsity report says)."""
-        with torch.no_grad():
-            kept = [m.kept() for m in self._masks_in_order()]
-            return float(1.0 - self.budget.realised_kept_fraction(kept))
-
-    def distilling(self) -> bool:
-        """Whether `forward` adds the distillation term now: `distill_weight > 0`, in training
-        mode, with gradients enabled and masks that train (evaluation, and a dense baseline with
-        frozen masks, run the masked model alone)."""
-        return (
-            self.mask_config.distill_weight > 0
-            and self.training
-            and torch.is_grad_enabled()
-            and any(p.requires_grad for p in self.masks.parameters())
-        )
-
-    def _dense_backbone_output(self, args, kwargs) -> torch.Tensor:
-        """The teacher: the backbone's output on the same batch with the masks off."""
-        with torch.no_grad(), self.hooks_removed(), captured_output(self.layout.backbone) as out:
-            self.model(*args, **kwargs)
-        return out[0]
-
     def forward(self, *args, **kwargs):
         """Runs the wrapped model with masks applied and adds the penalty (and, with
         `distill_weight`, the distillation term) to its loss.
@@ -477,51 +463,8 @@ class MaskModel(MaskAdapterMixin, PruningMixin, OptimizationMixin, nn.Module):
             if kwargs.get("labels") is not None:
                 outputs = (outputs[0] + auxiliary, *outputs[1:])
             return outputs
-        task_loss = outputs.get("loss")
-        if task_loss is not None:
-            outputs["loss"] = task_loss + auxiliary
-        # Attributes, not keys: Trainer treats every key but `loss` as logits. The penalty keeps
-        # its graph so that a loss computed outside the model (Trainer's `compute_loss_func`,
-        # e.g. BCE for tagging) can add it.
-        object.__setattr__(outputs, "task_loss", task_loss)
-        object.__setattr__(outputs, "sparsity_penalty", penalty)
-        object.__setattr__(outputs, "distillation_loss", distillation)
-        object.__setattr__(outputs, "auxiliary_loss", auxiliary)
-        object.__setattr__(outputs, "realised_sparsity", self.realised_sparsity())
-        return outputs
-
-    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
-        """The adapter's state: mask logits and the trainable head, not the frozen backbone,
-        so `Trainer` checkpoints stay small and resume exactly."""
-        full = super().state_dict(prefix=prefix, keep_vars=keep_vars)
-        out = OrderedDict() if destination is None else destination
-        for key, value in full.items():
-            if key[len(prefix) :] in self._adapter_keys:
-                out[key] = value
-        if self.lagrange is not None and self.lagrange_rate != 1.0:  # the values, not / rate
-            out[prefix + "lagrange"] = self.lagrange_multipliers().detach()
-        return out
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Loads an adapter state (masks + head) as written by `state_dict`.
-
-        Args:
-            state_dict: The adapter state.
-            strict: Raise when keys are missing or unexpected.
-            assign: Passed to `nn.Module.load_state_dict`.
-        """
-        missing = sorted(self._adapter_keys - set(state_dict))
-        unexpected = sorted(set(state_dict) - self._adapter_keys)
-        if strict and (missing or unexpected):
-            raise RuntimeError(
-                f"The adapter state does not fit this MaskModel: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}. Was it saved from a different base model?"
-            )
-        known = {k: v for k, v in state_dict.items() if k in self._adapter_keys}
-        if "lagrange" in known:
-            known["lagrange"] = known["lagrange"] / self.lagrange_rate
-        nn.Module.load_state_dict(self, known, strict=False, assign=assign)
-        return _IncompatibleKeys(missing, unexpected)
+        terms = {"sparsity_penalty": penalty, "distillation_loss": distillation}
+        return _with_losses(outputs, auxiliary, terms, self.realised_sparsity())
 
 
 def get_mask_model(

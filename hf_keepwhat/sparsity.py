@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .latency import LatencyTable, feature_names
+from .masks import mask_key
 from .slicing import owned_slices
 from .units import EmptiableLayer, KeptUnits, UnitGroup
 
@@ -336,3 +337,30 @@ def sparsity_report(mm, kept: KeptUnits | None = None) -> dict:
     total["target_sparsity"] = mm.mask_config.target_sparsity
     report["macs_input"] = mm.layout.describe_reference_input()
     return report
+
+
+class PenaltyMixin:
+    """The budget side of a `MaskModel`: its differentiable penalty and the fraction its hard
+    masks remove, both counted by its `Budget`."""
+
+    def _masks_in_order(self) -> list:
+        return [self.masks[mask_key(g.name)] for g in self.unit_groups]
+
+    def sparsity_penalty(self) -> torch.Tensor:
+        """The differentiable sparsity penalty at the current target (`current_target`)."""
+        masks, counted = self._masks_in_order(), self.mask_config.resolved_penalty_on()
+        if counted == "mask":
+            keep = [m() for m in masks]
+        elif counted == "kept":
+            keep = [m.kept_with_gradient() for m in masks]
+        else:
+            keep = [m.keep_probability() for m in masks]
+        weight = self.mask_config.penalty_weight
+        return self.budget.penalty(keep, self.current_target, weight, self.lagrange_multipliers())
+
+    def realised_sparsity(self) -> float:
+        """Fraction of the budget (units, params or MACs) the hard masks remove now, counted as
+        pruning will (what the sparsity report says)."""
+        with torch.no_grad():
+            kept = [m.kept() for m in self._masks_in_order()]
+            return float(1.0 - self.budget.realised_kept_fraction(kept))
