@@ -4,6 +4,7 @@ best checkpoint within the budget, the weight-loading summary and the run folder
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -153,6 +154,37 @@ def test_per_layer_probes_leave_the_model_as_it_was_and_ties_go_shallow():
     assert len(model.encoder.layers) == 3 and model.config.max_source_positions == 50
     tied = [{"last_layer": k, "validation_accuracy": a} for k, a in ((2, 0.9), (1, 0.9), (0, 0.5))]
     assert select_last_layer(tied) == 1
+    assert all(0 <= r["cv_accuracy"] <= 1 and r["cv_standard_error"] >= 0 for r in table)
+
+
+def test_the_cross_validated_depth_keeps_what_the_budget_allows_unless_a_deeper_cut_clearly_wins():
+    from hf_keepwhat.tasks.depth import select_depth_cross_validated
+
+    def rows(*values):  # (last layer, MACs dropped, folds' mean, standard error)
+        keys = ("last_layer", "macs_removed_fraction", "cv_accuracy", "cv_standard_error")
+        return [dict(zip(keys, v, strict=True)) for v in values]
+
+    table = rows(
+        (3, 0.0, 0.70, 0.02), (2, 0.23, 0.74, 0.02), (1, 0.46, 0.73, 0.02), (0, 0.69, 0.75, 0.02)
+    )
+    assert select_depth_cross_validated(table, removable=0.5) == 2  # layer 0 wins by < its error
+    assert select_depth_cross_validated(table) == 0  # no MACs budget: the best mean
+    clear = rows(
+        (3, 0.0, 0.70, 0.02), (2, 0.23, 0.74, 0.02), (1, 0.46, 0.73, 0.02), (0, 0.69, 0.80, 0.02)
+    )
+    assert select_depth_cross_validated(clear, removable=0.5) == 0  # by more than its error
+    tie = rows((3, 0.0, 0.74, 0.01), (2, 0.23, 0.74, 0.01))
+    assert select_depth_cross_validated(tie, removable=0.5) == 2  # the shallowest among ties
+
+
+def test_cross_validation_uses_every_clip_and_fewer_folds_for_a_rare_class():
+    from hf_keepwhat.tasks.depth import cross_validated_accuracy
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 20 + [1] * 20 + [2] * 3)
+    features = rng.normal(size=(43, 4)) + labels[:, None] * 3.0  # separable
+    mean, error = cross_validated_accuracy((features, labels), folds=5, seed=0)
+    assert mean > 0.9 and 0 <= error < 0.05
 
 
 def test_spectral_augment_is_bounded_seeded_and_leaves_the_input_alone():

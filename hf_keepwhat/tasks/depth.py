@@ -5,8 +5,10 @@ that cutting first, then masking, is what competes at 50% of MACs and more).
 For each candidate last layer K the backbone cut to layers 0..K runs once over the train and
 validation splits (`get_mask_model(..., last_layer=K)`, so the features are exactly what the cut
 model computes, final norm included); its time-averaged output feeds a logistic regression
-(scikit-learn) fitted on train and scored on validation. The choice is the best validation
-accuracy, the shallowest layer among ties.
+(scikit-learn) fitted on train and scored on validation, and cross-validated over train and
+validation together. The recipe chooses on the folds' mean (`select_depth_cross_validated`,
+which knows the budget): a carved validation of a few dozen clips chose three depths on three
+seeds.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -52,20 +55,42 @@ def pooled_features(backbone, dataset, collator, batch_size: int = 32) -> tuple:
     return np.concatenate(features), np.concatenate(labels)
 
 
+def _probe(seed: int):
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+
+
 def _probe_accuracy(train: tuple, scored: dict[str, tuple], seed: int) -> dict[str, float]:
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    probe.fit(*train)
+    probe = _probe(seed).fit(*train)
     return {"train": float(probe.score(*train))} | {
         name: float(probe.score(*data)) for name, data in scored.items()
     }
 
 
+def cross_validated_accuracy(pooled: tuple, folds: int, seed: int) -> tuple[float, float]:
+    """A probe's accuracy by stratified k-fold cross-validation over `pooled` (features, labels):
+    the folds' mean and its standard error (the folds' standard deviation / sqrt(k)). Every
+    labelled clip scores once, instead of a carved validation of a few dozen deciding alone.
+
+    Args:
+        pooled: Features and labels (train and validation together).
+        folds: k; lowered to the smallest class's size when a class has fewer clips.
+        seed: The folds' and probes' seed.
+    """
+    features, labels = pooled
+    counts = np.bincount(labels)
+    folds = max(2, min(folds, int(counts[counts > 0].min())))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_score(_probe(seed), features, labels, cv=splitter)
+    return float(scores.mean()), float(scores.std(ddof=1) / np.sqrt(folds))
+
+
 def layer_probes(
-    model, config: MaskConfig, train, validation, collator, seed: int = 0, others=None
+    model, config: MaskConfig, train, validation, collator, seed: int = 0, others=None, folds=5
 ) -> list:
     """A linear probe per candidate last layer: `[{"last_layer", "macs_removed_fraction",
-    "train_accuracy", "validation_accuracy"}]` (and `"accuracy"` on every split of `others`),
-    deepest first.
+    "train_accuracy", "validation_accuracy", "cv_accuracy", "cv_standard_error"}]` (and
+    `"accuracy"` on every split of `others`), deepest first. `cv_*`: `folds`-fold
+    cross-validation over train and validation together (`cross_validated_accuracy`).
 
     Args:
         model: The dense model with its task head (single-label classification); restored as it
@@ -75,6 +100,7 @@ def layer_probes(
         collator: Batches examples for the model.
         seed: The probes' seed.
         others: More featurized splits to score each probe on, by name (reported, not chosen on).
+        folds: k of the cross-validation.
     """
     rows = []
     layers = None
@@ -89,11 +115,15 @@ def layer_probes(
         backbone = mm.layout.backbone
         try:
             scored = {"validation": validation, **(others or {})}
-            fitted = _probe_accuracy(
-                pooled_features(backbone, train, collator),
-                {name: pooled_features(backbone, data, collator) for name, data in scored.items()},
-                seed,
+            pooled = {
+                name: pooled_features(backbone, data, collator) for name, data in scored.items()
+            }
+            fitted_on = pooled_features(backbone, train, collator)
+            fitted = _probe_accuracy(fitted_on, pooled, seed)
+            both = tuple(
+                np.concatenate([a, b]) for a, b in zip(fitted_on, pooled["validation"], strict=True)
             )
+            cv_mean, cv_error = cross_validated_accuracy(both, folds, seed)
             removed = mm.sparsity_report()["total"]["macs_removed_fraction"]
         finally:
             mm.unload()
@@ -103,25 +133,58 @@ def layer_probes(
             "macs_removed_fraction": removed,
             "train_accuracy": fitted["train"],
             "validation_accuracy": fitted["validation"],
+            "cv_accuracy": cv_mean,
+            "cv_standard_error": cv_error,
         }
         if others:
             row["accuracy"] = {name: fitted[name] for name in others}
         rows.append(row)
         logger.info(
-            "depth: layers 0-%d (%.1f%% of MACs dropped): probe validation accuracy %.4f",
+            "depth: layers 0-%d (%.1f%% of MACs dropped): probe validation accuracy %.4f, "
+            "%d-fold accuracy %.4f +- %.4f",
             last,
             100 * removed,
             fitted["validation"],
+            folds,
+            cv_mean,
+            cv_error,
         )
         candidate = last - 1
     return rows
 
 
 def select_last_layer(rows: list[dict]) -> int:
-    """The last layer to keep: the best probe validation accuracy, the shallowest among ties.
+    """The last layer to keep by the carved validation alone: the best probe validation
+    accuracy, the shallowest among ties (the rule before cross-validation; the frontier's).
 
     Args:
         rows: `layer_probes`' table.
     """
     best = max(r["validation_accuracy"] for r in rows)
     return min(r["last_layer"] for r in rows if r["validation_accuracy"] == best)
+
+
+def select_depth_cross_validated(rows: list[dict], removable: float = 1.0) -> int:
+    """The last layer to keep, on the folds' mean accuracy, knowing the budget: the best cut
+    that drops at most `removable` of the MACs (the shallowest among ties); a cut dropping more
+    than the budget needs is taken only when its mean beats that one's by more than its own
+    standard error, so that noise on a few dozen clips does not throw away layers the budget
+    could have kept.
+
+    Args:
+        rows: `layer_probes`' table (with `cv_accuracy` and `cv_standard_error`).
+        removable: The fraction of MACs the budget removes (1.0: no budget on MACs).
+    """
+    within = [r for r in rows if r["macs_removed_fraction"] <= removable + 1e-9] or [
+        min(rows, key=lambda r: r["macs_removed_fraction"])
+    ]
+    best_mean = max(r["cv_accuracy"] for r in within)
+    best = min((r for r in within if r["cv_accuracy"] == best_mean), key=lambda r: r["last_layer"])
+    deeper = [
+        r
+        for r in rows
+        if r not in within and r["cv_accuracy"] > best["cv_accuracy"] + r["cv_standard_error"]
+    ]
+    if deeper:
+        best = max(deeper, key=lambda r: r["cv_accuracy"])
+    return best["last_layer"]

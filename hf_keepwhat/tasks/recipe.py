@@ -23,7 +23,7 @@ from ..profiling import environment
 from .arguments import mask_configs, parse_arguments
 from .audio import AudioCollator, AudioDataError, featurize, label_names, longest_clip_seconds
 from .budgets import model_from_config, resolve_budget
-from .depth import layer_probes, select_last_layer
+from .depth import layer_probes, select_depth_cross_validated, select_last_layer
 from .provenance import provenance
 from .reports import accuracy_intervals, resolution_warning, write_report
 from .run import Run, Task, _median_example, dense_baseline, prune_one_target
@@ -125,8 +125,9 @@ def prepare_run(task: Task, arguments, raw: dict, feature_extractor, folder: Run
 
 
 def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig], dict]:
-    """`--last_layer auto`: a linear probe on each layer's pooled output, the last layer chosen on
-    validation (`select_last_layer`); a phase of its own, so a resumed run reads it back."""
+    """`--last_layer auto`: a linear probe on each layer's pooled output, the last layer chosen by
+    cross-validation over train and validation, knowing the budget
+    (`select_depth_cross_validated`); a phase of its own, so a resumed run reads it back."""
     done = run.folder.done("depth")
     if done is None:
         if not run.task.selects_depth:
@@ -134,7 +135,7 @@ def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig],
                 f"--last_layer auto chooses the depth with single-label probes; {run.task.name} "
                 "has none. Give a layer index."
             )
-        logger.info("depth: a linear probe on each layer's pooled output, chosen on validation")
+        logger.info("depth: a linear probe on each layer's pooled output, cross-validated")
         run.folder.folder("depth")
         dense = dataclasses.replace(configs[0], target_sparsity=0.0, last_layer=None)
         rows = layer_probes(
@@ -145,7 +146,21 @@ def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig],
             run.collator,
             run.training_args.seed,
         )
-        done = {"last_layer": select_last_layer(rows), "probes": rows}
+        removable = configs[0].target_sparsity if configs[0].budget == "macs" else 1.0
+        done = {
+            "last_layer": select_depth_cross_validated(rows, removable),
+            "rule": "cross-validated",
+            "last_layer_by_validation_alone": select_last_layer(rows),
+            "probes": rows,
+        }
+        logger.info(
+            "depth: chosen on the 5-fold mean over train and validation (%d clips), a cut "
+            "dropping more than the budget's %.1f%% of MACs only when better by more than its "
+            "standard error; validation alone would keep layers 0-%d",
+            len(run.splits["train"]) + len(run.splits["validation"]),
+            100 * removable,
+            done["last_layer_by_validation_alone"],
+        )
         run.folder.finish("depth", done)
     deepest = max(r["last_layer"] for r in done["probes"])
     chosen = None if done["last_layer"] == deepest else done["last_layer"]

@@ -85,18 +85,31 @@ def _depth_lines(report: dict) -> list[str]:
     depth = report.get("depth")
     if not depth:
         return []
+    cross_validated = depth.get("rule") == "cross-validated"
+    how = (
+        "by a linear probe on each layer's pooled output, on the 5-fold mean over train and "
+        "validation (a cut dropping more than the budget needs only when better by more than its "
+        f"standard error; validation alone would keep layers 0-{depth['last_layer_by_validation_alone']})"
+        if cross_validated
+        else "on validation by a linear probe on each layer's pooled output"
+    )
     lines = [
         "",
-        f"Depth (`--last_layer auto`): layers 0-{depth['last_layer']} kept, chosen on validation "
-        "by a linear probe on each layer's pooled output.",
+        f"Depth (`--last_layer auto`): layers 0-{depth['last_layer']} kept, chosen {how}.",
         "",
-        "| last layer | MACs dropped | probe train accuracy | probe validation accuracy |",
-        "|---:|---:|---:|---:|",
+        "| last layer | MACs dropped | probe train accuracy | probe validation accuracy "
+        f"|{' 5-fold accuracy |' if cross_validated else ''}",
+        f"|---:|---:|---:|---:|{'---:|' if cross_validated else ''}",
     ]
     for row in sorted(depth["probes"], key=lambda r: r["last_layer"]):
+        cv = (
+            f" {row['cv_accuracy']:.4f} +- {row['cv_standard_error']:.4f} |"
+            if cross_validated
+            else ""
+        )
         lines.append(
             f"| {row['last_layer']} | {row['macs_removed_fraction']:.1%} "
-            f"| {row['train_accuracy']:.4f} | {row['validation_accuracy']:.4f} |"
+            f"| {row['train_accuracy']:.4f} | {row['validation_accuracy']:.4f} |{cv}"
         )
     return lines
 
