@@ -16,7 +16,7 @@ APT_PACKAGES := libavcodec59 libavformat59 libavutil57 libswresample4 libswscale
 	libavdevice59 libavfilter8 fluidsynth fluid-soundfont-gm timgm6mb-soundfont \
 	csound-soundfont opl3-soundfont
 
-.PHONY: install system-deps test lint format demo bench cards
+.PHONY: install system-deps test test-all lint format demo bench cards
 
 install: system-deps $(VENV)/.installed
 
@@ -37,7 +37,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# The fast suite: tiny models built in code, no real-weight training (tests marked `slow` left
+# out). `make test-all` runs everything, as CI does.
 test: lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: lint
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -10,6 +10,7 @@ import json
 import os
 import statistics
 
+from render_arms import arms_table
 from render_frontier import frontier_section, reference_section
 from render_gpu import gpu_section
 from render_latency import budget_section, load_tables, tables_lines, tables_section
@@ -542,6 +543,40 @@ def results_lines() -> list[str]:
     return [line[1:] if line.startswith("###") else line for line in lines]
 
 
+def weight_arms_lines() -> list[str]:
+    """docs/research.md's weight-training section: ours against what a user would do instead,
+    per regime whose `weight_arms_{regime}.json` exists."""
+    lines = []
+    for regime, words in (
+        ("small", "a user's folder: 30 clips a family from FluidR3 (480 clips, the recipe "
+         "carves 10% of them for validation, stratified and seeded)"),
+        ("large", "the frontier's train split: every program at 18 pitches from FluidR3"),
+    ):  # fmt: skip
+        result = _load(f"weight_arms_{regime}.json")
+        if result is None:
+            continue
+        rows = result["rows"]
+        steps = sorted({r["steps"] for r in rows})
+        lines += [
+            "",
+            f"## Training the weights: ours against what a user would do instead ({regime} data)",
+            "",
+            f"GM instrument families, Whisper tiny.en, 1 s window; training data: {words}; "
+            f"test: csound's GM SoundFont, never trained on ({rows[0]['test_examples']} clips). "
+            f"Every arm: {', '.join(map(str, steps))} steps a phase, batch 8, the checkpoint best "
+            "on validation, the same seeds (each seed draws its own clips and carve). Accuracy "
+            "in points: the mean over the seeds (max - min); the gap to fine-tuning tiny.en with "
+            "its 95% bootstrap interval over the test clips and seeds. MACs are hf_keepwhat's "
+            "counter (attention matmuls included); latency batch 1; training time and peak RSS "
+            "of the whole arm (ours: depth probes, dense probe, masks and fine-tuning) on this "
+            "project's 2-core CPU, one thread an arm, two arms at a time "
+            "(`benchmarks/weight_arms.py`).",
+            "",
+            *arms_table(rows),
+        ]
+    return lines
+
+
 def replace_block(path: str, start: str, end: str, lines: list[str]) -> None:
     """Rewrites the part of `path` between the `start` and `end` marker lines (kept)."""
     with open(path, encoding="utf-8") as f:
@@ -592,6 +627,7 @@ def main(root: str = ROOT) -> None:
         multi = _load("frontier_gm_multisource.json")
         if multi is not None:
             research += multisource_lines(sources, multi)
+        research += weight_arms_lines()
         with open(os.path.join(root, "docs", "research.md"), "w", encoding="utf-8") as f:
             f.write("\n".join(research).rstrip("\n") + "\n")
     tables = load_tables()

@@ -260,3 +260,24 @@ def test_classify_trains_the_weights_with_the_masks_and_fine_tunes_after_pruning
     assert pruned["keepwhat"]["recovery"]["distill_weight"] == 1.0
     assert pruned["keepwhat"]["mask_config"]["train_backbone"] is True
     assert (out / "target0.50" / "finetune").is_dir()  # its checkpoints: a killed run resumes
+
+
+def test_match_macs_of_with_fine_tuning_trains_the_competitor_too(tmp_path, digits):
+    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    small = save_tiny_model(
+        "whisper", str(tmp_path / "small"), encoder_layers=2, encoder_ffn_dim=24
+    )
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
+            "--test_group", "index", "--test_values", "0", "1", "--max_input_seconds", "1",
+            "--last_layer", "none", "--match_macs_of", small, "--finetune_steps", "2",
+            "--output_dir", str(out), *[a for a in COMMON if a not in ("--budget", "params")]]  # fmt: skip
+    result = _recipe("classify", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "competitor: small, every weight fine-tuned" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    competitor = report["competitor"]
+    assert competitor["model"] == "small" and competitor["finetune_steps"] == 2
+    assert competitor["macs"] <= report["budget_request"]["allowed_cost"]
+    assert set(report["intervals"]["runs"][0]["minus_competitor"]) == {"validation", "test"}
+    assert "minus `small` fine-tuned" in (out / "report.md").read_text()

@@ -23,6 +23,7 @@ from ..profiling import environment
 from .arguments import mask_configs, parse_arguments
 from .audio import AudioCollator, AudioDataError, featurize, label_names, longest_clip_seconds
 from .budgets import model_from_config, resolve_budget
+from .competitor import competitor_baseline
 from .depth import layer_probes, select_depth_cross_validated, select_last_layer
 from .provenance import provenance
 from .reports import accuracy_intervals, resolution_warning, write_report
@@ -176,7 +177,7 @@ def model_name(path: str) -> str:
     return path
 
 
-def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, depth):
+def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, depth, competitor):
     """Writes report.json / report.md / plots under `output_dir`, prints report.md, returns it."""
     input_name = run.collator.feature_extractor.model_input_names[0]
     dense_config = dataclasses.replace(configs[0], target_sparsity=0.0)
@@ -206,6 +207,7 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, d
         "finetune_learning_rate": run.run_args.finetune_learning_rate,
         "finetune_distill_weight": run.run_args.finetune_distill_weight,
         "dense": dense,
+        "competitor": competitor,
         "runs": runs,
         "environment": environment(),
         "provenance": provenance(),
@@ -256,10 +258,11 @@ def run(task: Task) -> dict | None:
         configs, depth = choose_depth(state, configs)
     dense_config = dataclasses.replace(configs[0], target_sparsity=0.0, last_layer=None)
     dense = dense_baseline(state, dense_config)
+    competitor = competitor_baseline(state, budget, configs[0])
     runs = [prune_one_target(state, config, dense) for config in configs]
     if not main:
         return None
-    return write_run_report(state, configs, dense, runs, budget, depth)
+    return write_run_report(state, configs, dense, runs, budget, depth, competitor)
 
 
 def main(task: Task) -> None:

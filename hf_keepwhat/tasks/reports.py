@@ -163,7 +163,18 @@ def accuracy_intervals(report: dict) -> dict:
             )
             for split, n in sizes.items()
         }
-        runs.append({"accuracy": wilson(run["correct"]), "minus_dense": gap})
+        row = {"accuracy": wilson(run["correct"]), "minus_dense": gap}
+        competitor = (report.get("competitor") or {}).get("correct")
+        if competitor:
+            row["minus_competitor"] = {
+                split: list(
+                    paired_interval(
+                        bits_of(run["correct"][split], n), bits_of(competitor[split], n)
+                    )
+                )
+                for split, n in sizes.items()
+            }
+        runs.append(row)
     return {"dense": wilson(dense), "runs": runs}
 
 
@@ -192,23 +203,41 @@ def _interval_cell(value, interval) -> str:
     return f"{value:.4g} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
+def _gap_text(run: dict, other: dict, interval: dict, metric: str) -> str:
+    parts = []
+    for split, key in (("validation", "validation_metrics"), ("test", "metrics")):
+        gap = run[key][metric] - other[key][metric]
+        low, high = interval[split]
+        parts.append(f"{split} {100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
+    return "; ".join(parts)
+
+
 def _gap_lines(report: dict, intervals: dict) -> list[str]:
-    """Each pruned model minus the dense one, with the paired interval, on both splits."""
+    """Each pruned model minus the dense one (and minus the fine-tuned competitor), with the
+    paired interval, on both splits."""
     lines = []
     metric = report["metric"]
-    dense = report["dense"]
+    competitor = report.get("competitor")
+    if competitor:
+        lines.append(
+            f"Competitor (`--match_*_of`): `{competitor['model']}`, every weight fine-tuned "
+            f"({competitor['finetune_steps']} steps): validation {metric} "
+            f"{competitor['validation_metrics'][metric]:.4g}, test {competitor['metrics'][metric]:.4g}, "
+            f"{competitor['macs']:,} MACs."
+        )
     for run, interval in zip(report["runs"], intervals.get("runs", []), strict=False):
         if not interval:
             continue
-        parts = []
-        for split, key in (("validation", "validation_metrics"), ("test", "metrics")):
-            gap = run[key][metric] - dense[key][metric]
-            low, high = interval["minus_dense"][split]
-            parts.append(f"{split} {100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
         lines.append(
             f"Pruned at target {run['target_sparsity']:.4g} minus dense, in {metric} points "
-            f"(95% paired bootstrap over the clips): {'; '.join(parts)}."
+            f"(95% paired bootstrap over the clips): "
+            f"{_gap_text(run, report['dense'], interval['minus_dense'], metric)}."
         )
+        if "minus_competitor" in interval:
+            lines.append(
+                f"Pruned at target {run['target_sparsity']:.4g} minus `{competitor['model']}` "
+                f"fine-tuned: {_gap_text(run, competitor, interval['minus_competitor'], metric)}."
+            )
     return [""] + lines if lines else []
 
 
