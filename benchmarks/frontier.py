@@ -76,6 +76,7 @@ from hf_keepwhat.files import read_json  # noqa: E402
 from hf_keepwhat.recovery import recover_with_lora, refit_head  # noqa: E402
 from hf_keepwhat.tasks.augment import AugmentingCollator, SpectralAugment  # noqa: E402
 from hf_keepwhat.tasks.depth import layer_probes  # noqa: E402
+from hf_keepwhat.tasks.uncertainty import bits_of, hex_bits  # noqa: F401 (re-exported)
 
 SPLITS = ("train", "validation", "test")  # every layout has these; choices use validation only
 SAMPLING_RATE = 16_000
@@ -384,17 +385,6 @@ def summarize(runs: list[dict]) -> list[dict]:
             }
         )
     return summary
-
-
-def hex_bits(bits: np.ndarray) -> str:
-    """Booleans as a hex bit string (element 0 first), compact enough for the JSON."""
-    return np.packbits(bits.astype(bool)).tobytes().hex()
-
-
-def bits_of(hex_string: str, count: int) -> np.ndarray:
-    """The `count` booleans of a hex bit string written by `hex_bits`."""
-    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_string), dtype=np.uint8))[:count]
-    return bits.astype(bool)
 
 
 def kept_hex(mm) -> dict[str, str]:

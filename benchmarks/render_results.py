@@ -17,6 +17,7 @@ from render_latency import budget_section, load_tables, tables_lines, tables_sec
 from render_sources import multisource_lines, sources_section
 
 from hf_keepwhat.tasks import saved_figure
+from hf_keepwhat.tasks.reports import gap_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -50,12 +51,19 @@ def report_section(report: dict, file_name: str, title: str, splits: str) -> lis
     """
     dense = report["dense"]
     metric = report["metric"]
+    intervals = report.get("intervals") or {}
+    of_runs = intervals.get("runs") or [{} for _ in report["runs"]]
 
-    def row(name, r):
+    def cell(value, interval):
+        shown = f"{value:.3f}"
+        return shown if not interval else f"{shown} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+    def row(name, r, interval):
         return (
-            f"| {name} | {r.get('validation_metrics', {}).get(metric, float('nan')):.3f} "
-            f"| {r['metrics'][metric]:.3f} | {r['backbone_params']:,} | {r['macs']:,} "
-            f"| {r['latency']['median_s'] * 1e3:.1f} | {r['disk_bytes'] / 1e6:.1f} |"
+            f"| {name} "
+            f"| {cell(r.get('validation_metrics', {}).get(metric, float('nan')), interval.get('validation'))} "
+            f"| {cell(r['metrics'][metric], interval.get('test'))} | {r['backbone_params']:,} "
+            f"| {r['macs']:,} | {r['latency']['median_s'] * 1e3:.1f} | {r['disk_bytes'] / 1e6:.1f} |"
         )
 
     lines = [
@@ -69,10 +77,17 @@ def report_section(report: dict, file_name: str, title: str, splits: str) -> lis
         f"| model | validation {metric} | test {metric} | encoder params | MACs | latency (ms) "
         "| disk (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        row("dense, linear probe", dense),
-        *(row(f"pruned, target {r['target_sparsity']:.4g}", r) for r in report["runs"]),
+        row("dense, linear probe", dense, intervals.get("dense", {})),
+        *(
+            row(f"pruned, target {r['target_sparsity']:.4g}", r, i.get("accuracy", {}))
+            for r, i in zip(report["runs"], of_runs, strict=True)
+        ),
         "",
     ]
+    if intervals:
+        lines += [f"Brackets: 95% Wilson interval of the {metric} over the clips.", ""]
+        lines += [line for line in gap_lines(report, intervals) if line]
+        lines.append("")
     for r in report["runs"]:
         lines.append(
             f"Target {r['target_sparsity']:.4g}: removed {r['removed']['params_removed_fraction']:.1%} "

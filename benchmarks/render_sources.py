@@ -14,6 +14,8 @@ import math
 import numpy as np
 from frontier import Point, bits_of
 
+from hf_keepwhat.tasks.uncertainty import paired_interval as bootstrap_gap
+
 SPLITS = ("validation_in_source", "test_in_source", "validation", "test")
 HEADERS = {
     "validation_in_source": "in source, val",
@@ -58,28 +60,18 @@ def group(runs: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def paired_interval(a: list[dict], b: list[dict], split: str, clips: int, resamples=4000):
+def paired_interval(a: list[dict], b: list[dict], split: str, clips: int):
     """95% bootstrap interval of mean accuracy(a) - mean accuracy(b) on `split`, resampling the
-    clips (paired: the same clips on both sides) and each side's seeds (with replacement), so it
-    counts both the luck of the clips drawn and the seed-to-seed spread.
+    clips (paired: the same clips on both sides) and each side's seeds, so it counts both the
+    luck of the clips drawn and the seed-to-seed spread (`hf_keepwhat.tasks.uncertainty`).
 
     Args:
         a, b: The runs of two settings (one per seed), with their `correct` bits.
         split: The split compared.
         clips: Its number of clips.
-        resamples: Bootstrap draws.
     """
-    sides = [
-        np.stack([bits_of(r["correct"][split], clips) for r in s]).astype(float) for s in (a, b)
-    ]
-    rng = np.random.default_rng(0)
-    gaps = np.empty(resamples)
-    for i in range(resamples):
-        chosen = rng.integers(0, clips, size=clips)
-        means = [s[rng.integers(0, len(s), size=len(s))][:, chosen].mean() for s in sides]
-        gaps[i] = means[0] - means[1]
-    low, high = np.percentile(gaps, [2.5, 97.5])
-    return float(low), float(high)
+    sides = [np.stack([bits_of(r["correct"][split], clips) for r in s]) for s in (a, b)]
+    return bootstrap_gap(*sides)
 
 
 def _cell(members: list[dict], split: str) -> str:

@@ -212,9 +212,14 @@ def _gap_text(run: dict, other: dict, interval: dict, metric: str) -> str:
     return "; ".join(parts)
 
 
-def _gap_lines(report: dict, intervals: dict) -> list[str]:
+def gap_lines(report: dict, intervals: dict) -> list[str]:
     """Each pruned model minus the dense one (and minus the fine-tuned competitor), with the
-    paired interval, on both splits."""
+    paired interval, on both splits (a blank line first).
+
+    Args:
+        report: The report dict.
+        intervals: Its `accuracy_intervals`.
+    """
     lines = []
     metric = report["metric"]
     competitor = report.get("competitor")
@@ -287,7 +292,7 @@ def markdown(report: dict) -> str:
         )
     if intervals:
         lines += ["", f"Brackets: 95% Wilson interval of the {metric} over the clips."]
-    lines += _gap_lines(report, intervals)
+    lines += gap_lines(report, intervals)
     for run in report["runs"]:
         lines += _best_of_lines(run, metric)
     for run in report["runs"]:
