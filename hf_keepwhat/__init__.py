@@ -7,6 +7,7 @@ from .baselines import set_structured_masks
 from .callbacks import SparsityCallback
 from .config import MaskConfig
 from .exact_budget import meet_target
+from .finetuning import DistillationTrainer, finetune
 from .layouts import adapted_feature_extractor, get_layout, supported_model_types
 from .masks import (
     GatedStraightThroughMask,
@@ -32,6 +33,7 @@ register_auto_classes()
 
 
 __all__ = [
+    "DistillationTrainer",
     "EmptyAttention",
     "KeptUnits",
     "MaskConfig",
@@ -51,6 +53,7 @@ __all__ = [
     "default_lora_config",
     "disk_size",
     "environment",
+    "finetune",
     "get_layout",
     "get_mask_model",
     "load_pruned_module",
