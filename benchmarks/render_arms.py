@@ -88,3 +88,41 @@ def arms_table(rows: list[dict]) -> list[str]:
         "MACs / dense", "latency (ms)", "training (min)", "peak RSS (GiB)", "depth kept",
     ]  # fmt: skip
     return markdown_table(header, cells)
+
+
+def choices_table(rows: list[dict]) -> list[str]:
+    """What each seed's run chose on its small validation: the depth kept by cross-validation
+    and by validation alone, and the dense probe (its best checkpoint on validation), with the
+    spread of the probe's test accuracy over the seeds.
+
+    Args:
+        rows: `weight_arms.py` rows of one regime (the recipe arms carry the choices).
+    """
+    by_seed = {}
+    for row in rows:
+        if row.get("dense_probe") and row["seed"] not in by_seed:
+            by_seed[row["seed"]] = row
+    if not by_seed:
+        return []
+    cells = []
+    for seed, row in sorted(by_seed.items()):
+        alone = row.get("depth_by_validation_alone")
+        cells.append(
+            [
+                str(seed),
+                str(row["validation_examples"]),
+                "-" if row.get("depth") is None else f"0-{row['depth']}",
+                "-" if alone is None else f"0-{alone}",
+                f"{100 * row['dense_probe']['validation']:.1f}",
+                f"{100 * row['dense_probe']['test']:.1f}",
+            ]
+        )
+    probe = [r["dense_probe"]["test"] for r in by_seed.values()]
+    header = ["seed", "validation clips", "depth kept (5-fold, budget-aware)",
+              "depth by validation alone", "dense probe validation", "dense probe test"]  # fmt: skip
+    return [
+        *markdown_table(header, cells),
+        "",
+        f"The dense probe's test accuracy spans {100 * (max(probe) - min(probe)):.1f} points over "
+        f"{len(probe)} seeds (its checkpoint chosen on each seed's validation).",
+    ]

@@ -10,7 +10,7 @@ import json
 import os
 import statistics
 
-from render_arms import arms_table
+from render_arms import arms_table, choices_table
 from render_frontier import frontier_section, reference_section
 from render_gpu import gpu_section
 from render_latency import budget_section, load_tables, tables_lines, tables_section
@@ -588,6 +588,10 @@ def weight_arms_lines() -> list[str]:
             "(`benchmarks/weight_arms.py`).",
             "",
             *arms_table(rows),
+            "",
+            "Choices made on each seed's validation (the same for every recipe arm of a seed):",
+            "",
+            *choices_table(rows),
         ]
     return lines
 

@@ -281,6 +281,9 @@ def run_recipe_arm(args, folder) -> dict:
         "macs_fraction_of_dense": run["macs"] / dense["macs"],
         "latency_ms": run["latency"]["median_s"] * 1e3,
         "depth": report["depth"] and report["depth"]["last_layer"],
+        "depth_by_validation_alone": report["depth"]
+        and report["depth"].get("last_layer_by_validation_alone"),
+        "dense_probe_correct": dense.get("correct"),
         "train_seconds": seconds,  # the whole run: depth probes, dense probe, masks, fine-tuning
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
     }

@@ -115,6 +115,16 @@ def layout_record(train: tuple[str, ...], validation: str, test: str) -> dict:
     }
 
 
+def _finished(out_dir: str, name: str, record: dict) -> dict | None:
+    """The record `out_dir/name` holds when it matches `record` (the folder is done), else None."""
+    done = os.path.join(out_dir, name)
+    if not os.path.isfile(done):
+        return None
+    with open(done, encoding="utf-8") as f:
+        previous = json.load(f)
+    return previous if {k: previous.get(k) for k in record} == record else None
+
+
 def build(
     out_dir: str,
     train: tuple[str, ...] = DEFAULT_LAYOUT["train"],
@@ -132,12 +142,9 @@ def build(
     """
     train = tuple(train)
     record = layout_record(train, validation, test)
-    done = os.path.join(out_dir, LAYOUT_FILE)
-    if os.path.isfile(done):
-        with open(done, encoding="utf-8") as f:
-            previous = json.load(f)
-        if {k: previous.get(k) for k in record} == record:
-            return previous
+    previous = _finished(out_dir, LAYOUT_FILE, record)
+    if previous is not None:
+        return previous
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=".gm-sources-") as work:
@@ -190,14 +197,11 @@ def small_data(full_dir: str, out_dir: str, per_family: int, seed: int) -> dict:
         "test_source": layout["test"],
         "soundfont_sha256": layout["soundfont_sha256"],
     }
-    done = os.path.join(out_dir, SMALL_FILE)
-    if os.path.isfile(done):
-        with open(done, encoding="utf-8") as f:
-            previous = json.load(f)
-        if {k: previous.get(k) for k in record} == record:
-            return previous
+    previous = _finished(out_dir, SMALL_FILE, record)
+    if previous is not None:
+        return previous
     rng = random.Random(seed)
-    chosen = {"test": {}}
+    chosen = {}
     train_root = os.path.join(full_dir, "train")
     chosen["train"] = {
         family: sorted(rng.sample(sorted(os.listdir(os.path.join(train_root, family))), per_family))
