@@ -92,6 +92,7 @@ def _bare_output(model, inputs):
     return model.get_submodule(model.base_model_prefix)(**inputs)[0]
 
 
+@pytest.mark.slow
 def test_nonuniform_pruned_models_load_by_both_routes(tmp_path):
     cases = {
         "whisper": _nonuniform(tiny_whisper, "input_features", (1, 16, 100)),
@@ -122,6 +123,7 @@ def test_nonuniform_pruned_models_load_by_both_routes(tmp_path):
             assert (result["output"] - reference).abs().max().item() <= 1e-6
 
 
+@pytest.mark.slow
 def test_stock_expressible_pruning_loads_without_custom_code(tmp_path):
     jobs, expected = [], []
     for name, (model, inputs) in {
@@ -148,6 +150,7 @@ def test_stock_expressible_pruning_loads_without_custom_code(tmp_path):
     assert (extractor.chunk_length, extractor.nb_max_frames) == (1, 100)
 
 
+@pytest.mark.slow
 def test_a_window_of_half_a_second_saves_and_loads_with_its_feature_extractor(tmp_path):
     # Keyword spotting wants 0.5 s; the stock WhisperFeatureExtractor cannot pad to 8000 samples
     # (float sample counts), so the saved folder carries hf_keepwhat's own extractor class.

@@ -77,6 +77,7 @@ def test_clap_groups_and_the_ignored_conv_kind(caplog):
         get_mask_model(tiny_clap_audio(), MaskConfig(last_layer=0))
 
 
+@pytest.mark.slow
 def test_pruned_clap_loads_by_both_routes(tmp_path):
     pruned = _masked(0).prune()
     inputs = {"input_features": torch.randn(1, 1, 64, 16)}

@@ -4,11 +4,15 @@ Graph analysis must find its conv chains, refuse the flatten into the classifier
 must compute what the masked network computes, at the accounted cost.
 """
 
+import pytest
 import torch
 
 from benchmarks.crepe_pitch import load_crepe, raw_pitch_accuracy, render_tones
 from hf_keepwhat import MaskConfig, get_mask_model
 from hf_keepwhat.profiling import count_macs, count_params
+
+# Real weights, real data or subprocess runs: `make test-all` (CI), not `make test`.
+pytestmark = pytest.mark.slow
 
 
 def test_real_crepe_pruned_equals_masked_at_accounted_cost():

@@ -25,6 +25,7 @@ def _pruned(family: str, seed: int = 0):
     return mm.prune().eval(), input_name, torch.randn(*shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_onnx_export_computes_what_pytorch_does(family, tmp_path):
     model, input_name, inputs = _pruned(family)
@@ -71,6 +72,7 @@ def test_cli_export(tmp_path, capsys):
         main(["export", str(tmp_path / "pruned"), str(tmp_path / "onnx2")])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_int8_quantization_of_pruned_models(family):
     model, input_name, inputs = _pruned(family)
@@ -88,6 +90,7 @@ def test_int8_quantization_of_pruned_models(family):
     assert any(isinstance(m, torch.nn.Linear) for m in model.modules())  # the original is kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["whisper", "wavlm"])
 def test_torch_compile_of_pruned_models(family):
     model, input_name, inputs = _pruned(family)

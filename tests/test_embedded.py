@@ -122,6 +122,7 @@ def _tiny_clap() -> ClapModel:
     return model
 
 
+@pytest.mark.slow
 def test_clap_model_prunes_its_audio_tower_and_loads_by_both_routes(tmp_path):
     torch.manual_seed(0)
     model = _tiny_clap()
@@ -161,6 +162,7 @@ def _random_masks_clap(mm):
     mm.eval()
 
 
+@pytest.mark.slow
 def test_clap_audio_model_with_projection(tmp_path):
     torch.manual_seed(0)
     config = tiny_clap_audio().config

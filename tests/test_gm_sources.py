@@ -11,6 +11,9 @@ import gm_sources  # noqa: E402
 from gm_instruments import FAMILIES  # noqa: E402
 from test_gm_instruments import _digests as _files  # noqa: E402
 
+# Real weights, real data or subprocess runs: `make test-all` (CI), not `make test`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def few_notes(monkeypatch):

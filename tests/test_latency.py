@@ -60,6 +60,7 @@ def test_the_fit_reproduces_the_reference_every_fraction_is_taken_of():
     assert error_at_reference(0) < 0.01 < error_at_reference(None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_profile_times_real_variants_and_holds_half_out(runtime, torch_table):
     table = (

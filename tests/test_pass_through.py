@@ -139,6 +139,7 @@ def test_only_pre_ln_layers_are_passed_through():
     assert mm.emptiable_layers == []
 
 
+@pytest.mark.slow
 def test_passed_through_models_load_by_both_routes(tmp_path):
     jobs, expected = [], []
     for family in ("whisper", "clap", "wavlm"):

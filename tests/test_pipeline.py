@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from tiny_models import tiny_whisper
 from transformers import WhisperFeatureExtractor, pipeline
 
@@ -40,6 +41,7 @@ def test_pipeline_with_hf_keepwhat(tmp_path):
     assert len(out) == 3 and abs(sum(o["score"] for o in out) - 1) < 1e-4
 
 
+@pytest.mark.slow
 def test_pipeline_with_remote_code_only(tmp_path):
     folder = _saved(tmp_path)
     result = subprocess.run(

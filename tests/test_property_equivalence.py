@@ -1,5 +1,6 @@
 """Property-based: for random small configs and random hard masks, pruning is exact."""
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -85,6 +86,7 @@ def test_wav2vec2(shape, stable_layer_norm):
     _check(mm, {"input_values": torch.randn(2, 1600)}, shape)
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(SHAPES, st.sampled_from(["relative", "rotary"]))
 def test_conformer(shape, positions):

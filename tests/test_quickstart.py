@@ -5,7 +5,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import real_asset
+
+# Real weights, real data or subprocess runs: `make test-all` (CI), not `make test`.
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,6 +17,9 @@ from hf_keepwhat.tasks.budgets import fastest_cost
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGIT_REGEX = r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav"
+# Real weights, real data or subprocess runs: `make test-all` (CI), not `make test`.
+pytestmark = pytest.mark.slow
+
 TRAINING = [
     "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--mask_learning_rate", "0.3",
     "--report_to", "none", "--latency_repeats", "3", "--use_cpu", "--disable_tqdm", "true",

@@ -75,6 +75,7 @@ def test_classify_whisper_with_baseline_and_sweep(tmp_path, digits):
     assert "95% interval" in (out / "target0.30" / "pruned" / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_classify_wav2vec2(tmp_path, digits):
     model = save_tiny_model("wav2vec2", str(tmp_path / "model"))
     out = tmp_path / "out"
@@ -97,6 +98,7 @@ def _audiofolder(root, rows_by_split, rate=16000):
     return str(root)
 
 
+@pytest.mark.slow
 def test_tag_multilabel_with_distillation_train_to_target_meet_target_and_head_refit(tmp_path):
     tags = [["rock"], ["jazz", "vocal"], ["rock", "vocal"], ["jazz"]]
     data = _audiofolder(tmp_path / "tags", {"train": [{"tags": t} for t in tags * 3],
@@ -130,6 +132,7 @@ def test_tag_multilabel_with_distillation_train_to_target_meet_target_and_head_r
     assert total[f"{config['keepwhat']['mask_config']['budget']}_removed_fraction"] >= 0.5
 
 
+@pytest.mark.slow
 def test_ctc(tmp_path):
     words = ["ab", "ba", "cab", "abc"]
     data = _audiofolder(tmp_path / "asr", {"train": [{"text": w} for w in words * 3],
@@ -143,6 +146,7 @@ def test_ctc(tmp_path):
     assert {"wer", "cer"} <= set(report["runs"][0]["metrics"])
 
 
+@pytest.mark.slow
 def test_missing_label_column_is_one_clear_line(tmp_path, digits):
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
@@ -156,6 +160,7 @@ def test_missing_label_column_is_one_clear_line(tmp_path, digits):
     assert result.returncode == 2 and "error: --best_of 0: give the number" in result.stderr
 
 
+@pytest.mark.slow
 def test_accelerate_two_processes_end_with_identical_masks(tmp_path, digits):
     """accelerate's `--cpu` alone runs one process (its multi-CPU path is mpirun); its torchrun
     launcher (`--multi_gpu`) with the script's `--use_cpu` runs two gloo processes on the CPU."""
@@ -172,6 +177,7 @@ def test_accelerate_two_processes_end_with_identical_masks(tmp_path, digits):
     assert run["mask_checksums_agree"]
 
 
+@pytest.mark.slow
 def test_classify_with_the_papers_mlp_head_on_any_backbone(tmp_path, digits):
     from safetensors.torch import load_file
 
@@ -199,6 +205,7 @@ def test_classify_with_the_papers_mlp_head_on_any_backbone(tmp_path, digits):
     assert (folder / "pruned" / "preprocessor_config.json").exists()
 
 
+@pytest.mark.slow
 def test_classify_with_a_fold_split_and_half_a_second_window(tmp_path, digits):
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     out = tmp_path / "out"
@@ -240,6 +247,7 @@ def test_presets_fill_the_checked_fold_splits(monkeypatch, tmp_path, preset, dat
         parse_arguments()
 
 
+@pytest.mark.slow
 def test_classify_trains_the_weights_with_the_masks_and_fine_tunes_after_pruning(tmp_path, digits):
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     out = tmp_path / "out"
@@ -262,6 +270,7 @@ def test_classify_trains_the_weights_with_the_masks_and_fine_tunes_after_pruning
     assert (out / "target0.50" / "finetune").is_dir()  # its checkpoints: a killed run resumes
 
 
+@pytest.mark.slow
 def test_match_macs_of_with_fine_tuning_trains_the_competitor_too(tmp_path, digits):
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     small = save_tiny_model(

@@ -58,6 +58,7 @@ def test_a_hand_edited_default_is_noticed():
     assert changed_defaults(None) == ["no recipe defaults recorded"]
 
 
+@pytest.mark.slow
 def test_the_rendered_documents_are_what_the_renderer_writes_today(tmp_path):
     import render_results
 

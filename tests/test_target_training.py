@@ -28,6 +28,7 @@ class _Seen(TrainerCallback):
         self.rates.append(lr_scheduler.get_last_lr()[0])
 
 
+@pytest.mark.slow
 def test_trains_on_towards_the_raised_target_until_it_is_met(tmp_path):
     base, mm = _trained_like(mask_learning_rate=0.1)
     before = mm.realised_sparsity()

@@ -1,12 +1,16 @@
 """The Torch-Pruning arm of benchmarks/weight_arms.py: whole heads and FFN neurons to a MACs
 budget, d_model and the conv stem kept, and the finding that its Whisper does not load back."""
 
+import pytest
 import torch
 from test_trainer import _synthetic_dataset
 from tiny_models import tiny_whisper
 
 from benchmarks.weight_arms import _loads_back, torch_pruned
 from hf_keepwhat.profiling import count_macs
+
+# Real weights, real data or subprocess runs: `make test-all` (CI), not `make test`.
+pytestmark = pytest.mark.slow
 
 
 def test_torch_pruning_meets_the_macs_budget_with_whole_heads_and_loads_back_refused(tmp_path):

@@ -21,6 +21,9 @@ from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
 from hf_keepwhat.adapter import ADAPTER_WEIGHTS_FILE
 from hf_keepwhat.profiling import count_params
 
+# Real weights, real data or subprocess runs: `make test-all` (CI), not `make test`.
+pytestmark = pytest.mark.slow
+
 STEPS = 120
 
 

@@ -185,7 +185,8 @@ def small_data(full_dir: str, out_dir: str, per_family: int, seed: int) -> dict:
     Args:
         full_dir: A layout written by `build` (the default one: train fluidr3, test csound_gm).
         out_dir: The audiofolder to write: `train/{family}/...` and `test/{family}/...`.
-        per_family: Training clips per family (about 30: a few hundred clips in all).
+        per_family: Training clips per family (about 30: a few hundred clips in all); 0: every
+            clip of the train split (the large regime, with the same carve and test).
         seed: Which clips are drawn.
     """
     with open(os.path.join(full_dir, LAYOUT_FILE), encoding="utf-8") as f:
@@ -203,10 +204,10 @@ def small_data(full_dir: str, out_dir: str, per_family: int, seed: int) -> dict:
     rng = random.Random(seed)
     chosen = {}
     train_root = os.path.join(full_dir, "train")
-    chosen["train"] = {
-        family: sorted(rng.sample(sorted(os.listdir(os.path.join(train_root, family))), per_family))
-        for family in sorted(os.listdir(train_root))
-    }
+    chosen["train"] = {}
+    for family in sorted(os.listdir(train_root)):
+        names = sorted(os.listdir(os.path.join(train_root, family)))
+        chosen["train"][family] = sorted(rng.sample(names, per_family)) if per_family else names
     test_root = os.path.join(full_dir, "test")
     chosen["test"] = {
         f: sorted(os.listdir(os.path.join(test_root, f))) for f in os.listdir(test_root)
