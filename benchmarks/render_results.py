@@ -565,7 +565,8 @@ def weight_arms_lines() -> list[str]:
     for regime, words in (
         ("small", "a user's folder: 30 clips a family from FluidR3 (480 clips, the recipe "
          "carves 10% of them for validation, stratified and seeded)"),
-        ("large", "the frontier's train split: every program at 18 pitches from FluidR3"),
+        ("large", "gm_sources' whole train split: every GM program at 9 pitches and 2 "
+         "velocities from FluidR3 (2287 clips; the recipe carves 10% for validation)"),
     ):  # fmt: skip
         result = _load(f"weight_arms_{regime}.json")
         if result is None:
