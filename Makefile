@@ -38,9 +38,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The fast suite: tiny models built in code, no real-weight training (tests marked `slow` left
-# out). `make test-all` runs everything, as CI does.
+# out), on every core. `make test-all` runs everything, one test at a time (the latency profiles
+# time real runs), as CI does.
 test: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto
 
 test-all: lint
 	$(BIN)/python -m pytest -q

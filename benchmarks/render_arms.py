@@ -99,8 +99,9 @@ def choices_table(rows: list[dict]) -> list[str]:
         rows: `weight_arms.py` rows of one regime (the recipe arms carry the choices).
     """
     by_seed = {}
-    for row in rows:
-        if row.get("dense_probe") and row["seed"] not in by_seed:
+    for row in rows:  # a recipe row of each seed, one recording both depths where there is one
+        known = by_seed.get(row["seed"], {}).get("depth_by_validation_alone") is not None
+        if row.get("dense_probe") and not known:
             by_seed[row["seed"]] = row
     if not by_seed:
         return []
