@@ -101,7 +101,9 @@ def choices_table(rows: list[dict]) -> list[str]:
     by_seed = {}
     for row in rows:  # a recipe row of each seed, one recording both depths where there is one
         known = by_seed.get(row["seed"], {}).get("depth_by_validation_alone") is not None
-        if row.get("dense_probe") and not known:
+        # With --train_backbone the dense reference is fine-tuned, not a probe.
+        probe = row.get("dense_kind", "fine-tuned" if "train_backbone" in row["arm"] else "")
+        if row.get("dense_probe") and not known and probe != "fine-tuned":
             by_seed[row["seed"]] = row
     if not by_seed:
         return []

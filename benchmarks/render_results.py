@@ -77,7 +77,7 @@ def report_section(report: dict, file_name: str, title: str, splits: str) -> lis
         f"| model | validation {metric} | test {metric} | encoder params | MACs | latency (ms) "
         "| disk (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        row("dense, linear probe", dense, intervals.get("dense", {})),
+        row(f"dense, {report['dense_kind']}", dense, intervals.get("dense", {})),
         *(
             row(f"pruned, target {r['target_sparsity']:.4g}", r, i.get("accuracy", {}))
             for r, i in zip(report["runs"], of_runs, strict=True)

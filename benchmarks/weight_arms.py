@@ -284,6 +284,7 @@ def run_recipe_arm(args, folder) -> dict:
         "depth_by_validation_alone": report["depth"]
         and report["depth"].get("last_layer_by_validation_alone"),
         "dense_probe_correct": dense.get("correct"),
+        "dense_kind": report["dense_kind"],
         "train_seconds": seconds,  # the whole run: depth probes, dense probe, masks, fine-tuning
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
     }

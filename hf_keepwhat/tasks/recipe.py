@@ -27,7 +27,7 @@ from .competitor import competitor_baseline
 from .depth import layer_probes, select_depth_cross_validated, select_last_layer
 from .provenance import provenance
 from .reports import accuracy_intervals, resolution_warning, write_report
-from .run import Run, Task, _median_example, dense_baseline, prune_one_target
+from .run import Run, Task, _median_example, dense_baseline, dense_kind, prune_one_target
 from .run_folder import RunFolder, fingerprint
 from .splits import load_splits
 
@@ -189,7 +189,7 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, d
         "validation_examples": len(run.splits["validation"]),
         "test_examples": len(run.splits["test"]),
         "metric": run.task.metric,
-        "dense_kind": "linear probe" if run.run_args.train_baseline else "untrained head",
+        "dense_kind": dense_kind(run.run_args, dense_config),
         "latency_input": "one test clip of median length "
         f"({tuple(run.latency_input[input_name].shape)})",
         "mask_config": dense_config.to_dict()

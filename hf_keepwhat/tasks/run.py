@@ -317,8 +317,17 @@ def _best_step(state) -> int | None:
     return int(best.rsplit("-", 1)[1]) if best else None
 
 
+def dense_kind(run_args, dense_config: MaskConfig) -> str:
+    """What the dense reference is: trained as the masks are (the head alone on the frozen
+    backbone, or every weight with `train_backbone`), or only measured."""
+    if not run_args.train_baseline:
+        return "untrained head"
+    return "fine-tuned" if dense_config.train_backbone else "linear probe"
+
+
 def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
-    """The dense reference (every unit kept): a linear probe when `--train_baseline`, else the
+    """The dense reference (every unit kept), trained as the masks are when `--train_baseline` (a
+    linear probe; with `--train_backbone`, every weight fine-tuned), else the
     untrained head, only measured. Returns its record (metrics on validation and test, and on
     the main process its figures; the dense model saved under `output_dir/dense`)."""
     phase = "baseline"
@@ -329,7 +338,11 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
     if run.run_args.train_baseline:
         args = run.validated_arguments(phase)
         logger.info(
-            "dense probe: the head on the frozen, unmasked backbone; %s",
+            "dense %s: %s; %s",
+            dense_kind(run.run_args, dense_config),
+            "every weight and the head, unmasked (--train_backbone)"
+            if dense_config.train_backbone
+            else "the head on the frozen, unmasked backbone",
             run.describe_training(args),
         )
         run.folder.folder(phase)
@@ -337,7 +350,8 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         dense_mm.eval()
         metrics = run.evaluate(dense_mm, phase)
         logger.info(
-            "dense probe: %s (best checkpoint: step %s)",
+            "dense %s: %s (best checkpoint: step %s)",
+            dense_kind(run.run_args, dense_config),
             _scores(metrics, metric),
             _best_step(state),
         )
