@@ -120,3 +120,14 @@ def test_distillation_adds_the_teachers_term_only_in_training(tmp_path):
     )
     with pytest.raises(ValueError, match="needs a teacher"):
         finetune(student, args, data, distill_weight=1.0)
+
+
+def test_the_dense_reference_is_named_for_how_it_trained():
+    from types import SimpleNamespace
+
+    from hf_keepwhat.tasks.run import dense_kind
+
+    trained, measured = SimpleNamespace(train_baseline=True), SimpleNamespace(train_baseline=False)
+    assert dense_kind(trained, MaskConfig()) == "linear probe"
+    assert dense_kind(trained, MaskConfig(train_backbone=True)) == "fine-tuned"
+    assert dense_kind(measured, MaskConfig(train_backbone=True)) == "untrained head"
