@@ -337,9 +337,10 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
     metric = run.task.metric
     if run.run_args.train_baseline:
         args = run.validated_arguments(phase)
+        name = "dense, fine-tuned" if dense_config.train_backbone else "dense probe"
         logger.info(
-            "dense %s: %s; %s",
-            dense_kind(run.run_args, dense_config),
+            "%s: %s; %s",
+            name,
             "every weight and the head, unmasked (--train_backbone)"
             if dense_config.train_backbone
             else "the head on the frozen, unmasked backbone",
@@ -350,8 +351,8 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         dense_mm.eval()
         metrics = run.evaluate(dense_mm, phase)
         logger.info(
-            "dense %s: %s (best checkpoint: step %s)",
-            dense_kind(run.run_args, dense_config),
+            "%s: %s (best checkpoint: step %s)",
+            name,
             _scores(metrics, metric),
             _best_step(state),
         )
