@@ -11,7 +11,6 @@ import logging
 import os
 
 from transformers import AutoFeatureExtractor
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import MaskConfig
 from ..finetuning import finetune
@@ -69,22 +68,15 @@ def competitor_baseline(run, budget: dict | None, config) -> dict | None:
     if model is None:
         run.folder.finish(PHASE, {})
         return None
-    args = run.validated_arguments(
-        PHASE,
-        metric=run.task.metric,
-        max_steps=run.run_args.finetune_steps,
-        learning_rate=run.run_args.finetune_learning_rate,
-        warmup_steps=run.run_args.finetune_steps // 10,
-    )
+    args = run.finetune_arguments(PHASE)
     logger.info(
         "competitor: %s, every weight fine-tuned; %s",
         os.path.basename(os.path.normpath(str(budget["value"]))),
         run.describe_training(args),
     )
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     finetune(model, args, run.splits["train"], eval_dataset=run.splits["validation"],
-             compute_metrics=run.task.compute_metrics, resume_from_checkpoint=last,
-             **run.task_data())  # fmt: skip
+             compute_metrics=run.task.compute_metrics,
+             resume_from_checkpoint=run.last_checkpoint(args), **run.task_data())  # fmt: skip
     metrics = run.evaluate(model, PHASE)
     layout = get_layout(model, MaskConfig(max_input_seconds=config.max_input_seconds))
     record = {

@@ -179,6 +179,23 @@ class Run:
             greater_is_better=self.task.greater_is_better,
         )
 
+    def finetune_arguments(self, name: str) -> TrainingArguments:
+        """`--finetune_steps`' training arguments: its steps and rate, a 10% warm-up, the best
+        checkpoint on the task's metric."""
+        steps = self.run_args.finetune_steps
+        return self.validated_arguments(
+            name,
+            metric=self.task.metric,
+            max_steps=steps,
+            learning_rate=self.run_args.finetune_learning_rate,
+            warmup_steps=steps // 10,
+        )
+
+    @staticmethod
+    def last_checkpoint(args: TrainingArguments) -> str | None:
+        """The phase's last checkpoint, to resume from (None when it has none)."""
+        return get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+
     def task_data(self) -> dict:
         """The collator and loss function every training step of the run passes to Trainer."""
         return {"data_collator": self.collator, "compute_loss_func": self.task.compute_loss_func}
@@ -231,7 +248,7 @@ class Run:
         )
         if self.task.compute_loss_func is not None:
             trainer.loss_is_scaled_for_ga = False  # a mean loss: let Trainer divide by GA steps
-        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        last = self.last_checkpoint(args)
         if last:
             logger.info("%s: resuming training from %s", name, last)
         trainer.train(resume_from_checkpoint=last)
@@ -470,22 +487,13 @@ def finetune_teacher(run: Run, config: MaskConfig):
 def _finetune_pruned(run: Run, pruned, config: MaskConfig, name: str):
     """`--finetune_steps`: every kept weight and the head train on the task, with validation
     and the best checkpoint kept, resuming from the phase's last checkpoint."""
-    run_args = run.run_args
-    phase = f"{name}/finetune"
-    args = run.validated_arguments(
-        phase,
-        metric=run.task.metric,
-        max_steps=run_args.finetune_steps,
-        learning_rate=run_args.finetune_learning_rate,
-        warmup_steps=run_args.finetune_steps // 10,
-    )
-    weight = run_args.finetune_distill_weight
+    args = run.finetune_arguments(f"{name}/finetune")
+    weight = run.run_args.finetune_distill_weight
     logger.info(
         "fine-tune: every kept weight and the head%s; %s",
         f", distilled from the dense model (weight {weight:g})" if weight else "",
         run.describe_training(args),
     )
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     return finetune(
         pruned,
         args,
@@ -494,7 +502,7 @@ def _finetune_pruned(run: Run, pruned, config: MaskConfig, name: str):
         compute_metrics=run.task.compute_metrics,
         teacher=finetune_teacher(run, config) if weight else None,
         distill_weight=weight,
-        resume_from_checkpoint=last,
+        resume_from_checkpoint=run.last_checkpoint(args),
         **run.task_data(),
     )
 
