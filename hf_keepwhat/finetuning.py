@@ -68,6 +68,16 @@ class DistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def best_step(state) -> int | None:
+    """The step of a Trainer state's best checkpoint (None when none was chosen).
+
+    Args:
+        state: `trainer.state`.
+    """
+    best = state.best_model_checkpoint
+    return int(best.rsplit("-", 1)[1]) if best else None
+
+
 def unfreeze_for_finetuning(model: nn.Module) -> int:
     """Makes every parameter trainable, but a wav2vec2-style convolutional feature encoder (kept
     frozen, as transformers' audio-classification example does by default); returns how many
@@ -138,13 +148,12 @@ def finetune(
     if compute_loss_func is not None:
         trainer.loss_is_scaled_for_ga = False  # a mean loss: Trainer divides by GA steps
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    best = trainer.state.best_model_checkpoint
     record_recovery(
         model,
         {
             "method": "finetune",
             "steps": trainer.state.global_step,
-            "best_step": int(best.rsplit("-", 1)[1]) if best else None,
+            "best_step": best_step(trainer.state),
             "learning_rate": args.learning_rate,
             "parameters_trained": trained,
             "distill_weight": distill_weight,

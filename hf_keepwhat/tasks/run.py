@@ -24,7 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..callbacks import SparsityCallback
 from ..config import MaskConfig
 from ..exact_budget import meet_target
-from ..finetuning import finetune
+from ..finetuning import best_step, finetune
 from ..model import get_mask_model
 from ..profiling import count_macs, count_params, disk_size, measure_latency
 from ..recovery import recover_with_lora, refit_head
@@ -329,11 +329,6 @@ def save_adapter(mm, folder: str) -> None:
     save_file(state, os.path.join(folder, "keepwhat_masks.safetensors"))
 
 
-def _best_step(state) -> int | None:
-    best = state.best_model_checkpoint
-    return int(best.rsplit("-", 1)[1]) if best else None
-
-
 def dense_kind(run_args, dense_config: MaskConfig) -> str:
     """What the dense reference is: trained as the masks are (the head alone on the frozen
     backbone, or every weight with `train_backbone`), or only measured."""
@@ -371,7 +366,7 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
             "%s: %s (best checkpoint: step %s)",
             name,
             _scores(metrics, metric),
-            _best_step(state),
+            best_step(state),
         )
     else:
         logger.info("dense model: the untrained head, measured only (--train_baseline trains it)")
@@ -433,11 +428,11 @@ def _train_target_masks(run: Run, config: MaskConfig, name: str) -> tuple:
         "masks: removed %.1f%% of %s, best checkpoint within the budget: %s",
         100 * total[f"{config.budget}_removed_fraction"],
         config.budget,
-        f"step {_best_step(state)}, validation {run.task.metric} {state.best_metric:.4g}"
+        f"step {best_step(state)}, validation {run.task.metric} {state.best_metric:.4g}"
         if state.best_model_checkpoint
         else "none met it; the last state is kept",
     )
-    return mm, {"best_checkpoint_step": _best_step(state), "best_of": best_of}
+    return mm, {"best_checkpoint_step": best_step(state), "best_of": best_of}
 
 
 def _finish_masks(run: Run, mm, name: str, row: dict) -> None:
