@@ -35,6 +35,7 @@ TASK = Task(
     compute_metrics=compute_metrics,
     card_task="single-label audio classification",
     selects_depth=True,
+    trains_weights=True,
 )
 
 if __name__ == "__main__":

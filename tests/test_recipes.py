@@ -17,8 +17,9 @@ COMMON = [
     "--max_steps", "6", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
     "--mask_learning_rate", "0.3", "--report_to", "none", "--save_strategy", "no",
     "--latency_repeats", "3", "--use_cpu", "--disable_tqdm", "true",
-    "--budget", "params", "--target_warmup_steps", "0",  # MaskConfig's defaults, not the recipe's
+    "--budget", "params", "--target_warmup_steps", "0", "--train_backbone", "false",  # MaskConfig's defaults, not the recipe's
 ]  # fmt: skip
+FROZEN_DEFAULTS = ("--budget", "params", "--train_backbone", "false")
 
 
 def _recipe(name, args, tmp_path, launcher=None):
@@ -253,9 +254,9 @@ def test_classify_trains_the_weights_with_the_masks_and_fine_tunes_after_pruning
     out = tmp_path / "out"
     args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
             "--test_group", "index", "--test_values", "0", "1", "--max_input_seconds", "1",
-            "--last_layer", "1", "--train_backbone", "--backbone_learning_rate", "1e-3",
+            "--last_layer", "1", "--backbone_learning_rate", "1e-3",
             "--finetune_steps", "4", "--finetune_distill_weight", "1", "--no_train_baseline",
-            "--output_dir", str(out), *COMMON]  # fmt: skip
+            "--output_dir", str(out), *COMMON, "--train_backbone"]  # fmt: skip
     result = _recipe("classify", args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fine-tune: every kept weight and the head, distilled" in result.stdout
@@ -271,7 +272,9 @@ def test_classify_trains_the_weights_with_the_masks_and_fine_tunes_after_pruning
 
 
 @pytest.mark.slow
-def test_match_macs_of_with_fine_tuning_trains_the_competitor_too(tmp_path, digits):
+def test_match_macs_of_trains_the_competitor_as_classify_trains_weights_by_default(
+    tmp_path, digits
+):
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     small = save_tiny_model(
         "whisper", str(tmp_path / "small"), encoder_layers=2, encoder_ffn_dim=24
@@ -279,14 +282,15 @@ def test_match_macs_of_with_fine_tuning_trains_the_competitor_too(tmp_path, digi
     out = tmp_path / "out"
     args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
             "--test_group", "index", "--test_values", "0", "1", "--max_input_seconds", "1",
-            "--last_layer", "none", "--match_macs_of", small, "--finetune_steps", "2",
-            "--output_dir", str(out), *[a for a in COMMON if a not in ("--budget", "params")]]  # fmt: skip
+            "--last_layer", "none", "--match_macs_of", small,
+            "--output_dir", str(out), *[a for a in COMMON if a not in FROZEN_DEFAULTS]]  # fmt: skip
     result = _recipe("classify", args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "competitor: small, every weight fine-tuned" in result.stdout
     report = json.loads((out / "report.json").read_text())
     competitor = report["competitor"]
-    assert competitor["model"] == "small" and competitor["finetune_steps"] == 2
+    assert report["mask_config"]["train_backbone"] is True and report["dense_kind"] == "fine-tuned"
+    assert competitor["model"] == "small" and competitor["steps"] == 6  # the masks' --max_steps
     assert competitor["macs"] <= report["budget_request"]["allowed_cost"]
     assert set(report["intervals"]["runs"][0]["minus_competitor"]) == {"validation", "test"}
     assert "minus `small` fine-tuned" in (out / "report.md").read_text()

@@ -262,6 +262,7 @@ RECIPE_MASK_HELP = {
     "last_layer": "Drop the layers above this index; 'auto': per-layer probes on the validation split choose it; 'none': keep every layer (default: 'auto' for classification, 'none' otherwise).",
     "max_input_seconds": "Whisper: the input window in seconds (default: the longest train clip, rounded up to a whole second).",
     "latency_table": "A `keepwhat profile-latency` file: --budget latency prices units with it, and reports add its predicted latency.",
+    "train_backbone": "Train the kept weights while the masks learn (at --backbone_learning_rate; the dense reference is then fine-tuned too); '--train_backbone false' freezes the backbone (default: true for single-label classification, where it won on validation in both data regimes of docs/research.md 'Training the weights'; false otherwise).",
 }
 
 
@@ -273,6 +274,7 @@ def _mask_arguments_class() -> type:
         "last_layer": str | None,
         "target_warmup_steps": int | None,
         "latency_table": str | None,
+        "train_backbone": bool | None,
     }
     fields = []
     for f in dataclasses.fields(MaskConfig):
@@ -285,6 +287,9 @@ def _mask_arguments_class() -> type:
         else:
             default = {"default": f.default}
         metadata = {"help": RECIPE_MASK_HELP[f.name]} if f.name in RECIPE_MASK_HELP else {}
+        if f.name == "train_backbone":  # unset (None) is decided per task in `recipe.run`
+            default = {"default": None}
+            metadata.update(nargs="?", const=True)
         fields.append((f.name, types.get(f.name, f.type), field(**default, metadata=metadata)))
     return dataclasses.make_dataclass("MaskArguments", fields)
 
@@ -383,6 +388,7 @@ def recipe_defaults() -> dict:
             "max_steps": training["max_steps"].default,
             "per_device_train_batch_size": training["per_device_train_batch_size"].default,
         },
-        # Decided in `tasks.recipe.run` when --last_layer is not given (classification).
+        # Decided in `tasks.recipe.run` when not given (classification).
         "last_layer_when_unset": "auto",
+        "train_backbone_when_unset": True,
     }

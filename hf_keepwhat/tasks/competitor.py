@@ -1,6 +1,7 @@
 """The alternative a budget in another model's terms names: with `--match_macs_of MODEL` (or
-`--match_params_of`) and `--finetune_steps`, MODEL itself, every weight fine-tuned with the same
-data, carve, steps and rate. The question the user asked was "do I take MODEL, or this model
+`--match_params_of`) and weights that train (`--train_backbone`, the classification default, or
+`--finetune_steps`), MODEL itself, every weight fine-tuned with the same data, carve, steps and
+rate. The question the user asked was "do I take MODEL, or this model
 pruned to its cost?": the report answers it with training in both arms, not against a frozen
 probe nobody would deploy.
 """
@@ -48,17 +49,27 @@ def competitor_model(run, path: str, config):
     return get_mask_model(model, dense).prune(feature_extractor=run.collator.feature_extractor)
 
 
+def competitor_steps(run, config) -> int:
+    """The steps our arm trains its weights for, which the competitor gets too: the masks'
+    steps with `train_backbone` (plus `--finetune_steps` after pruning), else 0."""
+    steps = run.run_args.finetune_steps
+    if config.train_backbone:
+        steps += run.training_args.max_steps
+    return steps
+
+
 def competitor_baseline(run, budget: dict | None, config) -> dict | None:
     """The fine-tuned competitor's record (its metrics on validation and test, each clip's
     correctness, its MACs and latency), resumable like every phase; None when there is no model
-    to compete with or no `--finetune_steps`.
+    to compete with or the run trains no weight.
 
     Args:
         run: The recipe's `Run`.
         budget: The budget record (`--match_*_of` names the competitor).
         config: The run's MaskConfig (window).
     """
-    if not budget or not budget["asked"].startswith("match_") or not run.run_args.finetune_steps:
+    steps = competitor_steps(run, config)
+    if not budget or not budget["asked"].startswith("match_") or not steps:
         return None
     done = run.folder.done(PHASE)
     if done is not None:
@@ -68,7 +79,7 @@ def competitor_baseline(run, budget: dict | None, config) -> dict | None:
     if model is None:
         run.folder.finish(PHASE, {})
         return None
-    args = run.finetune_arguments(PHASE)
+    args = run.finetune_arguments(PHASE, steps)
     logger.info(
         "competitor: %s, every weight fine-tuned; %s",
         os.path.basename(os.path.normpath(str(budget["value"]))),
@@ -85,7 +96,7 @@ def competitor_baseline(run, budget: dict | None, config) -> dict | None:
         "validation_metrics": metrics["validation"],
         "correct": metrics.get("correct"),
         "macs": count_macs(layout.backbone, layout.reference_inputs()),
-        "finetune_steps": run.run_args.finetune_steps,
+        "steps": steps,
     }
     run.folder.finish(PHASE, record)
     return record

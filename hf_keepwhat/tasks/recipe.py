@@ -229,6 +229,10 @@ def run(task: Task) -> dict | None:
         # The out-of-source GM protocol decided it (docs/research.md, "Decisions"): cut to the
         # depth the validation probes choose, then mask, beats masks on every layer.
         mask_args.last_layer = "auto" if task.selects_depth else "none"
+    if mask_args.train_backbone is None:
+        # Measured on GM in a small and a large data regime (docs/research.md, "Training the
+        # weights"): masks over a training backbone beat frozen masks on validation in both.
+        mask_args.train_backbone = task.trains_weights
     if run_args.best_of < 1:
         raise AudioDataError(
             f"--best_of {run_args.best_of}: give the number of mask runs, 1 or more."

@@ -226,7 +226,7 @@ def gap_lines(report: dict, intervals: dict) -> list[str]:
     if competitor:
         lines.append(
             f"Competitor (`--match_*_of`): `{competitor['model']}`, every weight fine-tuned "
-            f"({competitor['finetune_steps']} steps): validation {metric} "
+            f"({competitor['steps']} steps): validation {metric} "
             f"{competitor['validation_metrics'][metric]:.4g}, test {competitor['metrics'][metric]:.4g}, "
             f"{competitor['macs']:,} MACs."
         )

@@ -57,6 +57,8 @@ class Task:
         card_task: The task in words for the model card.
         greater_is_better: Whether a higher `metric` is better (False for WER).
         selects_depth: Whether `--last_layer auto` can choose the depth (single-label probes).
+        trains_weights: The recipe's `--train_backbone` when it is not given (measured for
+            single-label classification only).
     """
 
     name: str
@@ -68,6 +70,7 @@ class Task:
     card_task: str = ""
     greater_is_better: bool = True
     selects_depth: bool = False
+    trains_weights: bool = False
 
 
 def _median_example(test, input_name: str, collator) -> dict[str, torch.Tensor]:
@@ -179,10 +182,10 @@ class Run:
             greater_is_better=self.task.greater_is_better,
         )
 
-    def finetune_arguments(self, name: str) -> TrainingArguments:
-        """`--finetune_steps`' training arguments: its steps and rate, a 10% warm-up, the best
-        checkpoint on the task's metric."""
-        steps = self.run_args.finetune_steps
+    def finetune_arguments(self, name: str, steps: int | None = None) -> TrainingArguments:
+        """Fine-tuning's training arguments: `--finetune_steps` (or `steps`) at
+        `--finetune_learning_rate`, a 10% warm-up, the best checkpoint on the task's metric."""
+        steps = self.run_args.finetune_steps if steps is None else steps
         return self.validated_arguments(
             name,
             metric=self.task.metric,
