@@ -27,8 +27,10 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
-from accuracy import load_fsdd  # noqa: E402
+import torchaudio  # noqa: E402
+from audio_data.fsdd import FILE_NAME, split_of  # noqa: E402
 from frontier import featurize, read_audiofolder  # noqa: E402
 from profile_batch1 import interleaved_op_times  # noqa: E402
 from provenance import write_result  # noqa: E402
@@ -71,10 +73,26 @@ def variants_of(pruned, onnx_dir: str, threads: int) -> dict:
     }
 
 
+def fsdd_test(folder: str, extractor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mel features and labels of FSDD's standard test split (recording index 0-4), read
+    from the flat folder of recordings at 8 kHz and resampled to 16 kHz."""
+    audio, labels = [], []
+    for name in sorted(os.listdir(folder)):
+        match = FILE_NAME.fullmatch(name)
+        if match and split_of(int(match["index"])) == "test":
+            clip, rate = sf.read(os.path.join(folder, name), dtype="float32")
+            audio.append(
+                torchaudio.functional.resample(torch.from_numpy(clip), rate, 16000).numpy()
+            )
+            labels.append(int(match["digit"]))
+    features = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    return features, torch.tensor(labels)
+
+
 def test_features(task: str, args, window: float, extractor_path: str):
     """Test features and labels of `task` for a `window`-second input."""
     if task == "fsdd":
-        return load_fsdd(args.fsdd, AutoFeatureExtractor.from_pretrained(extractor_path))["test"]
+        return fsdd_test(args.fsdd, AutoFeatureExtractor.from_pretrained(extractor_path))
     splits, _ = read_audiofolder(args.gm)
     return featurize(extractor_path, {"test": splits["test"]}, window)["test"]
 

@@ -17,9 +17,9 @@ ARMS = {
     "tp_taylor_finetune": "Torch-Pruning, Taylor, to 50% of MACs, then fine-tuned",
     "tp_magnitude_finetune": "Torch-Pruning, magnitude, to 50% of MACs, then fine-tuned",
     "tp_taylor_head": "Torch-Pruning, Taylor, to 50% of MACs, head on the frozen result",
-    "masks_frozen": "ours: masks on the frozen backbone (the paper's), 50% of MACs",
-    "masks_then_finetune": "ours: masks, then every kept weight fine-tuned, 50% of MACs",
-    "masks_train_backbone": "ours: masks over trainable weights, 50% of MACs",
+    "masks_frozen": "ours: masks on the frozen backbone (the paper's; `--train_backbone false`), 50% of MACs",
+    "masks_then_finetune": "ours: frozen masks, then every kept weight fine-tuned, 50% of MACs",
+    "masks_train_backbone": "ours: masks over trainable weights (the default), 50% of MACs",
 }
 REFERENCE = "finetune"
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 
 from render_arms import arms_table, choices_table
 from render_frontier import frontier_section, reference_section
 from render_gpu import gpu_section
 from render_latency import budget_section, load_tables, tables_lines, tables_section
 from render_sources import multisource_lines, sources_section
+from render_table import markdown_table
 
-from hf_keepwhat.tasks import saved_figure
 from hf_keepwhat.tasks.reports import gap_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -300,101 +299,6 @@ def scale_section(scale) -> list[str]:
     return lines + [""]
 
 
-def aggregate_runs(runs) -> list[dict]:
-    """Runs grouped by (method, target, steps), in first-seen order, with seed statistics."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["method"], r["target"], r.get("steps")), []).append(r)
-    rows = []
-    for (method, target, steps), members in groups.items():
-        accuracies = [r["accuracy"] for r in members]
-        rows.append(
-            {
-                "method": method,
-                "target": target,
-                "steps": steps,
-                "seeds": sorted(r["seed"] for r in members),
-                "accuracy": statistics.mean(accuracies),
-                "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-                "removed": statistics.mean(r["params_removed_fraction"] for r in members),
-                "removed_max_gap": max(abs(r["params_removed_fraction"] - target) for r in members),
-            }
-        )
-    return rows
-
-
-def plot_accuracy(rows, path) -> None:
-    """Mean accuracy (error bars: seed standard deviation) against the removed fraction."""
-    with saved_figure(path, (6, 4)) as (_, ax):
-        for method in dict.fromkeys(r["method"] for r in rows):
-            points = sorted(
-                (r["removed"], r["accuracy"], r["accuracy_std"] or 0.0)
-                for r in rows
-                if r["method"] == method
-            )
-            xs, ys, errors = zip(*points, strict=True)
-            fmt = "o-" if len(xs) > 1 else "s"
-            ax.errorbar(xs, ys, yerr=errors, fmt=fmt, label=method, capsize=2)
-        ax.set_xlabel("removed fraction of encoder parameters (3 s window)")
-        ax.set_ylabel("FSDD test accuracy")
-        ax.legend(fontsize=7)
-
-
-MASK_METHODS = ("mask_units", "mask_params", "mask_lagrangian")
-BASELINES = ("random", "magnitude")
-
-
-def accuracy_section(runs, first) -> list[str]:
-    rows = aggregate_runs(runs)
-    plot_accuracy(rows, os.path.join(RESULTS, "accuracy_fsdd.png"))
-    lines = [
-        "### Accuracy against removed parameters: `benchmarks/accuracy.py`",
-        "",
-        f"FSDD test accuracy (250 clips), Whisper tiny.en, batch {first['batch_size']}, "
-        f"{_machine(first)}. Plot: `benchmarks/results/accuracy_fsdd.png`. Head (and masks' own "
-        "rate 0.02) at 1e-3, full fine-tuning at 3e-5; `drop_layers` targets count dropped top "
-        "layers (of 4). Accuracy is the mean over the seeds listed, with their standard "
-        "deviation.",
-        "",
-        "| method | target | steps | seeds | params removed | accuracy |",
-        "|---|---:|---:|---|---:|---:|",
-    ]
-    for r in rows:
-        spread = f" ± {r['accuracy_std']:.3f}" if r["accuracy_std"] is not None else ""
-        lines.append(
-            f"| {r['method']} | {r['target']:g} | {r['steps']} | {r['seeds']} "
-            f"| {r['removed']:.1%} | {r['accuracy']:.3f}{spread} |"
-        )
-    lines.append("")
-    for method in MASK_METHODS:
-        ahead, total, short = 0, 0, []
-        for r in rows:
-            if r["method"] != method:
-                continue
-            rivals = [b for b in rows if b["method"] in BASELINES and b["target"] == r["target"]]
-            if rivals:
-                total += 1
-                ahead += all(r["accuracy"] >= b["accuracy"] for b in rivals)
-                if r["removed"] < min(b["removed"] for b in rivals) - 0.01:
-                    short.append(f"{r['target']:g} ({r['removed']:.1%})")
-        if total:
-            caveat = (
-                f"; it removed less than they did at targets {', '.join(short)}" if short else ""
-            )
-            lines.append(
-                f"- `{method}` at or above both random and magnitude structured pruning at "
-                f"{ahead} of {total} targets{caveat}."
-            )
-    lagrangian = [r for r in rows if r["method"] == "mask_lagrangian"]
-    if lagrangian:
-        gaps = ", ".join(f"{r['target']:g}: {r['removed_max_gap'] * 100:.2f}" for r in lagrangian)
-        lines.append(
-            f"- `mask_lagrangian`: largest distance of the realised removed fraction from the "
-            f"target over seeds, in percentage points: {gaps}."
-        )
-    return lines + [""]
-
-
 def crepe_section(crepe) -> list[str]:
     removed = crepe["removed"]
     return [
@@ -438,62 +342,29 @@ def frozen_mode_lines(eval_mode, train_mode) -> list[str]:
     ]
 
 
-def plain_trainer_section(results) -> list[str]:
-    """The README snippet with and without `optimizer_cls_and_kwargs`, per seed and on average."""
-    lines = [
-        "### The plain Trainer path: `benchmarks/plain_trainer.py`",
-        "",
-        "The README's mask training on real Whisper tiny.en + FSDD (test split), with the masks' "
-        "parameter groups (`readme`) and with the optimizer a plain `Trainer` builds (`plain`).",
-        "",
-        "| steps | seed | readme: removed | readme: accuracy | plain: removed | plain: accuracy |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for result in results:
-        runs = [r for r in result["runs"] if r.get("threads", 2) == 2 or "threads" not in r]
-        by = {(r["seed"], r["path"]): r for r in runs}
-        seeds = sorted(
-            {seed for seed, path in by if (seed, "plain") in by and (seed, "readme") in by}
-        )
-        if not seeds:
-            continue
-        steps = runs[0]["steps"]
-        for seed in seeds:
-            a, b = by[(seed, "readme")], by[(seed, "plain")]
-            lines.append(
-                f"| {steps} | {seed} | {a['params_removed_fraction']:.1%} | {a['accuracy']:.3f} "
-                f"| {b['params_removed_fraction']:.1%} | {b['accuracy']:.3f} |"
-            )
-        mean = {
-            (path, key): statistics.mean(by[(seed, path)][key] for seed in seeds)
-            for path in ("readme", "plain")
-            for key in ("params_removed_fraction", "accuracy")
-        }
-        lines.append(
-            f"| {steps} | mean | {mean[('readme', 'params_removed_fraction')]:.1%} "
-            f"| {mean[('readme', 'accuracy')]:.3f} | {mean[('plain', 'params_removed_fraction')]:.1%} "
-            f"| {mean[('plain', 'accuracy')]:.3f} |"
-        )
-    return lines + [""]
-
-
 def round_to_section(result) -> list[str]:
-    lines = [
+    header = ["model", "variant", "batch", "input (s)", "MACs vs exact",
+              "latency (ms, median ± IQR)", "latency vs exact"]  # fmt: skip
+    rows = [
+        [
+            r["model"],
+            r["variant"],
+            str(r["batch_size"]),
+            f"{r['input_seconds']:g}",
+            f"{r['macs_vs_exact']:.3f}",
+            f"{r['latency_s'] * 1e3:.1f} ± {r['latency_iqr_s'] * 1e3:.1f}",
+            f"{r['latency_vs_exact']:.3f}",
+        ]  # fmt: skip
+        for r in result["rows"]
+    ]
+    return [
         "### Hardware-aligned widths: `benchmarks/round_to.py`",
         "",
         f"{result['masks']}; {result['device']} ({_machine(result)}).",
         "",
-        "| model | variant | batch | input (s) | MACs vs exact | latency (ms, median ± IQR) "
-        "| latency vs exact |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        *markdown_table(header, rows, align="llrrrrr"),
+        "",
     ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['model']} | {r['variant']} | {r['batch_size']} | {r['input_seconds']:g} "
-            f"| {r['macs_vs_exact']:.3f} | {r['latency_s'] * 1e3:.1f} ± "
-            f"{r['latency_iqr_s'] * 1e3:.1f} | {r['latency_vs_exact']:.3f} |"
-        )
-    return lines + [""]
 
 
 # Results that are prepared but not yet run: the docs say so rather than say nothing.
@@ -540,20 +411,6 @@ def results_lines() -> list[str]:
     costs = [_load(n) for n in ("train_cost_cpu.json", "train_cost_base_cpu.json")]
     if any(costs):
         lines += cost_section([c for c in costs if c])
-    plain = [
-        _load(n)
-        for n in sorted(os.listdir(RESULTS))
-        if n.startswith("plain_trainer_fsdd") and n.endswith(".json")
-    ]
-    if plain:
-        lines += plain_trainer_section(plain)
-    accuracy = [
-        _load(n)
-        for n in sorted(os.listdir(RESULTS))
-        if n.startswith("accuracy_fsdd") and n.endswith(".json")
-    ]
-    if accuracy:
-        lines += accuracy_section([r for a in accuracy for r in a["runs"]], accuracy[0])
     # The sections were written as README subsections: one level up in a document of their own.
     return [line[1:] if line.startswith("###") else line for line in lines]
 

@@ -160,127 +160,33 @@ def probes_section(probes: dict) -> list[str]:
 
 #: The recipe's questions, each as (question, the setting asked about, what it is weighed
 #: against): decided on out-of-source validation, the test figure reported beside it.
+# fmt: off
 DECISIONS = (
-    (
-        "Masks on every layer, or cut to layers 0-2 first? (tiny.en, 50%)",
-        "whisper-tiny.en mask_macs 0.5 layers 0-2",
-        "whisper-tiny.en mask_macs 0.5",
-    ),
-    (
-        "Cut-first masks against the dense probe (tiny.en, 50%)",
-        "whisper-tiny.en mask_macs 0.5 layers 0-2",
-        "whisper-tiny.en linear_probe",
-    ),
-    (
-        "Cut-first masks against dropping the top 2 layers (tiny.en)",
-        "whisper-tiny.en mask_macs 0.5 layers 0-2",
-        "whisper-tiny.en drop_layers 2",
-    ),
-    (
-        "Timbre augmentation for the masks (tiny.en, layers 0-2, 50%)",
-        "whisper-tiny.en mask_macs 0.5 layers 0-2 augment_db=6",
-        "whisper-tiny.en mask_macs 0.5 layers 0-2",
-    ),
-    (
-        "Distillation to the dense encoder (tiny.en, layers 0-2, 50%)",
-        "whisper-tiny.en mask_macs 0.5 layers 0-2 distill_weight=1",
-        "whisper-tiny.en mask_macs 0.5 layers 0-2",
-    ),
-    (
-        "The classify recipe's default depth (`--last_layer auto`: layers 0-1, chosen by "
-        "in-source probes) against masks on every layer (tiny.en, 50%)",
-        "whisper-tiny.en mask_macs 0.5 layers 0-1",
-        "whisper-tiny.en mask_macs 0.5",
-    ),
-    (
-        "Masks at dropping 3 layers' MACs (69%, layers 0-1) against the drop",
-        "whisper-tiny.en mask_macs 0.69 layers 0-1",
-        "whisper-tiny.en drop_layers 3",
-    ),
-    (
-        "Latency budget at 30% of dense with no depth cut against the same with layers 0-1",
-        "whisper-tiny.en mask_latency 0.7",
-        "whisper-tiny.en mask_latency 0.7 layers 0-1",
-    ),
-    (
-        "The default recipe's depth (layers 0-1, chosen by in-source probes), masks at 50%, "
-        "against the dense probe",
-        "whisper-tiny.en mask_macs 0.5 layers 0-1",
-        "whisper-tiny.en linear_probe",
-    ),
-    (
-        "Masks at 75% of MACs (layers 0-1) against dropping the top 3 layers (69%)",
-        "whisper-tiny.en mask_macs 0.75 layers 0-1",
-        "whisper-tiny.en drop_layers 3",
-    ),
-    (
-        "Latency budget at 50% against the MACs budget at 50% (layers 0-1)",
-        "whisper-tiny.en mask_latency 0.5 layers 0-1",
-        "whisper-tiny.en mask_macs 0.5 layers 0-1",
-    ),
-    (
-        "Latency budget at 50% against dropping the top 2 layers",
-        "whisper-tiny.en mask_latency 0.5 layers 0-1",
-        "whisper-tiny.en drop_layers 2",
-    ),
-    (
-        "Latency budget at 25% of the dense latency against dropping the top 3 layers",
-        "whisper-tiny.en mask_latency 0.75 layers 0-1",
-        "whisper-tiny.en drop_layers 3",
-    ),
-    (
-        "Latency budget at dropping 3 layers' measured latency (30% of dense) against the drop",
-        "whisper-tiny.en mask_latency 0.7 layers 0-1",
-        "whisper-tiny.en drop_layers 3",
-    ),
-    (
-        "Lower mask rate (0.01) and longer warm-up (half the steps) (tiny.en, layers 0-1, 50%)",
-        "whisper-tiny.en mask_macs 0.5 layers 0-1 mask_learning_rate=0.01 warmup_fraction=0.5",
-        "whisper-tiny.en mask_macs 0.5 layers 0-1",
-    ),
-    (
-        "Head refit on the pruned model, 500 steps (tiny.en, layers 0-1, 50%)",
-        "whisper-tiny.en mask_macs 0.5 layers 0-1 refit_head_steps=500",
-        "whisper-tiny.en mask_macs 0.5 layers 0-1",
-    ),
-    (
-        "Latency budget priced on ONNX Runtime at 50% against dropping the top 2 layers",
-        "whisper-tiny.en-ort mask_latency 0.5 layers 0-1",
-        "whisper-tiny.en drop_layers 2",
-    ),
-    (
-        "Latency budget at 30% against the MACs budget at 75% (layers 0-1; both measured at "
-        "0.32 of the dense latency on torch)",
-        "whisper-tiny.en mask_latency 0.7 layers 0-1",
-        "whisper-tiny.en mask_macs 0.75 layers 0-1",
-    ),
-    (
-        "Distillation (distill_weight=1) in the latency budget at 30% (layers 0-1)",
-        "whisper-tiny.en mask_latency 0.7 layers 0-1 distill_weight=1",
-        "whisper-tiny.en mask_latency 0.7 layers 0-1",
-    ),
-    (
-        "Latency budget at 30% with distillation against dropping the top 3 layers",
-        "whisper-tiny.en mask_latency 0.7 layers 0-1 distill_weight=1",
-        "whisper-tiny.en drop_layers 3",
-    ),
-    (
-        "Latency budget priced on ONNX Runtime at 25%: meet_target against none",
-        "whisper-tiny.en-ort mask_latency 0.75 layers 0-1 meet_target=True",
-        "whisper-tiny.en-ort mask_latency 0.75 layers 0-1",
-    ),
-    (
-        "Latency budget priced on ONNX Runtime at 25%: meet_target, then the head refit 500 "
-        "steps, against neither",
-        "whisper-tiny.en-ort mask_latency 0.75 layers 0-1 meet_target=True refit_head_steps=500",
-        "whisper-tiny.en-ort mask_latency 0.75 layers 0-1",
-    ),
-    (
-        "Whisper base cut to layers 0-2, masked to tiny.en's MACs, against tiny.en's probe",
-        "whisper-base mask_macs 0.6112 layers 0-2",
-        "whisper-tiny.en linear_probe",
-    ),
+    ("Masks on every layer, or cut to layers 0-2 first? (tiny.en, 50%)", "whisper-tiny.en mask_macs 0.5 layers 0-2", "whisper-tiny.en mask_macs 0.5"),
+    ("Cut-first masks against the dense probe (tiny.en, 50%)", "whisper-tiny.en mask_macs 0.5 layers 0-2", "whisper-tiny.en linear_probe"),
+    ("Cut-first masks against dropping the top 2 layers (tiny.en)", "whisper-tiny.en mask_macs 0.5 layers 0-2", "whisper-tiny.en drop_layers 2"),
+    ("Timbre augmentation for the masks (tiny.en, layers 0-2, 50%)", "whisper-tiny.en mask_macs 0.5 layers 0-2 augment_db=6", "whisper-tiny.en mask_macs 0.5 layers 0-2"),
+    ("Distillation to the dense encoder (tiny.en, layers 0-2, 50%)", "whisper-tiny.en mask_macs 0.5 layers 0-2 distill_weight=1", "whisper-tiny.en mask_macs 0.5 layers 0-2"),
+    ("The classify recipe's default depth (`--last_layer auto`: layers 0-1, chosen by in-source probes) against masks on every layer (tiny.en, 50%)", "whisper-tiny.en mask_macs 0.5 layers 0-1", "whisper-tiny.en mask_macs 0.5"),
+    ("Masks at dropping 3 layers' MACs (69%, layers 0-1) against the drop", "whisper-tiny.en mask_macs 0.69 layers 0-1", "whisper-tiny.en drop_layers 3"),
+    ("Latency budget at 30% of dense with no depth cut against the same with layers 0-1", "whisper-tiny.en mask_latency 0.7", "whisper-tiny.en mask_latency 0.7 layers 0-1"),
+    ("The default recipe's depth (layers 0-1, chosen by in-source probes), masks at 50%, against the dense probe", "whisper-tiny.en mask_macs 0.5 layers 0-1", "whisper-tiny.en linear_probe"),
+    ("Masks at 75% of MACs (layers 0-1) against dropping the top 3 layers (69%)", "whisper-tiny.en mask_macs 0.75 layers 0-1", "whisper-tiny.en drop_layers 3"),
+    ("Latency budget at 50% against the MACs budget at 50% (layers 0-1)", "whisper-tiny.en mask_latency 0.5 layers 0-1", "whisper-tiny.en mask_macs 0.5 layers 0-1"),
+    ("Latency budget at 50% against dropping the top 2 layers", "whisper-tiny.en mask_latency 0.5 layers 0-1", "whisper-tiny.en drop_layers 2"),
+    ("Latency budget at 25% of the dense latency against dropping the top 3 layers", "whisper-tiny.en mask_latency 0.75 layers 0-1", "whisper-tiny.en drop_layers 3"),
+    ("Latency budget at dropping 3 layers' measured latency (30% of dense) against the drop", "whisper-tiny.en mask_latency 0.7 layers 0-1", "whisper-tiny.en drop_layers 3"),
+    ("Lower mask rate (0.01) and longer warm-up (half the steps) (tiny.en, layers 0-1, 50%)", "whisper-tiny.en mask_macs 0.5 layers 0-1 mask_learning_rate=0.01 warmup_fraction=0.5", "whisper-tiny.en mask_macs 0.5 layers 0-1"),
+    ("Head refit on the pruned model, 500 steps (tiny.en, layers 0-1, 50%)", "whisper-tiny.en mask_macs 0.5 layers 0-1 refit_head_steps=500", "whisper-tiny.en mask_macs 0.5 layers 0-1"),
+    ("Latency budget priced on ONNX Runtime at 50% against dropping the top 2 layers", "whisper-tiny.en-ort mask_latency 0.5 layers 0-1", "whisper-tiny.en drop_layers 2"),
+    ("Latency budget at 30% against the MACs budget at 75% (layers 0-1; both measured at 0.32 of the dense latency on torch)", "whisper-tiny.en mask_latency 0.7 layers 0-1", "whisper-tiny.en mask_macs 0.75 layers 0-1"),
+    ("Distillation (distill_weight=1) in the latency budget at 30% (layers 0-1)", "whisper-tiny.en mask_latency 0.7 layers 0-1 distill_weight=1", "whisper-tiny.en mask_latency 0.7 layers 0-1"),
+    ("Latency budget at 30% with distillation against dropping the top 3 layers", "whisper-tiny.en mask_latency 0.7 layers 0-1 distill_weight=1", "whisper-tiny.en drop_layers 3"),
+    ("Latency budget priced on ONNX Runtime at 25%: meet_target against none", "whisper-tiny.en-ort mask_latency 0.75 layers 0-1 meet_target=True", "whisper-tiny.en-ort mask_latency 0.75 layers 0-1"),
+    ("Latency budget priced on ONNX Runtime at 25%: meet_target, then the head refit 500 steps, against neither", "whisper-tiny.en-ort mask_latency 0.75 layers 0-1 meet_target=True refit_head_steps=500", "whisper-tiny.en-ort mask_latency 0.75 layers 0-1"),
+    ("Whisper base cut to layers 0-2, masked to tiny.en's MACs, against tiny.en's probe", "whisper-base mask_macs 0.6112 layers 0-2", "whisper-tiny.en linear_probe"),
 )
+# fmt: on
 
 
 def decisions_lines(settings: dict, examples: dict) -> list[str]:

@@ -8,8 +8,9 @@ Arms:
   `GroupTaylorImportance` / `GroupMagnitudeImportance` on heads and FFN neurons (conv stem and
   d_model kept), pruned to `--keep_macs` of the dense MACs, then `--then head` (a head on the
   frozen result) or `--then finetune` (every weight, same steps).
-- `recipe`: `recipes/classify.py` with the flags after `--` (ours: frozen masks by default,
-  `--finetune_steps`, `--train_backbone`), same seed, so the same validation carve.
+- `recipe`: `recipes/classify.py` with the flags after `--` (ours: masks over trainable weights
+  by default, `--train_backbone false` for the paper's frozen masks, `--finetune_steps`), same
+  seed, so the same validation carve.
 
 Every arm runs in its own process (peak RSS is its own); MACs are hf_keepwhat's counter
 (`count_macs`, attention matmuls included) at the run's window.

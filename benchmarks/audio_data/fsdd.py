@@ -3,9 +3,9 @@ with the validation split the frontier benchmark needs, so that FSDD can be run 
 instruments as the saturated reference task.
 
 FSDD's standard split keeps recording index 0-4 for test; this adds a validation split from the
-train indices (by default 5-9), so test is the same 250 clips that `benchmarks/accuracy.py`
-scores. Every speaker is in every split, as in the standard split. The recordings are copied
-unchanged (8 kHz; the frontier resamples on reading).
+train indices (by default 5-9), so test is FSDD's standard 250 test clips. Every speaker is in
+every split, as in the standard split. The recordings are copied unchanged (8 kHz; the frontier
+resamples on reading).
 
     python benchmarks/audio_data/fsdd.py --fsdd $KEEPWHAT_FSDD --out data/fsdd
 """
