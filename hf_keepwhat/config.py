@@ -213,7 +213,8 @@ class MaskConfig:
             raise ValueError(
                 "MaskConfig.train_backbone=True with distill_weight > 0: the teacher is the "
                 "backbone itself with its masks off, and it would train too. Set distill_weight=0 "
-                "(or fine-tune after pruning with a frozen teacher: hf_keepwhat.finetune)."
+                "(or fine-tune after pruning with a frozen teacher: hf_keepwhat.finetune), or "
+                "train_backbone=False (recipes: --train_backbone false)."
             )
 
     def _read_latency_table(self) -> None:

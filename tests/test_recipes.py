@@ -248,6 +248,30 @@ def test_presets_fill_the_checked_fold_splits(monkeypatch, tmp_path, preset, dat
         parse_arguments()
 
 
+@pytest.mark.parametrize(
+    "given, classify, other",
+    [([], True, False), (["--train_backbone"], True, True),
+     (["--train_backbone", "false"], False, False)],
+)  # fmt: skip
+def test_train_backbone_unset_is_decided_by_the_task(monkeypatch, tmp_path, given, classify, other):
+    from hf_keepwhat.tasks.arguments import parse_arguments
+    from hf_keepwhat.tasks.recipe import fill_task_defaults
+    from hf_keepwhat.tasks.run import Task
+
+    argv = ["classify.py", "--model_name_or_path", "m", "--output_dir", str(tmp_path), *given]
+    monkeypatch.setattr(sys, "argv", argv)
+    for trains_weights, expected in ((True, classify), (False, other)):
+        mask_args = parse_arguments()[2]
+        task = Task("t", object, "accuracy", None, None, trains_weights=trains_weights)
+        fill_task_defaults(task, mask_args)
+        assert mask_args.train_backbone is expected
+    # Distillation's teacher is the frozen backbone: asking for it keeps the backbone frozen.
+    monkeypatch.setattr(sys, "argv", [*argv, "--distill_weight", "1"])
+    mask_args = parse_arguments()[2]
+    fill_task_defaults(Task("t", object, "accuracy", None, None, trains_weights=True), mask_args)
+    assert mask_args.train_backbone is (classify and "--train_backbone" in given)
+
+
 @pytest.mark.slow
 def test_classify_trains_the_weights_with_the_masks_and_fine_tunes_after_pruning(tmp_path, digits):
     model = save_tiny_model("whisper", str(tmp_path / "model"))

@@ -219,12 +219,13 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, d
     return report
 
 
-def run(task: Task) -> dict | None:
-    """Runs a recipe end to end (splits, window, budget, depth, dense reference, one pruned
-    model per target, report), resuming what `--output_dir` already holds, and returns the
-    report (on the main process; None elsewhere)."""
-    arguments = parse_arguments()
-    model_args, data_args, mask_args, run_args, _, training_args = arguments
+def fill_task_defaults(task: Task, mask_args) -> None:
+    """Sets the mask arguments whose default depends on the task, where the user gave none.
+
+    Args:
+        task: The recipe's task.
+        mask_args: The parsed `MaskArguments` (changed in place).
+    """
     if mask_args.last_layer is None:
         # The out-of-source GM protocol decided it (docs/research.md, "Decisions"): cut to the
         # depth the validation probes choose, then mask, beats masks on every layer.
@@ -232,7 +233,17 @@ def run(task: Task) -> dict | None:
     if mask_args.train_backbone is None:
         # Measured on GM in a small and a large data regime (docs/research.md, "Training the
         # weights"): masks over a training backbone beat frozen masks on validation in both.
-        mask_args.train_backbone = task.trains_weights
+        # Distillation's teacher is the frozen backbone, so asking for it keeps it frozen.
+        mask_args.train_backbone = task.trains_weights and not mask_args.distill_weight
+
+
+def run(task: Task) -> dict | None:
+    """Runs a recipe end to end (splits, window, budget, depth, dense reference, one pruned
+    model per target, report), resuming what `--output_dir` already holds, and returns the
+    report (on the main process; None elsewhere)."""
+    arguments = parse_arguments()
+    model_args, data_args, mask_args, run_args, _, training_args = arguments
+    fill_task_defaults(task, mask_args)
     if run_args.best_of < 1:
         raise AudioDataError(
             f"--best_of {run_args.best_of}: give the number of mask runs, 1 or more."
