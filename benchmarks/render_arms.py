@@ -90,6 +90,35 @@ def arms_table(rows: list[dict]) -> list[str]:
     return markdown_table(header, cells)
 
 
+OURS = {
+    "masks_frozen": "frozen masks",
+    "masks_then_finetune": "frozen masks then fine-tuned",
+    "masks_train_backbone": "masks over trainable weights",
+}
+
+
+def ours_on_validation(rows: list[dict]) -> str:
+    """Our modes compared as the recipe's default was chosen, on validation: each one's mean
+    validation accuracy over the seeds every one of them ran.
+
+    Args:
+        rows: `weight_arms.py` rows of one regime.
+    """
+    ours = {arm: runs for arm, runs in _by_arm(rows).items() if arm in OURS}
+    if len(ours) < 2:
+        return ""
+    seeds = set.intersection(*({r["seed"] for r in runs} for runs in ours.values()))
+    means = {
+        arm: statistics.mean(r["validation"] for r in runs if r["seed"] in seeds)
+        for arm, runs in ours.items()
+    }
+    ranked = sorted(means, key=means.get, reverse=True)
+    return (
+        f"Ours on validation (seeds {', '.join(map(str, sorted(seeds)))}, which every mode of "
+        "ours ran): " + ", ".join(f"{OURS[a]} {100 * means[a]:.1f}" for a in ranked) + "."
+    )
+
+
 def choices_table(rows: list[dict]) -> list[str]:
     """What each seed's run chose on its small validation: the depth kept by cross-validation
     and by validation alone, and the dense probe (its best checkpoint on validation), with the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from render_arms import arms_table, choices_table
+from render_arms import arms_table, choices_table, ours_on_validation
 from render_frontier import frontier_section, reference_section
 from render_gpu import gpu_section
 from render_latency import budget_section, load_tables, tables_lines, tables_section
@@ -447,6 +447,8 @@ def weight_arms_lines() -> list[str]:
             "docs/results.md's interleaved timings (`benchmarks/weight_arms.py`).",
             "",
             *arms_table(rows),
+            "",
+            ours_on_validation(rows),
             "",
             "Choices made on each seed's validation (the same for every recipe arm of a seed):",
             "",

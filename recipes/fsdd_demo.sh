@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): spoken-digit classification with Whisper tiny.en on FSDD, 3 s input
 # window, 50% of the encoder's parameters removed, FSDD's standard split (index 0-4 is test).
+# The recipe's defaults otherwise: the kept weights train with the masks, the dense model is
+# fine-tuned the same way as the reference.
 # Model: $KEEPWHAT_WHISPER_TINY, else openai/whisper-tiny.en from the Hub.
 # Data: $KEEPWHAT_FSDD (a folder of {digit}_{speaker}_{index}.wav), else the Hub copy.
 set -euo pipefail
