@@ -20,6 +20,7 @@ from ..model import get_mask_model
 from ..profiling import count_macs
 from .audio import AudioDataError
 from .loading import load_pretrained
+from .run import scores
 
 logger = logging.getLogger("hf_keepwhat.recipe")
 PHASE = "competitor"
@@ -89,6 +90,7 @@ def competitor_baseline(run, budget: dict | None, config) -> dict | None:
              compute_metrics=run.task.compute_metrics,
              resume_from_checkpoint=run.last_checkpoint(args), **run.task_data())  # fmt: skip
     metrics = run.evaluate(model, PHASE)
+    logger.info("competitor: %s", scores(metrics, run.task.metric))
     layout = get_layout(model, MaskConfig(max_input_seconds=config.max_input_seconds))
     record = {
         "model": os.path.basename(os.path.normpath(str(budget["value"]))),

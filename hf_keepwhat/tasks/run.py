@@ -99,8 +99,13 @@ def _gather(value):
     return [value]
 
 
-def _scores(metrics: dict, metric: str) -> str:
-    """`validation accuracy 0.71, test 0.70` from `Run.evaluate`'s metrics."""
+def scores(metrics: dict, metric: str) -> str:
+    """`validation accuracy 0.71, test 0.70` from `Run.evaluate`'s metrics.
+
+    Args:
+        metrics: `Run.evaluate`'s result.
+        metric: The metric shown.
+    """
     shown = {}
     for split in ("validation", "test"):
         value = metrics[split].get(metric)
@@ -368,7 +373,7 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         logger.info(
             "%s: %s (best checkpoint: step %s)",
             name,
-            _scores(metrics, metric),
+            scores(metrics, metric),
             best_step(state),
         )
     else:
@@ -529,7 +534,7 @@ def _prune_and_recover(run: Run, mm, config: MaskConfig, name: str, row: dict):
         row["validation_metrics_before_finetune"] = metrics["validation"]
         pruned = _finetune_pruned(run, pruned, config, name)
         metrics = run.evaluate(pruned, name)
-    logger.info("evaluate: %s", _scores(metrics, run.task.metric))
+    logger.info("evaluate: %s", scores(metrics, run.task.metric))
     return pruned, metrics
 
 
