@@ -133,8 +133,8 @@ def test_match_macs_of_a_smaller_model_with_validation_and_named_phases(tmp_path
     result = _classify(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout
-    for phase in ("budget: --match_macs_of", "data: train 21 examples, validation 3", "dense probe:",
-                  "masks to remove", "masks: removed", "prune:", "evaluate: validation", "save:"):  # fmt: skip
+    for phase in ("budget: --match_macs_of", "data: train 21 examples, validation 3",
+                  "dense, fine-tuned:", "competitor:", "masks to remove", "masks: removed", "prune:", "evaluate: validation", "save:"):  # fmt: skip
         assert phase in log, phase
     assert "LOAD REPORT" not in log + result.stderr  # the tiny model has no decoder to leave out
     report = json.loads((out / "report.json").read_text())
@@ -171,7 +171,8 @@ def test_defaults_fit_the_window_to_the_data_and_choose_the_depth_on_validation(
     config = report["mask_config"]
     assert config["budget"] == "macs" and config["mask_learning_rate"] == 0.02
     assert config["target_warmup_steps"] == 3 and config["max_input_seconds"] == 1.0
-    assert report["dense_kind"] == "linear probe"  # the dense probe trains by default
+    # Classification trains the weights by default: the masks' backbone and the dense reference.
+    assert config["train_backbone"] is True and report["dense_kind"] == "fine-tuned"
     pruned = json.loads((out / "target0.50" / "pruned" / "config.json").read_text())
     layers = pruned.get("encoder_layers", pruned.get("num_hidden_layers"))
     assert layers == depth["last_layer"] + 1
