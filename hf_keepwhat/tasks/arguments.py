@@ -131,7 +131,7 @@ class RunArguments:
     train_baseline: bool = field(
         default=True,
         metadata={
-            "help": "Train the dense baseline: the same head on the frozen, unmasked backbone (a linear probe); --no_train_baseline only measures the dense model."
+            "help": "Train the dense baseline as the masks train: every weight of the unmasked model fine-tuned with --train_backbone (the classification default), else the same head on the frozen backbone (a linear probe); --no_train_baseline only measures the dense model."
         },
     )
     latency_repeats: int = field(
@@ -287,7 +287,7 @@ def _mask_arguments_class() -> type:
         else:
             default = {"default": f.default}
         metadata = {"help": RECIPE_MASK_HELP[f.name]} if f.name in RECIPE_MASK_HELP else {}
-        if f.name == "train_backbone":  # unset (None) is decided per task in `recipe.run`
+        if f.name == "train_backbone":  # unset (None): `recipe.fill_task_defaults` decides
             default = {"default": None}
             metadata.update(nargs="?", const=True)
         fields.append((f.name, types.get(f.name, f.type), field(**default, metadata=metadata)))
@@ -388,7 +388,7 @@ def recipe_defaults() -> dict:
             "max_steps": training["max_steps"].default,
             "per_device_train_batch_size": training["per_device_train_batch_size"].default,
         },
-        # Decided in `tasks.recipe.run` when not given (classification).
+        # Decided by `tasks.recipe.fill_task_defaults` when not given (classification).
         "last_layer_when_unset": "auto",
         "train_backbone_when_unset": True,
     }

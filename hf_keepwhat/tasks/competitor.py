@@ -1,9 +1,9 @@
 """The alternative a budget in another model's terms names: with `--match_macs_of MODEL` (or
 `--match_params_of`) and weights that train (`--train_backbone`, the classification default, or
-`--finetune_steps`), MODEL itself, every weight fine-tuned with the same data, carve, steps and
-rate. The question the user asked was "do I take MODEL, or this model
-pruned to its cost?": the report answers it with training in both arms, not against a frozen
-probe nobody would deploy.
+`--finetune_steps`), MODEL itself, every weight fine-tuned with the same data, carve and steps,
+at the backbone's rate (as transformers' audio-classification example trains it). The question
+the user asked was "do I take MODEL, or this model pruned to its cost?": the report answers it
+with training in both arms, not against a frozen probe nobody would deploy.
 """
 
 from __future__ import annotations
