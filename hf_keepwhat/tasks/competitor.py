@@ -1,7 +1,7 @@
 """The alternative a budget in another model's terms names: with `--match_macs_of MODEL` (or
 `--match_params_of`) and weights that train (`--train_backbone`, the classification default, or
 `--finetune_steps`), MODEL itself, every weight fine-tuned with the same data, carve and steps,
-at the backbone's rate (as transformers' audio-classification example trains it). The question
+at `--finetune_learning_rate` (5e-5, as transformers' audio-classification example). The question
 the user asked was "do I take MODEL, or this model pruned to its cost?": the report answers it
 with training in both arms, not against a frozen probe nobody would deploy.
 """
