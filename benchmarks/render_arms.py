@@ -77,8 +77,9 @@ def arms_table(rows: list[dict]) -> list[str]:
                 _mean_spread([r["test"] for r in runs]),
                 _gap(runs, reference),
                 f"{statistics.mean(r['macs_fraction_of_dense'] for r in runs):.2f}",
-                f"{statistics.mean(r['latency_ms'] for r in runs):.1f}",
-                f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f}",
+                # Medians: a run timed while the machine was loaded moves a mean by itself.
+                f"{statistics.median(r['latency_ms'] for r in runs):.1f}",
+                f"{statistics.median(r['train_seconds'] for r in runs) / 60:.1f}",
                 f"{max(r['peak_rss_bytes'] for r in runs) / 2**30:.1f}",
                 ", ".join(f"0-{d}" for d in sorted(depths)) or "-",
             ]

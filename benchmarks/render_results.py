@@ -441,9 +441,10 @@ def weight_arms_lines() -> list[str]:
             "in points: the mean over the seeds (max - min); the gap to fine-tuning tiny.en with "
             "its 95% bootstrap interval over the test clips and seeds. MACs are hf_keepwhat's "
             "counter (attention matmuls included); latency batch 1, training time and peak RSS "
-            "of the whole arm (ours: depth probes, dense probe, masks and fine-tuning) on this "
-            "project's 2-core CPU, one thread an arm, two to four arms at a time: the latency "
-            "and time columns moved with the load, so read speed from the MACs and from "
+            "of the whole arm (ours: depth probes, dense probe, masks and fine-tuning; the median "
+            "over the seeds) on this project's 2-core CPU, one thread an arm, two to four arms at "
+            "a time: the latency and time columns moved with the load, so read speed from the "
+            "MACs and from "
             "docs/results.md's interleaved timings (`benchmarks/weight_arms.py`).",
             "",
             *arms_table(rows),
