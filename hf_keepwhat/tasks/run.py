@@ -357,15 +357,12 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
     metric = run.task.metric
     if run.run_args.train_baseline:
         args = run.validated_arguments(phase)
-        name = "dense, fine-tuned" if dense_config.train_backbone else "dense probe"
-        logger.info(
-            "%s: %s; %s",
-            name,
-            "every weight and the head, unmasked (--train_backbone)"
+        name, trains = (
+            ("dense, fine-tuned", "every weight and the head, unmasked (--train_backbone)")
             if dense_config.train_backbone
-            else "the head on the frozen, unmasked backbone",
-            run.describe_training(args),
+            else ("dense probe", "the head on the frozen, unmasked backbone")
         )
+        logger.info("%s: %s; %s", name, trains, run.describe_training(args))
         run.folder.folder(phase)
         dense_mm, state = run.train_masks(dense_config, phase, freeze_masks=True)
         dense_mm.eval()
