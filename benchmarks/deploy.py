@@ -32,8 +32,8 @@ import torch  # noqa: E402
 import torchaudio  # noqa: E402
 from audio_data.fsdd import FILE_NAME, split_of  # noqa: E402
 from frontier import featurize, read_audiofolder  # noqa: E402
-from profile_batch1 import interleaved_op_times  # noqa: E402
 from provenance import write_result  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from transformers import (  # noqa: E402
     AutoFeatureExtractor,
     AutoModelForAudioClassification,
@@ -119,9 +119,37 @@ def interleaved_latency(calls: dict, rounds: int, repeats: int) -> dict:
     return {name: statistics.median(medians) for name, medians in times.items()}
 
 
+@torch.inference_mode()
+def interleaved_op_times(models: dict, inputs: dict, rounds: int, calls: int) -> dict:
+    """Per model: median wall time of a forward, and each operator's self time and count per
+    forward. Models are timed and profiled in alternation (`rounds` rounds of `calls` forwards
+    each), so that a drift of the machine's speed hits all alike."""
+    walls = {key: [] for key in models}
+    totals = {key: {} for key in models}
+    for model in models.values():
+        for _ in range(5):
+            model(**inputs)
+    for _ in range(rounds):
+        for key, model in models.items():
+            for _ in range(calls):
+                start = time.perf_counter()
+                model(**inputs)
+                walls[key].append(time.perf_counter() - start)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(calls):
+                    model(**inputs)
+            for e in prof.key_averages():
+                op = totals[key].setdefault(e.key, {"self_ms": 0.0, "calls": 0.0})
+                op["self_ms"] += e.self_cpu_time_total / 1e3 / (calls * rounds)
+                op["calls"] += e.count / (calls * rounds)
+    return {
+        key: {"wall_ms": statistics.median(walls[key]) * 1e3, "ops": totals[key]} for key in models
+    }
+
+
 def profile_table(model, features: torch.Tensor, rows: int = 12) -> list[dict]:
     """Where a forward pass spends CPU time: the top operators by self time (the profiling of
-    `profile_batch1.py`, one model, one round)."""
+    one model, one round)."""
     measured = interleaved_op_times({"model": model}, {"input_features": features}, 1, 10)
     ops = measured["model"]["ops"]
     total = sum(op["self_ms"] for op in ops.values())

@@ -9,7 +9,7 @@ import statistics
 from collections import defaultdict
 
 import numpy as np
-from frontier import KEPT_UNITS_PROBE, MASK_METHODS, Point, bits_of, mean_std
+from frontier import KEPT_UNITS_PROBE, Point, bits_of, mean_std
 from frontier import STRUCTURED as STRUCTURED_METHODS
 
 from hf_keepwhat.tasks import saved_figure
@@ -37,7 +37,6 @@ NOTHING_AFTER = {
     k: GRID[k]
     for k in ("refit_head_steps", "meet_target", "meet_target_kinds", "train_to_target_steps")
 }
-MASKS = tuple(MASK_METHODS)
 STRUCTURED = (*STRUCTURED_METHODS, "drop_layers")
 
 
@@ -149,10 +148,6 @@ def _model_text(row) -> str:
     """The model, and its layers when the run cut it (`last_layer`)."""
     layers = "" if row["last_layer"] is None else f", layers 0-{row['last_layer']}"
     return f"{row['model']}{layers}"
-
-
-def _label(row) -> str:
-    return f"{_model_text(row)}: {row['method']}"
 
 
 #: The plot's name for a finish (`finished`), by how the target was reached (`_reached_by`).
@@ -809,14 +804,12 @@ def _method_text(row) -> str:
     return row["method"]
 
 
-def frontier_section(frontier, latency=None, superseded=None) -> list[str]:
+def frontier_section(frontier, latency=None) -> list[str]:
     """The Markdown section (and the plot next to the JSON).
 
     Args:
         frontier: `frontier_gm.json`.
         latency: `frontier_gm_latency.json`, or None.
-        superseded: `frontier_gm_superseded.json` (runs recorded before a fix, not rendered), or
-            None.
     """
     rows = aggregate(frontier["runs"])
     diagnostics = aggregate(frontier["runs"], grid=False)
@@ -845,12 +838,6 @@ def frontier_section(frontier, latency=None, superseded=None) -> list[str]:
             f"({_latency_machine(latency)}, `benchmarks/frontier_latency.py`)."
             if latency
             else "(not measured yet)."
-        )
-        + (
-            f" Not shown: {len(superseded['runs'])} runs recorded before a fix "
-            "(`benchmarks/results/frontier_gm_superseded.json` says which and why)."
-            if superseded
-            else ""
         ),
         "",
         *findings(frontier, rows, diagnostics),

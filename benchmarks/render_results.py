@@ -237,37 +237,6 @@ def deploy_section(deploy) -> list[str]:
     return lines + [""]
 
 
-def profile_section(profile) -> list[str]:
-    rows = profile["rows"]
-    lines = [
-        "### Batch-1 time by operator: `benchmarks/profile_batch1.py`",
-        "",
-        f"{profile['model']}, {profile['window_s']} s window, batch 1, {_machine(profile)}; "
-        "magnitude masks as in `speed.py`; dense and pruned timed and profiled in alternation. "
-        "Per operator: how much faster it runs in the pruned model (dense self time / pruned "
-        "self time), against the MAC ratio.",
-        "",
-        "| operator | calls | dense (ms) | "
-        + " | ".join(f"{r['target_sparsity']:.0%} removed: speedup" for r in rows)
-        + " |",
-        "|---|---:|---:|" + "---:|" * len(rows),
-    ]
-    for i, op in enumerate(rows[0]["ops"]):
-        speedups = [r["ops"][i]["dense_ms"] / max(r["ops"][i]["pruned_ms"], 1e-9) for r in rows]
-        lines.append(
-            f"| `{op['op']}` | {op['calls_per_forward']:g} | {op['dense_ms']:.2f} | "
-            + " | ".join(f"{x:.2f}" for x in speedups)
-            + " |"
-        )
-    lines.append(
-        "| **whole forward (wall)** | | "
-        f"{rows[0]['dense_wall_ms']:.2f} | "
-        + " | ".join(f"{r['speedup']:.2f} (MAC ratio {r['mac_ratio']:.2f})" for r in rows)
-        + " |"
-    )
-    return lines + [""]
-
-
 def scale_section(scale) -> list[str]:
     order = ["get_mask_model", "training_step", "sparsity_report", "prune", "save_pretrained",
              "reload"]  # fmt: skip
@@ -379,9 +348,7 @@ def results_lines() -> list[str]:
     lines = []
     frontier = _load("frontier_gm.json")
     if frontier is not None:
-        lines += frontier_section(
-            frontier, _load("frontier_gm_latency.json"), _load("frontier_gm_superseded.json")
-        )
+        lines += frontier_section(frontier, _load("frontier_gm_latency.json"))
     reference = _load("frontier_fsdd.json")
     if reference is not None:
         lines += reference_section(reference)
@@ -395,7 +362,6 @@ def results_lines() -> list[str]:
         ("demo_fsdd_report.json", demo_section),
         ("recipe_gm_base_at_tiny.json", recipe_gm_section),
         ("speed_cpu.json", speed_section),
-        ("profile_batch1_cpu.json", profile_section),
         ("deploy_cpu.json", deploy_section),
         ("scale_cpu.json", scale_section),
         ("scale_gpu.json", scale_section),

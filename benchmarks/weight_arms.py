@@ -286,6 +286,12 @@ def run_recipe_arm(args, folder) -> dict:
         and report["depth"].get("last_layer_by_validation_alone"),
         "dense_probe_correct": dense.get("correct"),
         "dense_kind": report["dense_kind"],
+        "competitor": report.get("competitor")
+        and {k: report["competitor"][k] for k in ("model", "macs", "steps", "correct")}
+        | {
+            "validation": report["competitor"]["validation_metrics"]["accuracy"],
+            "test": report["competitor"]["metrics"]["accuracy"],
+        },  # fmt: skip
         "train_seconds": seconds,  # the whole run: depth probes, dense probe, masks, fine-tuning
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
     }
@@ -311,10 +317,12 @@ def main() -> None:
     parser.add_argument("--finetune_learning_rate", type=float, default=5e-5)
     parser.add_argument("--head_learning_rate", type=float, default=1e-3)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--keep_dir", help="Write the arm's folder here and keep it (checkpoints).")
     parser.add_argument("recipe_flags", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     args.recipe_flags = [f for f in args.recipe_flags if f != "--"]
     with tempfile.TemporaryDirectory(prefix="arm-") as folder:
+        folder = args.keep_dir or folder
         row = run_recipe_arm(args, folder) if args.arm == "recipe" else run_own_arm(args, folder)
     name = args.name or args.arm + (
         f"_layers0-{args.last_layer}" if args.last_layer is not None else ""
