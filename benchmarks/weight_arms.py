@@ -253,6 +253,47 @@ def _loads_back(model, folder: str) -> str:
     return "yes"
 
 
+def last_checkpoint_scores(args, folder: str, report: dict) -> dict:
+    """Issue 39's question, what should choose a checkpoint on small validation: each phase's
+    last checkpoint (the recipe keeps the best on validation and the last) scored like the
+    best, per phase (`baseline`: the dense reference, `target…`: the masks, `competitor`)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+    from transformers import AutoModelForAudioClassification
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hf_keepwhat import MaskConfig, get_mask_model
+
+    task, splits, model_kwargs, collator, _ = load_task(args.model, args.data_dir, args.seed)
+    masks = MaskConfig.from_dict(
+        report["mask_config"] | {"target_sparsity": report["runs"][0]["target_sparsity"]}
+    )
+    configs = {"baseline": dataclasses.replace(masks, target_sparsity=0.0, last_layer=None)}
+    configs[f"target{masks.target_sparsity:.2f}"] = masks
+    out = {}
+    for phase in (*configs, "competitor"):
+        last = (
+            get_last_checkpoint(os.path.join(folder, phase))
+            if phase in os.listdir(folder)
+            else None
+        )
+        if last is None:
+            continue
+        if phase == "competitor":
+            model = AutoModelForAudioClassification.from_pretrained(last)
+        else:
+            model = AutoModelForAudioClassification.from_pretrained(args.model, **model_kwargs)
+            mm = get_mask_model(model, configs[phase])
+            mm.load_state_dict(load_file(os.path.join(last, "model.safetensors")))
+            model = mm.prune()
+        with open(os.path.join(last, "trainer_state.json"), encoding="utf-8") as f:
+            best = json.load(f)["best_model_checkpoint"]
+        out[phase] = {"step": int(last.rsplit("-", 1)[1]), "best_is_last": best == last,
+                      **scores(model.eval(), splits, collator, task, folder)}  # fmt: skip
+    return out
+
+
 def run_recipe_arm(args, folder) -> dict:
     """`recipes/classify.py` with `args.recipe_flags` (same seed, data and steps): its row."""
     command = [
@@ -294,7 +335,9 @@ def run_recipe_arm(args, folder) -> dict:
         },  # fmt: skip
         "train_seconds": seconds,  # the whole run: depth probes, dense probe, masks, fine-tuning
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-    }
+    } | (
+        {"last_checkpoint": last_checkpoint_scores(args, folder, report)} if args.score_last else {}
+    )
 
 
 def main() -> None:
@@ -317,6 +360,9 @@ def main() -> None:
     parser.add_argument("--finetune_learning_rate", type=float, default=5e-5)
     parser.add_argument("--head_learning_rate", type=float, default=1e-3)
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--score_last", action="store_true", help="recipe: score each phase's last checkpoint too."
+    )
     parser.add_argument("--keep_dir", help="Write the arm's folder here and keep it (checkpoints).")
     parser.add_argument("recipe_flags", nargs=argparse.REMAINDER)
     args = parser.parse_args()
