@@ -20,6 +20,7 @@ ARMS = {
     "masks_frozen": "ours: masks on the frozen backbone (the paper's; `--train_backbone false`), 50% of MACs",
     "masks_then_finetune": "ours: frozen masks, then every kept weight fine-tuned, 50% of MACs",
     "masks_train_backbone": "ours: masks over trainable weights (the default), 50% of MACs",
+    "base_at_tiny_macs": "ours, Whisper base at tiny.en's MACs (`--match_macs_of`, the default)",
 }
 REFERENCE = "finetune"
 
@@ -120,42 +121,91 @@ def ours_on_validation(rows: list[dict]) -> str:
     )
 
 
-def choices_table(rows: list[dict]) -> list[str]:
-    """What each seed's run chose on its small validation: the depth kept by cross-validation
-    and by validation alone, and the dense probe (its best checkpoint on validation), with the
-    spread of the probe's test accuracy over the seeds.
+def _spread(values: list[float]) -> str:
+    return f"{100 * (max(values) - min(values)):.1f}"
+
+
+def choices_table(rows: list[dict], model: str) -> list[str]:
+    """What each seed's runs of `model` chose on its small validation: the depth kept by
+    cross-validation and by validation alone, and the dense reference each recipe arm trained
+    (its best checkpoint on validation): the probe of the frozen arms, the fine-tuned model of
+    the trainable ones, with the spread of their test accuracy over the seeds.
 
     Args:
         rows: `weight_arms.py` rows of one regime (the recipe arms carry the choices).
+        model: The model whose runs are shown.
     """
-    by_seed = {}
-    for row in rows:  # a recipe row of each seed, one recording both depths where there is one
-        known = by_seed.get(row["seed"], {}).get("depth_by_validation_alone") is not None
-        # With --train_backbone the dense reference is fine-tuned, not a probe.
-        probe = row.get("dense_kind", "fine-tuned" if "train_backbone" in row["arm"] else "")
-        if row.get("dense_probe") and not known and probe != "fine-tuned":
-            by_seed[row["seed"]] = row
-    if not by_seed:
+    seeds: dict[int, dict] = {}
+    for row in rows:
+        if row["model"] == model and row.get("dense_probe"):
+            kind = row.get("dense_kind") or (
+                "fine-tuned" if "train_backbone" in row["arm"] else "linear probe"
+            )
+            seed = seeds.setdefault(row["seed"], {"row": row})
+            seed.setdefault(kind, row["dense_probe"])
+            if row.get("depth_by_validation_alone") is not None:
+                seed["row"] = row
+    if not seeds:
         return []
+    kinds = [k for k in ("linear probe", "fine-tuned") if any(k in s for s in seeds.values())]
     cells = []
-    for seed, row in sorted(by_seed.items()):
-        alone = row.get("depth_by_validation_alone")
+    for number, seed in sorted(seeds.items()):
+        row, alone = seed["row"], seed["row"].get("depth_by_validation_alone")
         cells.append(
-            [
-                str(seed),
-                str(row["validation_examples"]),
-                "-" if row.get("depth") is None else f"0-{row['depth']}",
-                "-" if alone is None else f"0-{alone}",
-                f"{100 * row['dense_probe']['validation']:.1f}",
-                f"{100 * row['dense_probe']['test']:.1f}",
-            ]
-        )
-    probe = [r["dense_probe"]["test"] for r in by_seed.values()]
+            [str(number), str(row["validation_examples"]),
+             "-" if row.get("depth") is None else f"0-{row['depth']}",
+             "-" if alone is None else f"0-{alone}",
+             *(f"{100 * seed[k]['test']:.1f}" if k in seed else "-" for k in kinds)]
+        )  # fmt: skip
     header = ["seed", "validation clips", "depth kept (5-fold, budget-aware)",
-              "depth by validation alone", "dense probe validation", "dense probe test"]  # fmt: skip
-    return [
-        *markdown_table(header, cells),
-        "",
-        f"The dense probe's test accuracy spans {100 * (max(probe) - min(probe)):.1f} points over "
-        f"{len(probe)} seeds (its checkpoint chosen on each seed's validation).",
-    ]
+              "depth by validation alone", *(f"dense {k}: test" for k in kinds)]  # fmt: skip
+    spreads = ", ".join(
+        f"dense {k} {_spread([s[k]['test'] for s in seeds.values() if k in s])} points"
+        for k in kinds
+    )
+    return [*markdown_table(header, cells), "", f"{model}, test spread over the seeds: {spreads}."]
+
+
+#: Each phase of a recipe run, as `weight_arms.py --score_last` names it, and its best checkpoint's
+#: place in the row.
+PHASES = {
+    "baseline": ("the dense reference", lambda row: row["dense_probe"] | {"correct": row.get("dense_probe_correct")}),
+    "target": ("the masks", lambda row: row),
+    "competitor": ("the competitor (`--match_macs_of`'s model fine-tuned)", lambda row: row["competitor"]),
+}  # fmt: skip
+
+
+def checkpoint_rules_table(rows: list[dict]) -> list[str]:
+    """Issue 39's question on small validation: each phase's checkpoint best on validation (the
+    rule today) against its last one, test accuracy over the seeds and the paired gap.
+
+    Args:
+        rows: `weight_arms.py` rows of one regime; those run with `--score_last` are read.
+    """
+    cells = []
+    for arm, runs in _by_arm([r for r in rows if r.get("last_checkpoint")]).items():
+        for phase, (words, best_of) in PHASES.items():
+            pairs = [(best_of(r), last) for r in runs for name, last in r["last_checkpoint"].items()
+                     if name.startswith(phase)]  # fmt: skip
+            if not pairs:
+                continue
+            best, last = ([p[i] for p in pairs] for i in (0, 1))
+            clips = runs[0]["test_examples"]
+            bits = [
+                np.stack([bits_of(r["correct"]["test"], clips) for r in side])
+                for side in (last, best)
+            ]
+            low, high = paired_interval(*bits)
+            gap = statistics.mean(r["test"] for r in last) - statistics.mean(
+                r["test"] for r in best
+            )
+            cells.append(
+                [f"{ARMS.get(arm, arm)}: {words}", ", ".join(str(r["seed"]) for r in runs),
+                 f"{sum(x['best_is_last'] for x in last)} of {len(last)}",
+                 f"{100 * statistics.mean(r['test'] for r in best):.1f} ({_spread([r['test'] for r in best])})",
+                 f"{100 * statistics.mean(r['test'] for r in last):.1f} ({_spread([r['test'] for r in last])})",
+                 f"{100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"]
+            )  # fmt: skip
+    header = ["phase", "seeds", "best is the last", "best on validation: test", "last: test",
+              "last - best"]  # fmt: skip
+    return markdown_table(header, cells, "lrrrrr") if cells else []

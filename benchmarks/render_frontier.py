@@ -745,65 +745,6 @@ def grid_table(rows, latency=None) -> list[str]:
     return lines
 
 
-def reference_section(frontier) -> list[str]:
-    """The same grid on a saturated reference task (FSDD): where the dense probe is near 100%,
-    a method that stays near it proves little; the GM grid above is the test. (Random and
-    magnitude pruning, whose head alone is trained, fall far below it even there.)
-
-    Args:
-        frontier: `frontier_fsdd.json` (`frontier.py` on `benchmarks/audio_data/fsdd.py`'s
-            layout).
-    """
-    rows = aggregate(frontier["runs"])
-    clips = frontier["examples"]["test"]
-    lines = [
-        "### The same grid on spoken digits (FSDD), for reference",
-        "",
-        f"{clips} test clips (FSDD's standard test split, recording index 0-4; validation: index "
-        f"5-9, `fsdd.py`'s default), {len(frontier['labels'])} classes; settings as above "
-        f"({frontier['window_s']} s window, batch {frontier['batch_size']}). Laid out with "
-        "`benchmarks/audio_data/fsdd.py`, run with `frontier.py --data ... --out "
-        "benchmarks/results/frontier_fsdd.json`.",
-        "",
-    ]
-    for model in sorted({r["model"] for r in rows}):
-        probe = _find(rows, model, "linear_probe")
-        if probe is None:
-            continue
-        error = _sampling_error(clips, round(probe["test"], 3))
-        lines.append(f"- {model}: dense probe {probe['test']:.3f} ({error}).")
-        for target in sorted({r["target"] for r in rows if r["method"] == "mask_macs"}):
-            mask = _find(rows, model, "mask_macs", target)
-            if mask is None:
-                continue
-            rivals = [
-                r
-                for r in rows
-                if r["model"] == model
-                and (
-                    (r["method"] in STRUCTURED_METHODS and abs(r["target"] - target) < 1e-9)
-                    or (r["method"] == "drop_layers" and abs(r["removed"] - mask["removed"]) < 0.1)
-                )
-            ]
-            rivals_text = "; ".join(
-                f"{_method_text(r)} {r['test']:.3f} ({r['removed']:.1%} removed, "
-                f"{100 * (r['test'] - probe['test']):+.1f}{_interval_text(r, probe, clips)})"
-                for r in rivals
-            )
-            lines.append(
-                f"  - {target:.0%} of MACs: mask_macs {mask['test']:.3f} ({mask['removed']:.1%} "
-                f"removed, {100 * (mask['test'] - probe['test']):+.1f} points against the probe"
-                f"{_interval_text(mask, probe, clips)}); {rivals_text or 'no baseline run'}."
-            )
-    return lines + ["", *grid_table(rows), ""]
-
-
-def _method_text(row) -> str:
-    if row["method"] == "drop_layers":
-        return f"top {row['target']:g} layer(s) dropped"
-    return row["method"]
-
-
 def frontier_section(frontier, latency=None) -> list[str]:
     """The Markdown section (and the plot next to the JSON).
 

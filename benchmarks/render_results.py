@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from render_arms import arms_table, choices_table, ours_on_validation
-from render_frontier import frontier_section, reference_section
+from render_arms import arms_table, checkpoint_rules_table, choices_table, ours_on_validation
+from render_frontier import frontier_section
 from render_gpu import gpu_section
 from render_latency import budget_section, load_tables, tables_lines, tables_section
 from render_sources import multisource_lines, sources_section
@@ -349,9 +349,6 @@ def results_lines() -> list[str]:
     frontier = _load("frontier_gm.json")
     if frontier is not None:
         lines += frontier_section(frontier, _load("frontier_gm_latency.json"))
-    reference = _load("frontier_fsdd.json")
-    if reference is not None:
-        lines += reference_section(reference)
     lines += tables_section(load_tables())
     sources = _load("frontier_gm_sources.json")
     for name in ("frontier_gm_sources_latency.json", "frontier_gm_sources_latency_ort.json"):
@@ -417,10 +414,21 @@ def weight_arms_lines() -> list[str]:
             "",
             ours_on_validation(rows),
             "",
-            "Choices made on each seed's validation (the same for every recipe arm of a seed):",
-            "",
-            *choices_table(rows),
+            "Choices made on each seed's validation (the depth is the same for every recipe arm "
+            "of a model and seed):",
         ]
+        for model in sorted({r["model"] for r in rows if r.get("depth") is not None}):
+            lines += ["", *choices_table(rows, model)]
+        rules = checkpoint_rules_table(rows)
+        if rules:
+            lines += [
+                "",
+                "What chooses a checkpoint on small validation: every phase keeps its best "
+                "checkpoint on validation and its last one; both scored on the test clips "
+                "(`--score_last`), the gap with its 95% bootstrap interval over clips and seeds:",
+                "",
+                *rules,
+            ]
     return lines
 
 
