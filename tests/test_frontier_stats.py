@@ -13,9 +13,7 @@ import pytest
 # The benchmark scripts import each other by module name, as they do when run as scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from frontier import bits_of, hex_bits, summarize  # noqa: E402
-from render_frontier import _speedups, paired_interval, reference_section  # noqa: E402
-
-from hf_keepwhat.files import read_json  # noqa: E402
+from render_frontier import _speedups, paired_interval  # noqa: E402
 
 CLIPS = 400
 
@@ -71,36 +69,6 @@ def test_speedup_cell_is_the_mean_over_the_seeds_timed():
     assert _speedups({"keys": ["s0", "s1", "s2"]}, latency) == "2.50 | 4.00"
     assert _speedups({"keys": ["s1"]}, latency) == "- | -"
     assert _speedups({"keys": ["s0"]}, None) == "- | -"
-
-
-def test_reference_section_compares_every_baseline_at_the_masks_target():
-    gm = read_json(str(Path(__file__).resolve().parents[1] / "benchmarks/results/frontier_gm.json"))
-    wanted = {
-        ("linear_probe", 0.0),
-        ("mask_macs", 0.5),
-        ("random", 0.5),
-        ("magnitude", 0.5),
-        ("drop_layers", 2.0),
-    }
-    runs = [
-        r
-        for r in gm["runs"]
-        if r["model"] == "whisper-tiny.en"
-        and r["seed"] == 0
-        and r["last_layer"] is None
-        and r["steps"] == 2000
-        and (r["method"], r["target"]) in wanted
-    ]
-    lines = reference_section({**gm, "runs": runs})
-    text = "\n".join(lines)
-    assert "whisper-tiny.en: dense probe" in text
-    (finding,) = [line for line in lines if line.startswith("  - 50% of MACs: mask_macs")]
-    # The structured baselines at the same target and the dropped layers nearest in MACs.
-    for rival in ("random", "magnitude", "top 2 layer(s) dropped"):
-        assert rival in finding, finding
-    # One table row per method and target, and no speed columns without latency.
-    assert sum(line.startswith("| whisper-tiny.en |") for line in lines) == 5
-    assert "CPU speedup" not in text
 
 
 def test_summary_gives_mean_and_spread_over_the_seeds_of_each_point():
