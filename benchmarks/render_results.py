@@ -397,7 +397,8 @@ def weight_arms_lines() -> list[str]:
             "",
             f"## Training the weights: ours against what a user would do instead ({regime} data)",
             "",
-            f"GM instrument families, Whisper tiny.en, 1 s window; training data: {words}; "
+            f"GM instrument families, {' and '.join(sorted({r['model'] for r in rows}))}, 1 s "
+            f"window (MACs / dense: of the arm's own model); training data: {words}; "
             f"test: csound's GM SoundFont, never trained on ({rows[0]['test_examples']} clips). "
             f"Every arm: {', '.join(map(str, steps))} steps a phase, batch 8, the checkpoint best "
             "on validation, the same seeds (each seed draws its own clips and carve). Accuracy "
