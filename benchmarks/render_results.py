@@ -17,6 +17,7 @@ from render_sources import multisource_lines, sources_section
 from render_table import markdown_table
 
 from hf_keepwhat.tasks.reports import gap_lines
+from hf_keepwhat.tasks.selection import LAST_CHECKPOINT_BELOW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -421,12 +422,15 @@ def weight_arms_lines() -> list[str]:
         for model in sorted({r["model"] for r in rows if r.get("depth") is not None}):
             lines += ["", *choices_table(rows, model)]
         rules = checkpoint_rules_table(rows)
+        validation = "/".join(map(str, sorted({r["validation_examples"] for r in rows})))
         if rules:
             lines += [
                 "",
-                "What chooses a checkpoint on small validation: every phase keeps its best "
-                "checkpoint on validation and its last one; both scored on the test clips "
-                "(`--score_last`), the gap with its 95% bootstrap interval over clips and seeds:",
+                f"What chooses a checkpoint ({validation} validation clips): every "
+                "phase keeps its best checkpoint on validation and its last one; both scored on "
+                "the test clips (`--score_last`), the gap with its 95% bootstrap interval over "
+                "clips and seeds. From the small regime's, `--checkpoint auto` keeps the last "
+                f"checkpoint below {LAST_CHECKPOINT_BELOW} validation clips:",
                 "",
                 *rules,
             ]

@@ -112,7 +112,7 @@ def finetune(
     (`config.keepwhat["recovery"]`, shown on its card).
 
     With `args.load_best_model_at_end` and an `eval_dataset`, the checkpoint best on it is the one
-    returned, as with any `Trainer` run.
+    returned, as with any `Trainer` run; without, the last state (the record says which).
 
     Args:
         model: The model to fine-tune; trained in place.
@@ -154,6 +154,7 @@ def finetune(
             "method": "finetune",
             "steps": trainer.state.global_step,
             "best_step": best_step(trainer.state),
+            "kept": "best" if args.load_best_model_at_end else "last",
             "learning_rate": args.learning_rate,
             "parameters_trained": trained,
             "distill_weight": distill_weight,

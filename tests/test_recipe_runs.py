@@ -84,7 +84,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
         "validation_metrics",
         "removed",
         "mask_checksum",
-        "best_checkpoint_step",
+        "checkpoint_step",
     ):
         assert a["runs"][0][key] == b["runs"][0][key], key
     assert a["dense"]["metrics"] == b["dense"]["metrics"]
@@ -95,7 +95,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
 
 def test_best_of_keeps_the_mask_run_best_on_validation_and_resumes(tmp_path):
     steps = ["--max_steps", "10", "--no_train_baseline", "--last_layer", "none", "--best_of", "2",
-             *TRAINING]  # fmt: skip
+             "--checkpoint", "best", *TRAINING]  # fmt: skip
     whole = _classify([*_digits_args(tmp_path, tmp_path / "whole"), *steps], tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "masks, run 2 of 2 (seed 1)" in whole.stdout
@@ -177,6 +177,14 @@ def test_defaults_fit_the_window_to_the_data_and_choose_the_depth_on_validation(
     layers = pruned.get("encoder_layers", pruned.get("num_hidden_layers"))
     assert layers == depth["last_layer"] + 1
     assert "Depth (`--last_layer auto`)" in (out / "report.md").read_text()
+    # 3 validation clips: every phase keeps its last checkpoint, and the log and report say why.
+    assert (
+        "checkpoints: each phase keeps the last one (--checkpoint auto: validation has 3 clips"
+        in result.stdout
+    )
+    assert report["checkpoint"]["rule"] == "last" and report["runs"][0]["checkpoint_step"] == 9
+    assert "masks: removed" in result.stdout and "kept the last checkpoint" in result.stdout
+    assert "Checkpoints: each phase kept its last one" in (out / "report.md").read_text()
 
 
 def test_a_latency_budget_in_milliseconds(tmp_path):

@@ -1,6 +1,7 @@
 """The recipes' building blocks on their own: validation carving, budgets in the user's terms, the
 best checkpoint within the budget, the weight-loading summary and the run folder's record."""
 
+import dataclasses
 import logging
 import math
 
@@ -10,6 +11,8 @@ import torch
 from datasets import Dataset
 from tiny_models import tiny_whisper
 from transformers import (
+    TrainerState,
+    TrainingArguments,
     WhisperConfig,
     WhisperForAudioClassification,
     WhisperForConditionalGeneration,
@@ -20,7 +23,12 @@ from hf_keepwhat.tasks import AudioDataError
 from hf_keepwhat.tasks.budgets import backbone_cost, fastest_cost, resolve_budget
 from hf_keepwhat.tasks.loading import load_pretrained
 from hf_keepwhat.tasks.run_folder import RunFolder
-from hf_keepwhat.tasks.selection import BudgetMetricCallback
+from hf_keepwhat.tasks.selection import (
+    LAST_CHECKPOINT_BELOW,
+    BudgetMetricCallback,
+    checkpoint_rule,
+    kept_checkpoint,
+)
 from hf_keepwhat.tasks.splits import carve_validation
 
 
@@ -99,6 +107,28 @@ def test_only_checkpoints_that_meet_the_budget_compete():
         None, None, None, metrics=wer
     )
     assert wer["eval_wer_within_budget"] == math.inf  # lower is better: the worst is +inf
+
+
+def test_small_validation_keeps_the_last_checkpoint_and_says_why(tmp_path):
+    assert checkpoint_rule("auto", LAST_CHECKPOINT_BELOW - 1)[0] == "last"
+    rule, reason = checkpoint_rule("auto", LAST_CHECKPOINT_BELOW)
+    assert rule == "best" and f"{LAST_CHECKPOINT_BELOW} clips" in reason
+    assert checkpoint_rule("best", 3) == ("best", "--checkpoint best")
+    with pytest.raises(ValueError, match="give one of auto, best, last"):
+        checkpoint_rule("average", 3)
+    state = TrainerState(global_step=30, best_metric=0.7)
+    state.best_model_checkpoint = str(tmp_path / "checkpoint-10")
+    state.log_history = [{"eval_accuracy_within_budget": 0.7, "step": 10},
+                         {"loss": 1.0, "step": 20},
+                         {"eval_accuracy_within_budget": -math.inf, "step": 30}]  # fmt: skip
+    args = TrainingArguments(tmp_path, eval_strategy="steps", save_strategy="steps",
+                             metric_for_best_model="accuracy_within_budget", report_to=[])  # fmt: skip
+    best = dataclasses.replace(args, load_best_model_at_end=True)
+    assert kept_checkpoint(state, best) == {"step": 10, "score": 0.7, "met": True}
+    # The last state drifted off the budget: kept, but not counted as meeting it.
+    assert kept_checkpoint(state, args) == {"step": 30, "score": None, "met": False}
+    state.log_history[-1]["eval_accuracy_within_budget"] = 0.6
+    assert kept_checkpoint(state, args) == {"step": 30, "score": 0.6, "met": True}
 
 
 def test_an_encoder_loaded_from_a_seq2seq_checkpoint_is_one_line(tmp_path, caplog):

@@ -14,6 +14,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from ..config import MaskConfig
 from ..exact_budget import SELECTIONS
 from .heads import HEADS
+from .selection import CHECKPOINT_RULES, LAST_CHECKPOINT_BELOW
 
 # Hub datasets of the paper's tasks: --preset NAME fills the data arguments (still overridable).
 # This project's machines cannot reach the Hub; each preset was checked against the dataset's
@@ -191,7 +192,9 @@ class RunArguments:
     )
     finetune_learning_rate: float = field(
         default=5e-5,
-        metadata={"help": "Learning rate of --finetune_steps (10% warm-up, then linear decay)."},
+        metadata={
+            "help": "Learning rate of --finetune_steps (warmed up over a tenth of the steps, then decayed linearly)."
+        },
     )
     finetune_distill_weight: float = field(
         default=0.0,
@@ -203,6 +206,14 @@ class RunArguments:
         default=False,
         metadata={
             "help": "Start over in --output_dir: by default a run resumes there (finished phases are read back, an unfinished one continues from its last checkpoint)."
+        },
+    )
+    checkpoint: str = field(
+        default="auto",
+        metadata={
+            "help": "Which checkpoint every phase keeps: best (best on validation; for masks, among those within the budget), last, or auto: the last where validation has fewer than "
+            f"{LAST_CHECKPOINT_BELOW} clips (choosing on so few measured no better: docs/research.md, 'What chooses a checkpoint'), else the best.",
+            "choices": list(CHECKPOINT_RULES),
         },
     )
     budget_tolerance: float = field(

@@ -202,6 +202,7 @@ def write_run_report(run: Run, configs, dense: dict, runs: list[dict], budget, d
         "meet_target_unit_kinds": run.run_args.meet_target_unit_kinds,
         "refit_head_steps": run.run_args.refit_head_steps,
         "best_of": run.run_args.best_of,
+        "checkpoint": dict(zip(("rule", "reason"), run.checkpoint_rule(), strict=True)),
         "recover_lora_steps": run.run_args.recover_lora_steps,
         "finetune_steps": run.run_args.finetune_steps,
         "finetune_learning_rate": run.run_args.finetune_learning_rate,
@@ -268,6 +269,7 @@ def run(task: Task) -> dict | None:
     fit_window(mask_args, raw["train"], path, data_args.audio_column, feature_extractor)
     configs, budget = budgeted_configs(task, arguments)
     state = prepare_run(task, arguments, raw, feature_extractor, folder)
+    logger.info("checkpoints: each phase keeps the %s one (%s)", *state.checkpoint_rule())
     depth = None
     if mask_args.last_layer == "auto":
         configs, depth = choose_depth(state, configs)

@@ -114,6 +114,17 @@ def _depth_lines(report: dict) -> list[str]:
     return lines
 
 
+def _checkpoint_lines(report: dict) -> list[str]:
+    """Which checkpoint each phase kept (`--checkpoint`), and why."""
+    checkpoint = report.get("checkpoint")
+    if not checkpoint:
+        return []
+    return [
+        "",
+        f"Checkpoints: each phase kept its {checkpoint['rule']} one ({checkpoint['reason']}).",
+    ]
+
+
 def _best_of_lines(run: dict, metric: str) -> list[str]:
     """`--best_of`: each mask run's seed and best validation metric within the budget, and the
     one kept."""
@@ -267,6 +278,7 @@ def markdown(report: dict) -> str:
         f"{report['environment']['torch_threads']} threads; latency is batch 1 on "
         f"{report['latency_input']}, median of {dense['latency']['repeats']} runs after warm-up.",
         *([] if warning is None else ["", f"**Warning.** {warning}"]),
+        *_checkpoint_lines(report),
         *_budget_lines(report),
         *_depth_lines(report),
         "",

@@ -24,7 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..callbacks import SparsityCallback
 from ..config import MaskConfig
 from ..exact_budget import meet_target
-from ..finetuning import best_step, finetune
+from ..finetuning import finetune
 from ..model import get_mask_model
 from ..profiling import count_macs, count_params, disk_size, measure_latency
 from ..recovery import recover_with_lora, refit_head
@@ -34,7 +34,12 @@ from .heads import pooled_classifier
 from .loading import load_pretrained
 from .reports import compare
 from .run_folder import RunFolder
-from .selection import BudgetMetricCallback, within_budget_name
+from .selection import (
+    BudgetMetricCallback,
+    checkpoint_rule,
+    kept_checkpoint,
+    within_budget_name,
+)
 from .uncertainty import bits_of, hex_bits, wilson_interval
 
 logger = logging.getLogger("hf_keepwhat.recipe")
@@ -162,7 +167,8 @@ class Run:
         self, name: str, metric: str | None = None, **changes
     ) -> TrainingArguments:
         """A phase's training arguments: validation and a checkpoint every `eval_steps` (a tenth
-        of the steps unless set), the best checkpoint loaded at the end.
+        of the steps unless set), the best checkpoint loaded at the end unless `--checkpoint`
+        keeps the last (`checkpoint_rule`).
 
         Args:
             name: The phase's folder under `output_dir`.
@@ -182,14 +188,19 @@ class Run:
             save_strategy=strategy,
             save_steps=every,
             save_total_limit=2,  # the best and the last
-            load_best_model_at_end=True,
+            load_best_model_at_end=self.checkpoint_rule()[0] == "best",
             metric_for_best_model=metric or within_budget_name(self.task.metric),
             greater_is_better=self.task.greater_is_better,
         )
 
+    def checkpoint_rule(self) -> tuple[str, str]:
+        """Which checkpoint every phase keeps ("best" or "last") and why (`--checkpoint`)."""
+        return checkpoint_rule(self.run_args.checkpoint, len(self.splits["validation"]))
+
     def finetune_arguments(self, name: str, steps: int | None = None) -> TrainingArguments:
         """Fine-tuning's training arguments: `--finetune_steps` (or `steps`) at
-        `--finetune_learning_rate`, a 10% warm-up, the best checkpoint on the task's metric."""
+        `--finetune_learning_rate`, a 10% warm-up, the checkpoint `--checkpoint` keeps (the best on the
+        task's metric, or the last)."""
         steps = self.run_args.finetune_steps if steps is None else steps
         return self.validated_arguments(
             name,
@@ -225,7 +236,8 @@ class Run:
     ):
         """Wraps a fresh model and trains its masks (or only its head) with `Trainer`, with
         validation; resumes from the phase's last checkpoint when there is one. Returns the
-        MaskModel (with the best checkpoint within the budget loaded) and the Trainer's state.
+        MaskModel (with the checkpoint `--checkpoint` keeps loaded) and that checkpoint
+        (`kept_checkpoint`: step, validation score, whether it met the budget).
         `seed`: a seed for the new head and the data order instead of `--seed`'s."""
         args = self.validated_arguments(name)
         if seed is not None:
@@ -260,7 +272,7 @@ class Run:
         if last:
             logger.info("%s: resuming training from %s", name, last)
         trainer.train(resume_from_checkpoint=last)
-        return mm, trainer.state
+        return mm, kept_checkpoint(trainer.state, args)
 
     def evaluate(self, model, name: str) -> dict:
         """The task metrics of `model` on the validation and the test split:
@@ -364,14 +376,12 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         )
         logger.info("%s: %s; %s", name, trains, run.describe_training(args))
         run.folder.folder(phase)
-        dense_mm, state = run.train_masks(dense_config, phase, freeze_masks=True)
+        dense_mm, kept = run.train_masks(dense_config, phase, freeze_masks=True)
         dense_mm.eval()
         metrics = run.evaluate(dense_mm, phase)
+        rule = run.checkpoint_rule()[0]
         logger.info(
-            "%s: %s (best checkpoint: step %s)",
-            name,
-            scores(metrics, metric),
-            best_step(state),
+            "%s: %s (%s checkpoint: step %s)", name, scores(metrics, metric), rule, kept["step"]
         )
     else:
         logger.info("dense model: the untrained head, measured only (--train_baseline trains it)")
@@ -394,8 +404,9 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
 def _best_of(run: Run, config: MaskConfig, name: str):
     """`train_masks` `--best_of` times (seeds `--seed`, `--seed + 1`, ...; each in its own
     folder, so a killed run resumes each), keeping the run best on validation among those whose
-    best checkpoint met the budget. Returns its MaskModel, its Trainer state and one row per
-    run (seed, validation metric, whether it met the budget, chosen)."""
+    kept checkpoint met the budget. Returns its MaskModel, its kept checkpoint
+    (`kept_checkpoint`) and one row per run (seed, validation metric, whether it met the budget,
+    chosen)."""
     if run.run_args.best_of <= 1:
         return (*run.train_masks(config, name), [])
     sign = 1 if run.task.greater_is_better else -1
@@ -403,18 +414,17 @@ def _best_of(run: Run, config: MaskConfig, name: str):
     for index in range(run.run_args.best_of):
         seed = run.training_args.seed + index
         logger.info("masks, run %d of %d (seed %d)", index + 1, run.run_args.best_of, seed)
-        mm, state = run.train_masks(config, f"{name}/seed{seed}", seed=seed)
-        met = state.best_model_checkpoint is not None
-        score = state.best_metric if met else None
+        mm, kept = run.train_masks(config, f"{name}/seed{seed}", seed=seed)
+        met, score = kept["met"], kept["score"]
         rows.append({"seed": seed, f"validation_{run.task.metric}": score, "met_budget": met})
         rank = (met, sign * score if met else 0.0)
         if best is None or rank > best[0]:
-            best = (rank, mm, state, index)
-    _, mm, state, chosen = best
+            best = (rank, mm, kept, index)
+    _, mm, kept, chosen = best
     for index, row in enumerate(rows):
         row["chosen"] = index == chosen
     logger.info("masks: kept the run of seed %d (best on validation)", rows[chosen]["seed"])
-    return mm, state, rows
+    return mm, kept, rows
 
 
 def _describe_target(config: MaskConfig) -> str:
@@ -423,21 +433,29 @@ def _describe_target(config: MaskConfig) -> str:
 
 def _train_target_masks(run: Run, config: MaskConfig, name: str) -> tuple:
     """The masks of one target (`--best_of` runs), trained with validation; returns the
-    MaskModel with its best checkpoint within the budget and the row's first fields."""
+    MaskModel with the checkpoint `--checkpoint` keeps and the row's first fields."""
     args = run.validated_arguments(name)
     logger.info("masks to remove %s: %s", _describe_target(config), run.describe_training(args))
     run.folder.folder(name)
-    mm, state, best_of = _best_of(run, config, name)
+    mm, kept, best_of = _best_of(run, config, name)
     total = mm.sparsity_report()["total"]
+    last = run.checkpoint_rule()[0] == "last"
+    if kept["met"]:
+        which = "the last checkpoint" if last else "the best checkpoint within the budget"
+        found = (
+            f"kept {which}: step {kept['step']}, validation {run.task.metric} {kept['score']:.4g}"
+        )
+    elif last:
+        found = f"kept the last checkpoint (step {kept['step']}), outside the budget"
+    else:
+        found = "no checkpoint within the budget; kept the last state"
     logger.info(
-        "masks: removed %.1f%% of %s, best checkpoint within the budget: %s",
+        "masks: removed %.1f%% of %s; %s",
         100 * total[f"{config.budget}_removed_fraction"],
         config.budget,
-        f"step {best_step(state)}, validation {run.task.metric} {state.best_metric:.4g}"
-        if state.best_model_checkpoint
-        else "none met it; the last state is kept",
+        found,
     )
-    return mm, {"best_checkpoint_step": best_step(state), "best_of": best_of}
+    return mm, {"checkpoint_step": kept["step"], "best_of": best_of}
 
 
 def _finish_masks(run: Run, mm, name: str, row: dict) -> None:
@@ -486,7 +504,7 @@ def finetune_teacher(run: Run, config: MaskConfig):
 
 def _finetune_pruned(run: Run, pruned, config: MaskConfig, name: str):
     """`--finetune_steps`: every kept weight and the head train on the task, with validation
-    and the best checkpoint kept, resuming from the phase's last checkpoint."""
+    and the checkpoint `--checkpoint` keeps, resuming from the phase's last checkpoint."""
     args = run.finetune_arguments(f"{name}/finetune")
     weight = run.run_args.finetune_distill_weight
     logger.info(
