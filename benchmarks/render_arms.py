@@ -172,12 +172,13 @@ PHASES = {
     "baseline": ("the dense reference", lambda row: row["dense_probe"] | {"correct": row.get("dense_probe_correct")}),
     "target": ("the masks", lambda row: row),
     "competitor": ("the competitor (`--match_macs_of`'s model fine-tuned)", lambda row: row["competitor"]),
+    "finetune": ("", lambda row: row),  # an arm fine-tuned outside the recipe: one phase
 }  # fmt: skip
 
 
 def checkpoint_rules_table(rows: list[dict]) -> list[str]:
-    """Issue 39's question on small validation: each phase's checkpoint best on validation (the
-    rule today) against its last one, test accuracy over the seeds and the paired gap.
+    """Issue 39's question on small validation: each phase's checkpoint best on validation
+    against its last one (`--checkpoint auto` keeps the last below 100 validation clips), test accuracy over the seeds and the paired gap.
 
     Args:
         rows: `weight_arms.py` rows of one regime; those run with `--score_last` are read.
@@ -200,7 +201,7 @@ def checkpoint_rules_table(rows: list[dict]) -> list[str]:
                 r["test"] for r in best
             )
             cells.append(
-                [f"{ARMS.get(arm, arm)}: {words}", ", ".join(str(r["seed"]) for r in runs),
+                [f"{ARMS.get(arm, arm)}{': ' + words if words else ''}", ", ".join(str(r["seed"]) for r in runs),
                  f"{sum(x['best_is_last'] for x in last)} of {len(last)}",
                  f"{100 * statistics.mean(r['test'] for r in best):.1f} ({_spread([r['test'] for r in best])})",
                  f"{100 * statistics.mean(r['test'] for r in last):.1f} ({_spread([r['test'] for r in last])})",

@@ -225,6 +225,14 @@ def run_own_arm(args, folder) -> dict:
         training = train_arguments(folder, args.steps, args.head_learning_rate, args.seed)
         train_head_only(model, training, splits, collator, task)
     row["train_seconds"] = time.perf_counter() - start
+    if args.score_last and args.arm == "finetune":
+        from transformers import AutoModelForAudioClassification
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(folder)
+        trained = AutoModelForAudioClassification.from_pretrained(last)
+        scored = scored_checkpoint(last, trained, splits, collator, task, folder)
+        row["last_checkpoint"] = {"finetune": scored}
     macs = macs_of(model)
     latency = measure_latency(model, features, repeats=20)
     return {
@@ -256,7 +264,8 @@ def _loads_back(model, folder: str) -> str:
 def last_checkpoint_scores(args, folder: str, report: dict) -> dict:
     """Issue 39's question, what should choose a checkpoint on small validation: each phase's
     last checkpoint (the recipe keeps the best on validation and the last) scored like the
-    best, per phase (`baseline`: the dense reference, `target…`: the masks, `competitor`)."""
+    best, per phase (`baseline`: the dense reference, `target…`: the masks, `competitor`). Pass
+    the recipe `--checkpoint best`: below 100 validation clips it keeps the last by default."""
     import dataclasses
 
     from safetensors.torch import load_file
@@ -287,11 +296,17 @@ def last_checkpoint_scores(args, folder: str, report: dict) -> dict:
             mm = get_mask_model(model, configs[phase])
             mm.load_state_dict(load_file(os.path.join(last, "model.safetensors")))
             model = mm.prune()
-        with open(os.path.join(last, "trainer_state.json"), encoding="utf-8") as f:
-            best = json.load(f)["best_model_checkpoint"]
-        out[phase] = {"step": int(last.rsplit("-", 1)[1]), "best_is_last": best == last,
-                      **scores(model.eval(), splits, collator, task, folder)}  # fmt: skip
+        out[phase] = scored_checkpoint(last, model, splits, collator, task, folder)
     return out
+
+
+def scored_checkpoint(last: str, model, splits, collator, task, folder: str) -> dict:
+    """`model`, loaded from the checkpoint folder `last`, scored like the arm's kept model, with
+    its step and whether Trainer's best checkpoint is this one."""
+    with open(os.path.join(last, "trainer_state.json"), encoding="utf-8") as f:
+        best = json.load(f)["best_model_checkpoint"]
+    return {"step": int(last.rsplit("-", 1)[1]), "best_is_last": best == last,
+            **scores(model.eval(), splits, collator, task, folder)}  # fmt: skip
 
 
 def run_recipe_arm(args, folder) -> dict:
@@ -361,7 +376,9 @@ def main() -> None:
     parser.add_argument("--head_learning_rate", type=float, default=1e-3)
     parser.add_argument("--out", required=True)
     parser.add_argument(
-        "--score_last", action="store_true", help="recipe: score each phase's last checkpoint too."
+        "--score_last",
+        action="store_true",
+        help="recipe and finetune: score each phase's last checkpoint too.",
     )
     parser.add_argument("--keep_dir", help="Write the arm's folder here and keep it (checkpoints).")
     parser.add_argument("recipe_flags", nargs=argparse.REMAINDER)

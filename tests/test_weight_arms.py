@@ -37,7 +37,7 @@ def test_torch_pruning_meets_the_macs_budget_with_whole_heads_and_loads_back_ref
     assert _loads_back(pruned, str(tmp_path)).startswith("no: ")
 
 
-def test_a_recipe_arm_scores_each_phases_last_checkpoint_beside_its_best(tmp_path):
+def test_a_recipe_arm_and_a_finetune_arm_score_their_last_checkpoint_beside_the_best(tmp_path):
     import json
     import os
     import subprocess
@@ -59,7 +59,7 @@ def test_a_recipe_arm_scores_each_phases_last_checkpoint_beside_its_best(tmp_pat
         sys.executable, "benchmarks/weight_arms.py", "--arm", "recipe", "--model", model,
         "--data_dir", str(tmp_path / "data"), "--regime", "test", "--steps", "6",
         "--out", str(tmp_path / "rows.json"), "--keep_dir", str(tmp_path / "run"), "--score_last",
-        "--", "--use_cpu", "--per_device_train_batch_size", "4",
+        "--", "--use_cpu", "--per_device_train_batch_size", "4", "--checkpoint", "best",
     ]  # fmt: skip
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
@@ -79,3 +79,18 @@ def test_a_recipe_arm_scores_each_phases_last_checkpoint_beside_its_best(tmp_pat
         )
         if scored["best_is_last"]:  # the same weights, scored the same way
             assert scored["test"] == best[phase]["test"]
+    # An arm fine-tuned outside the recipe scores its last checkpoint the same way.
+    command[command.index("recipe")] = "finetune"
+    command[command.index("--keep_dir") + 1] = str(tmp_path / "finetune")
+    result = subprocess.run(
+        command[: command.index("--")], capture_output=True, text=True, cwd=root, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((tmp_path / "rows.json").read_text())["rows"][-1]
+    scored = row["last_checkpoint"]["finetune"]
+    state = tmp_path / "finetune" / "checkpoint-6" / "trainer_state.json"
+    logged = json.loads(state.read_text())["log_history"]
+    assert scored["step"] == 6
+    assert scored["validation"] == [h for h in logged if "eval_accuracy" in h][-1]["eval_accuracy"]
+    if scored["best_is_last"]:
+        assert scored["test"] == row["test"]
