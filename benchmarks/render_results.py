@@ -429,8 +429,9 @@ def weight_arms_lines() -> list[str]:
                 f"What chooses a checkpoint ({validation} validation clips): every "
                 "phase keeps its best checkpoint on validation and its last one; both scored on "
                 "the test clips (`--score_last`), the gap with its 95% bootstrap interval over "
-                "clips and seeds. From the small regime's, `--checkpoint auto` keeps the last "
-                f"checkpoint below {LAST_CHECKPOINT_BELOW} validation clips:",
+                f"clips and seeds. Below {LAST_CHECKPOINT_BELOW} validation clips `--checkpoint "
+                "auto` keeps the last checkpoint (read from the small regime's table), at or above "
+                "the best:",
                 "",
                 *rules,
             ]
