@@ -178,7 +178,8 @@ PHASES = {
 
 def checkpoint_rules_table(rows: list[dict]) -> list[str]:
     """Issue 39's question on small validation: each phase's checkpoint best on validation
-    against its last one (`--checkpoint auto` keeps the last below 100 validation clips), test accuracy over the seeds and the paired gap.
+    against its last one (`--checkpoint auto` keeps the last below 100 validation clips), test
+    accuracy over the seeds and the paired gap.
 
     Args:
         rows: `weight_arms.py` rows of one regime; those run with `--score_last` are read.

@@ -422,8 +422,8 @@ def weight_arms_lines() -> list[str]:
         for model in sorted({r["model"] for r in rows if r.get("depth") is not None}):
             lines += ["", *choices_table(rows, model)]
         rules = checkpoint_rules_table(rows)
-        validation = "/".join(map(str, sorted({r["validation_examples"] for r in rows})))
         if rules:
+            validation = "/".join(map(str, sorted({r["validation_examples"] for r in rows})))
             lines += [
                 "",
                 f"What chooses a checkpoint ({validation} validation clips): every "
