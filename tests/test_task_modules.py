@@ -187,7 +187,7 @@ def test_per_layer_probes_leave_the_model_as_it_was_and_ties_go_shallow():
     assert all(0 <= r["cv_accuracy"] <= 1 and r["cv_standard_error"] >= 0 for r in table)
 
 
-def test_the_cross_validated_depth_keeps_what_the_budget_allows_unless_a_deeper_cut_clearly_wins():
+def test_the_cross_validated_depth_keeps_the_budgets_cut_unless_another_clearly_wins():
     from hf_keepwhat.tasks.depth import select_depth_cross_validated
 
     def rows(*values):  # (last layer, MACs dropped, folds' mean, standard error)
@@ -195,14 +195,17 @@ def test_the_cross_validated_depth_keeps_what_the_budget_allows_unless_a_deeper_
         return [dict(zip(keys, v, strict=True)) for v in values]
 
     table = rows(
-        (3, 0.0, 0.70, 0.02), (2, 0.23, 0.74, 0.02), (1, 0.46, 0.73, 0.02), (0, 0.69, 0.75, 0.02)
+        (3, 0.0, 0.70, 0.02), (2, 0.23, 0.74, 0.02), (1, 0.46, 0.73, 0.02), (0, 0.69, 0.745, 0.02)
     )
-    assert select_depth_cross_validated(table, removable=0.5) == 2  # layer 0 wins by < its error
-    assert select_depth_cross_validated(table) == 0  # no MACs budget: the best mean
+    # The budget's cut (layer 1): neither layer 2 nor layer 0 beats it by more than the error.
+    assert select_depth_cross_validated(table, removable=0.5) == 1
+    assert select_depth_cross_validated(table) == 0  # no MACs budget: the cheapest cut
     clear = rows(
         (3, 0.0, 0.70, 0.02), (2, 0.23, 0.74, 0.02), (1, 0.46, 0.73, 0.02), (0, 0.69, 0.80, 0.02)
     )
     assert select_depth_cross_validated(clear, removable=0.5) == 0  # by more than its error
+    shallower = rows((2, 0.23, 0.80, 0.02), (1, 0.46, 0.73, 0.03), (0, 0.69, 0.72, 0.01))
+    assert select_depth_cross_validated(shallower, removable=0.5) == 2  # keeps a layer, clearly
     tie = rows((3, 0.0, 0.74, 0.01), (2, 0.23, 0.74, 0.01))
     assert select_depth_cross_validated(tie, removable=0.5) == 2  # the shallowest among ties
 

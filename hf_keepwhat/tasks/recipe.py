@@ -155,8 +155,8 @@ def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig],
             "probes": rows,
         }
         logger.info(
-            "depth: chosen on the 5-fold mean over train and validation (%d clips), a cut "
-            "dropping more than the budget's %.1f%% of MACs only when better by more than its "
+            "depth: chosen on the 5-fold mean over train and validation (%d clips): the cut "
+            "nearest the budget's %.1f%% of MACs unless another beats it by more than the larger "
             "standard error; validation alone would keep layers 0-%d",
             len(run.splits["train"]) + len(run.splits["validation"]),
             100 * removable,

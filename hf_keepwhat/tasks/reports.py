@@ -88,7 +88,7 @@ def _depth_lines(report: dict) -> list[str]:
     cross_validated = depth.get("rule") == "cross-validated"
     how = (
         "by a linear probe on each layer's pooled output, on the 5-fold mean over train and "
-        "validation (a cut dropping more than the budget needs only when better by more than its "
+        "validation (the cut nearest the budget unless another beats it by more than the larger "
         f"standard error; validation alone would keep layers 0-{depth['last_layer_by_validation_alone']})"
         if cross_validated
         else "on validation by a linear probe on each layer's pooled output"
