@@ -52,9 +52,9 @@ class BudgetMetricCallback(TrainerCallback):
 #: `--checkpoint auto` keeps each phase's last checkpoint below this many validation clips. On the
 #: small-data regime (48 validation clips, 5 seeds, docs/research.md "What chooses a checkpoint":
 #: the dense reference, masks and competitor of tiny.en and base runs, and tiny.en fine-tuned
-#: whole and cut), no phase's best-on-validation checkpoint beat its last one on test by more
-#: than 0.1 point (every paired interval spans 0; the last led by up to 1.3), and the last one's
-#: test accuracy spread less over the seeds in five phases of seven. At 229 clips (2 seeds) the
+#: whole and cut), in no phase did the best-on-validation checkpoint beat the last one on test
+#: (last - best: +0.1 to +1.3 points, every paired interval spans 0), and the last one's test
+#: accuracy spread less over the seeds in five phases of seven. At 229 clips (2 seeds) the
 #: last was no worse either, but too few seeds to move the threshold past the demo's 225.
 LAST_CHECKPOINT_BELOW = 100
 CHECKPOINT_RULES = ("auto", "best", "last")
