@@ -124,11 +124,11 @@ def test_small_validation_keeps_the_last_checkpoint_and_says_why(tmp_path):
     args = TrainingArguments(tmp_path, eval_strategy="steps", save_strategy="steps",
                              metric_for_best_model="accuracy_within_budget", report_to=[])  # fmt: skip
     best = dataclasses.replace(args, load_best_model_at_end=True)
-    assert kept_checkpoint(state, best) == {"step": 10, "score": 0.7, "met": True}
+    assert kept_checkpoint(state, best) == {"rule": "best", "step": 10, "score": 0.7, "met": True}
     # The last state drifted off the budget: kept, but not counted as meeting it.
-    assert kept_checkpoint(state, args) == {"step": 30, "score": None, "met": False}
+    assert kept_checkpoint(state, args) == {"rule": "last", "step": 30, "score": None, "met": False}
     state.log_history[-1]["eval_accuracy_within_budget"] = 0.6
-    assert kept_checkpoint(state, args) == {"step": 30, "score": 0.6, "met": True}
+    assert kept_checkpoint(state, args) == {"rule": "last", "step": 30, "score": 0.6, "met": True}
 
 
 def test_an_encoder_loaded_from_a_seq2seq_checkpoint_is_one_line(tmp_path, caplog):

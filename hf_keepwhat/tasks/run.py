@@ -379,9 +379,12 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         dense_mm, kept = run.train_masks(dense_config, phase, freeze_masks=True)
         dense_mm.eval()
         metrics = run.evaluate(dense_mm, phase)
-        rule = run.checkpoint_rule()[0]
         logger.info(
-            "%s: %s (%s checkpoint: step %s)", name, scores(metrics, metric), rule, kept["step"]
+            "%s: %s (%s checkpoint: step %s)",
+            name,
+            scores(metrics, metric),
+            kept["rule"],
+            kept["step"],
         )
     else:
         logger.info("dense model: the untrained head, measured only (--train_baseline trains it)")
@@ -439,7 +442,7 @@ def _train_target_masks(run: Run, config: MaskConfig, name: str) -> tuple:
     run.folder.folder(name)
     mm, kept, best_of = _best_of(run, config, name)
     total = mm.sparsity_report()["total"]
-    last = run.checkpoint_rule()[0] == "last"
+    last = kept["rule"] == "last"
     if kept["met"]:
         which = "the last checkpoint" if last else "the best checkpoint within the budget"
         found = (

@@ -85,8 +85,9 @@ def checkpoint_rule(requested: str, validation_examples: int) -> tuple[str, str]
 
 
 def kept_checkpoint(state, args) -> dict:
-    """The checkpoint a finished phase kept: `{"step", "score", "met"}`, the score being
-    `metric_for_best_model` on validation (None where it did not meet the budget).
+    """The checkpoint a finished phase kept: `{"rule", "step", "score", "met"}`, the rule
+    `"best"` or `"last"` (from `load_best_model_at_end`), the score `metric_for_best_model` on
+    validation (None where it did not meet the budget).
 
     With `load_best_model_at_end`, Trainer's best checkpoint (met: one was chosen); without,
     the last state, scored by the last evaluation (met: that evaluation's score is not the
@@ -98,9 +99,10 @@ def kept_checkpoint(state, args) -> dict:
     """
     if args.load_best_model_at_end:
         met = state.best_model_checkpoint is not None
-        return {"step": best_step(state), "score": state.best_metric if met else None, "met": met}
+        score = state.best_metric if met else None
+        return {"rule": "best", "step": best_step(state), "score": score, "met": met}
     key = args.metric_for_best_model
     key = key if key.startswith("eval_") else f"eval_{key}"
     scores = [entry[key] for entry in state.log_history if key in entry]
     score = scores[-1] if scores and math.isfinite(scores[-1]) else None
-    return {"step": state.global_step, "score": score, "met": score is not None}
+    return {"rule": "last", "step": state.global_step, "score": score, "met": score is not None}
