@@ -14,6 +14,7 @@ from __future__ import annotations
 from torch import nn
 from transformers import Trainer
 
+from .averaging import WeightAverageCallback
 from .distillation import captured_output, relative_squared_error
 from .layouts import get_layout
 from .standalone import RECORD_KEY
@@ -93,6 +94,13 @@ def unfreeze_for_finetuning(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def _kept(args, callbacks) -> str:
+    """Which state fine-tuning returned: best, last, or the average of its last checkpoints."""
+    if any(isinstance(c, WeightAverageCallback) for c in callbacks or []):
+        return "average"
+    return "best" if args.load_best_model_at_end else "last"
+
+
 def finetune(
     model: nn.Module,
     args,
@@ -112,7 +120,8 @@ def finetune(
     (`config.keepwhat["recovery"]`, shown on its card).
 
     With `args.load_best_model_at_end` and an `eval_dataset`, the checkpoint best on it is the one
-    returned, as with any `Trainer` run; without, the last state (the record says which).
+    returned, as with any `Trainer` run; without, the last state, or the average of the last
+    checkpoints with a `WeightAverageCallback` among `callbacks` (the record says which).
 
     Args:
         model: The model to fine-tune; trained in place.
@@ -154,7 +163,7 @@ def finetune(
             "method": "finetune",
             "steps": trainer.state.global_step,
             "best_step": best_step(trainer.state),
-            "kept": "best" if args.load_best_model_at_end else "last",
+            "kept": _kept(args, callbacks),
             "learning_rate": args.learning_rate,
             "parameters_trained": trained,
             "distill_weight": distill_weight,

@@ -63,7 +63,10 @@ def _digits_args(tmp_path, out):
 
 
 def test_a_killed_run_resumes_to_the_same_result(tmp_path):
-    steps = ["--max_steps", "20", "--train_baseline", "--target_sparsity", "0.5", *TRAINING]
+    # Under --checkpoint average, the phases' weight averages resume too (the last and best
+    # rules are Trainer's own resume).
+    steps = ["--max_steps", "20", "--train_baseline", "--target_sparsity", "0.5",
+             "--checkpoint", "average", *TRAINING]  # fmt: skip
     whole = _classify([*_digits_args(tmp_path, tmp_path / "whole"), *steps], tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     args = [*_digits_args(tmp_path, tmp_path / "killed"), *steps]
@@ -89,6 +92,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     ):
         assert a["runs"][0][key] == b["runs"][0][key], key
     assert a["dense"]["metrics"] == b["dense"]["metrics"]
+    assert a["checkpoint"]["rule"] == "average"
+    # Evaluated every 2 steps: steps 10 to 20 averaged, the killed run's 10 and 12 included.
+    assert "kept the average of 6 checkpoints up to step 20" in resumed.stdout
     # Another command in the same folder is refused; --restart starts over there.
     other = _classify([*args, "--seed", "1"], tmp_path)
     assert other.returncode == 2 and "holds a run made with other arguments" in other.stderr
@@ -180,11 +186,11 @@ def test_defaults_fit_the_window_to_the_data_and_choose_the_depth_on_validation(
     assert "Depth (`--last_layer auto`)" in (out / "report.md").read_text()
     # 3 validation clips: every phase keeps its last checkpoint, and the log and report say why.
     assert (
-        "checkpoints: each phase keeps the last one (--checkpoint auto: validation has 3 clips"
+        "checkpoints: each phase keeps its last one (--checkpoint auto: validation has 3 clips"
         in result.stdout
     )
     assert report["checkpoint"]["rule"] == "last" and report["runs"][0]["checkpoint_step"] == 9
-    assert "masks: removed" in result.stdout and "kept the last checkpoint" in result.stdout
+    assert "masks: removed" in result.stdout and "kept the last one (step" in result.stdout
     assert "Checkpoints: each phase kept its last one" in (out / "report.md").read_text()
 
 

@@ -27,6 +27,7 @@ from hf_keepwhat.tasks.selection import (
     LAST_CHECKPOINT_BELOW,
     BudgetMetricCallback,
     checkpoint_rule,
+    describe_kept,
     kept_checkpoint,
 )
 from hf_keepwhat.tasks.splits import carve_validation
@@ -114,8 +115,9 @@ def test_small_validation_keeps_the_last_checkpoint_and_says_why(tmp_path):
     rule, reason = checkpoint_rule("auto", LAST_CHECKPOINT_BELOW)
     assert rule == "best" and f"{LAST_CHECKPOINT_BELOW} clips" in reason
     assert checkpoint_rule("best", 3) == ("best", "--checkpoint best")
-    with pytest.raises(ValueError, match="give one of auto, best, last"):
-        checkpoint_rule("average", 3)
+    assert checkpoint_rule("average", 300)[0] == "average"
+    with pytest.raises(ValueError, match="give one of auto, best, last, average"):
+        checkpoint_rule("median", 3)
     state = TrainerState(global_step=30, best_metric=0.7)
     state.best_model_checkpoint = str(tmp_path / "checkpoint-10")
     state.log_history = [{"eval_accuracy_within_budget": 0.7, "step": 10},
@@ -129,6 +131,10 @@ def test_small_validation_keeps_the_last_checkpoint_and_says_why(tmp_path):
     assert kept_checkpoint(state, args) == {"rule": "last", "step": 30, "score": None, "met": False}
     state.log_history[-1]["eval_accuracy_within_budget"] = 0.6
     assert kept_checkpoint(state, args) == {"rule": "last", "step": 30, "score": 0.6, "met": True}
+    # An average is scored by the evaluation run on it, the last one.
+    averaged = {"rule": "average", "step": 30, "score": 0.6, "met": True, "averaged": 3}
+    assert kept_checkpoint(state, args, averaged=3) == averaged
+    assert describe_kept(averaged) == "the average of 3 checkpoints up to step 30"
 
 
 def test_an_encoder_loaded_from_a_seq2seq_checkpoint_is_one_line(tmp_path, caplog):

@@ -7,9 +7,10 @@ import pytest
 import torch
 from test_trainer import _synthetic_dataset, _training_args
 from tiny_models import tiny_whisper
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
+from hf_keepwhat.averaging import WeightAverageCallback, averaged_parameters
 from hf_keepwhat.finetuning import DistillationTrainer, finetune
 
 
@@ -133,3 +134,62 @@ def test_the_dense_reference_is_named_for_how_it_trained():
     assert dense_kind(trained, MaskConfig()) == "linear probe"
     assert dense_kind(trained, MaskConfig(train_backbone=True)) == "fine-tuned"
     assert dense_kind(measured, MaskConfig(train_backbone=True)) == "untrained head"
+
+
+class _Snapshots(TrainerCallback):
+    """Every parameter at each evaluation, by step."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        self.seen[state.global_step] = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.global_step == self.step
+
+
+def _averaged_run(folder, callbacks, resume=None, **changes):
+    """Masks over a trainable tiny Whisper, 8 steps, evaluated and saved every 2."""
+    config = MaskConfig(target_sparsity=0.5, train_backbone=True, backbone_learning_rate=1e-3)
+    torch.manual_seed(0)
+    mm = get_mask_model(tiny_whisper(), config)
+    args = _training_args(folder, max_steps=8, learning_rate=0.05, eval_strategy="steps",
+                          eval_steps=2, save_steps=2, seed=0, **changes)  # fmt: skip
+    data = _synthetic_dataset()
+    trainer = Trainer(model=mm, args=args, train_dataset=data, eval_dataset=data,
+                      callbacks=[SparsityCallback(config), *callbacks],
+                      optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args))  # fmt: skip
+    trainer.train(resume_from_checkpoint=resume)
+    return mm
+
+
+def test_a_weight_average_is_the_mean_of_the_second_half_and_a_resumed_run_keeps_it(tmp_path):
+    snapshots, average = _Snapshots(), WeightAverageCallback()
+    mm = _averaged_run(tmp_path / "a", [snapshots, average])
+    assert average.count == 3  # the evaluations at steps 4, 6 and 8
+    Trainer(model=mm, args=_training_args(tmp_path / "e"), eval_dataset=_synthetic_dataset(),
+            callbacks=[average]).evaluate()  # fmt: skip
+    assert average.count == 3  # scoring the average adds nothing to it
+    kept = averaged_parameters(mm)
+    assert kept and not any(n.startswith("masks.") for n in kept)
+    for name, p in kept.items():
+        mean = sum(snapshots.seen[step][name] for step in (4, 6, 8)) / 3
+        torch.testing.assert_close(p.detach(), mean)
+    # The masks are the last checkpoint's, not an average of choices.
+    for name, p in mm.masks.named_parameters():
+        assert torch.equal(p.detach(), snapshots.seen[8][f"masks.{name}"])
+    # Killed after step 6's checkpoint, the resumed run goes on with the same average.
+    _averaged_run(tmp_path / "b", [_StopAt(6), WeightAverageCallback()])
+    resumed = WeightAverageCallback()
+    again = _averaged_run(tmp_path / "b", [resumed], resume=str(tmp_path / "b" / "checkpoint-6"))
+    assert resumed.count == 3
+    for name, p in averaged_parameters(again).items():
+        torch.testing.assert_close(p.detach(), kept[name].detach())
+    with pytest.raises(ValueError, match="load_best_model_at_end=False"):
+        _averaged_run(tmp_path / "c", [WeightAverageCallback()], load_best_model_at_end=True)

@@ -211,7 +211,7 @@ class RunArguments:
     checkpoint: str = field(
         default="auto",
         metadata={
-            "help": "Which checkpoint every phase keeps: best (best on validation; for masks, among those within the budget), last, or auto: the last where validation has fewer than "
+            "help": "Which checkpoint every phase keeps: best (best on validation; for masks, among those within the budget), last, average (the trained weights averaged over the checkpoints of the run's second half, the masks the last checkpoint's), or auto: the last where validation has fewer than "
             f"{LAST_CHECKPOINT_BELOW} clips (choosing on so few measured no better: docs/research.md, 'What chooses a checkpoint'), else the best.",
             "choices": list(CHECKPOINT_RULES),
         },

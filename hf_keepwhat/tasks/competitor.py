@@ -87,7 +87,7 @@ def competitor_baseline(run, budget: dict | None, config) -> dict | None:
         run.describe_training(args),
     )
     finetune(model, args, run.splits["train"], eval_dataset=run.splits["validation"],
-             compute_metrics=run.task.compute_metrics,
+             compute_metrics=run.task.compute_metrics, callbacks=run.checkpoint_callbacks(),
              resume_from_checkpoint=run.last_checkpoint(args), **run.task_data())  # fmt: skip
     metrics = run.evaluate(model, PHASE)
     logger.info("competitor: %s", scores(metrics, run.task.metric))

@@ -29,6 +29,7 @@ from .provenance import provenance
 from .reports import accuracy_intervals, resolution_warning, write_report
 from .run import Run, Task, _median_example, dense_baseline, dense_kind, prune_one_target
 from .run_folder import RunFolder, fingerprint
+from .selection import KEPT_IN_WORDS
 from .splits import load_splits
 
 logger = logging.getLogger("hf_keepwhat.recipe")
@@ -269,7 +270,8 @@ def run(task: Task) -> dict | None:
     fit_window(mask_args, raw["train"], path, data_args.audio_column, feature_extractor)
     configs, budget = budgeted_configs(task, arguments)
     state = prepare_run(task, arguments, raw, feature_extractor, folder)
-    logger.info("checkpoints: each phase keeps the %s one (%s)", *state.checkpoint_rule())
+    rule, reason = state.checkpoint_rule()
+    logger.info("checkpoints: each phase keeps %s (%s)", KEPT_IN_WORDS[rule], reason)
     depth = None
     if mask_args.last_layer == "auto":
         configs, depth = choose_depth(state, configs)

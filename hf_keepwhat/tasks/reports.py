@@ -8,6 +8,7 @@ import json
 import os
 
 from ..cards import layer_table
+from .selection import KEPT_IN_WORDS
 from .uncertainty import bits_of, paired_interval, resolution_points, wilson_interval
 
 
@@ -121,7 +122,7 @@ def _checkpoint_lines(report: dict) -> list[str]:
         return []
     return [
         "",
-        f"Checkpoints: each phase kept its {checkpoint['rule']} one ({checkpoint['reason']}).",
+        f"Checkpoints: each phase kept {KEPT_IN_WORDS[checkpoint['rule']]} ({checkpoint['reason']}).",
     ]
 
 

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..averaging import WeightAverageCallback
 from ..callbacks import SparsityCallback
 from ..config import MaskConfig
 from ..exact_budget import meet_target
@@ -37,6 +38,7 @@ from .run_folder import RunFolder
 from .selection import (
     BudgetMetricCallback,
     checkpoint_rule,
+    describe_kept,
     kept_checkpoint,
     within_budget_name,
 )
@@ -194,8 +196,14 @@ class Run:
         )
 
     def checkpoint_rule(self) -> tuple[str, str]:
-        """Which checkpoint every phase keeps ("best" or "last") and why (`--checkpoint`)."""
+        """Which checkpoint every phase keeps ("best", "last" or "average") and why
+        (`--checkpoint`)."""
         return checkpoint_rule(self.run_args.checkpoint, len(self.splits["validation"]))
+
+    def checkpoint_callbacks(self) -> list:
+        """The callbacks one phase's `Trainer` needs for the checkpoint rule: a new
+        `WeightAverageCallback` under "average", none otherwise."""
+        return [WeightAverageCallback()] if self.checkpoint_rule()[0] == "average" else []
 
     def finetune_arguments(self, name: str, steps: int | None = None) -> TrainingArguments:
         """Fine-tuning's training arguments: `--finetune_steps` (or `steps`) at
@@ -245,6 +253,7 @@ class Run:
             # Before the head is built, as Trainer's `model_init` would be seeded.
             set_seed(seed)
         mm = get_mask_model(self.fresh_model(), config)
+        averaging = self.checkpoint_callbacks()
         if freeze_masks:  # the dense baseline: every unit kept, only the head trains
             mm.masks.requires_grad_(False)
         trainer = Trainer(
@@ -262,6 +271,7 @@ class Run:
                     self.run_args.budget_tolerance,
                     self.task.greater_is_better,
                 ),
+                *averaging,
             ],
             optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args),
             compute_loss_func=self.task.compute_loss_func,
@@ -272,7 +282,10 @@ class Run:
         if last:
             logger.info("%s: resuming training from %s", name, last)
         trainer.train(resume_from_checkpoint=last)
-        return mm, kept_checkpoint(trainer.state, args)
+        if not averaging:
+            return mm, kept_checkpoint(trainer.state, args)
+        trainer.evaluate()  # the average's own score: what --best_of and the budget check read
+        return mm, kept_checkpoint(trainer.state, args, averaged=averaging[0].count)
 
     def evaluate(self, model, name: str) -> dict:
         """The task metrics of `model` on the validation and the test split:
@@ -379,13 +392,7 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         dense_mm, kept = run.train_masks(dense_config, phase, freeze_masks=True)
         dense_mm.eval()
         metrics = run.evaluate(dense_mm, phase)
-        logger.info(
-            "%s: %s (%s checkpoint: step %s)",
-            name,
-            scores(metrics, metric),
-            kept["rule"],
-            kept["step"],
-        )
+        logger.info("%s: %s (%s)", name, scores(metrics, metric), describe_kept(kept))
     else:
         logger.info("dense model: the untrained head, measured only (--train_baseline trains it)")
         dense_mm, metrics = get_mask_model(run.fresh_model(), dense_config), {}
@@ -442,16 +449,12 @@ def _train_target_masks(run: Run, config: MaskConfig, name: str) -> tuple:
     run.folder.folder(name)
     mm, kept, best_of = _best_of(run, config, name)
     total = mm.sparsity_report()["total"]
-    last = kept["rule"] == "last"
     if kept["met"]:
-        which = "the last checkpoint" if last else "the best checkpoint within the budget"
-        found = (
-            f"kept {which}: step {kept['step']}, validation {run.task.metric} {kept['score']:.4g}"
-        )
-    elif last:
-        found = f"kept the last checkpoint (step {kept['step']}), outside the budget"
-    else:
+        found = f"kept {describe_kept(kept)}: validation {run.task.metric} {kept['score']:.4g}"
+    elif kept["rule"] == "best":
         found = "no checkpoint within the budget; kept the last state"
+    else:
+        found = f"kept {describe_kept(kept)}, outside the budget"
     logger.info(
         "masks: removed %.1f%% of %s; %s",
         100 * total[f"{config.budget}_removed_fraction"],
@@ -523,6 +526,7 @@ def _finetune_pruned(run: Run, pruned, config: MaskConfig, name: str):
         compute_metrics=run.task.compute_metrics,
         teacher=finetune_teacher(run, config) if weight else None,
         distill_weight=weight,
+        callbacks=run.checkpoint_callbacks(),
         resume_from_checkpoint=run.last_checkpoint(args),
         **run.task_data(),
     )

@@ -57,15 +57,22 @@ class BudgetMetricCallback(TrainerCallback):
 #: accuracy spread less over the seeds in five phases of seven. At 229 clips (2 seeds) the
 #: last was no worse either, but too few seeds to move the threshold past the demo's 225.
 LAST_CHECKPOINT_BELOW = 100
-CHECKPOINT_RULES = ("auto", "best", "last")
+CHECKPOINT_RULES = ("auto", "best", "last", "average")
+#: What each rule keeps, in words for the log and the report ("each phase keeps ...").
+KEPT_IN_WORDS = {
+    "best": "its best one",
+    "last": "its last one",
+    "average": "the average of its checkpoints over the run's second half",
+}
 
 
 def checkpoint_rule(requested: str, validation_examples: int) -> tuple[str, str]:
     """Which checkpoint every phase keeps, `"best"` (best on validation, within the budget for
-    masks) or `"last"`, and why, in words for the log and the report.
+    masks), `"last"` or `"average"` (`WeightAverageCallback`), and why, in words for the log and
+    the report.
 
     Args:
-        requested: `--checkpoint`: auto, best or last.
+        requested: `--checkpoint`: auto, best, last or average.
         validation_examples: The validation split's size.
     """
     if requested not in CHECKPOINT_RULES:
@@ -84,18 +91,19 @@ def checkpoint_rule(requested: str, validation_examples: int) -> tuple[str, str]
     )
 
 
-def kept_checkpoint(state, args) -> dict:
-    """The checkpoint a finished phase kept: `{"rule", "step", "score", "met"}`, the rule
-    `"best"` or `"last"` (from `load_best_model_at_end`), the score `metric_for_best_model` on
-    validation (None where it did not meet the budget).
+def kept_checkpoint(state, args, averaged: int | None = None) -> dict:
+    """The checkpoint a finished phase kept: `{"rule", "step", "score", "met"}` (and
+    `"averaged"`, the number of checkpoints averaged, under the rule `"average"`), the score
+    `metric_for_best_model` on validation (None where it did not meet the budget).
 
     With `load_best_model_at_end`, Trainer's best checkpoint (met: one was chosen); without,
-    the last state, scored by the last evaluation (met: that evaluation's score is not the
-    out-of-budget worst `BudgetMetricCallback` writes).
+    the last state (or the average loaded at its end), scored by the last evaluation (met: that
+    evaluation's score is not the out-of-budget worst `BudgetMetricCallback` writes).
 
     Args:
         state: The phase's `trainer.state`.
         args: The phase's `TrainingArguments`.
+        averaged: How many checkpoints `WeightAverageCallback` averaged (None: no average).
     """
     if args.load_best_model_at_end:
         met = state.best_model_checkpoint is not None
@@ -105,4 +113,18 @@ def kept_checkpoint(state, args) -> dict:
     key = key if key.startswith("eval_") else f"eval_{key}"
     scores = [entry[key] for entry in state.log_history if key in entry]
     score = scores[-1] if scores and math.isfinite(scores[-1]) else None
-    return {"rule": "last", "step": state.global_step, "score": score, "met": score is not None}
+    kept = {"rule": "last", "step": state.global_step, "score": score, "met": score is not None}
+    return kept if averaged is None else {**kept, "rule": "average", "averaged": averaged}
+
+
+def describe_kept(kept: dict) -> str:
+    """What a phase kept, in words for the log ("the best checkpoint within the budget (step
+    350)").
+
+    Args:
+        kept: `kept_checkpoint`'s record.
+    """
+    if kept["rule"] == "average":
+        return f"the average of {kept['averaged']} checkpoints up to step {kept['step']}"
+    which = "the best checkpoint within the budget" if kept["rule"] == "best" else "the last one"
+    return f"{which} (step {kept['step']})"
