@@ -21,7 +21,11 @@ ARMS = {
     "masks_then_finetune": "ours: frozen masks, then every kept weight fine-tuned, 50% of MACs",
     "masks_train_backbone": "ours: masks over trainable weights (the default), 50% of MACs",
     "base_at_tiny_macs": "ours, Whisper base at tiny.en's MACs (`--match_macs_of`, the default)",
+    "masks_train_backbone_average": "ours: masks over trainable weights, 50% of MACs, `--checkpoint average`",
+    "base_at_tiny_macs_average": "ours, Whisper base at tiny.en's MACs, `--checkpoint average`",
 }
+#: An arm named `<arm>_average` is `<arm>` run again with `--checkpoint average`.
+AVERAGE = "_average"
 REFERENCE = "finetune"
 
 
@@ -137,7 +141,7 @@ def choices_table(rows: list[dict], model: str) -> list[str]:
     """
     seeds: dict[int, dict] = {}
     for row in rows:
-        if row["model"] == model and row.get("dense_probe"):
+        if row["model"] == model and row.get("dense_probe") and not row["arm"].endswith(AVERAGE):
             kind = row.get("dense_kind") or (
                 "fine-tuned" if "train_backbone" in row["arm"] else "linear probe"
             )
@@ -211,3 +215,49 @@ def checkpoint_rules_table(rows: list[dict]) -> list[str]:
     header = ["phase", "seeds", "best is the last", "best on validation: test", "last: test",
               "last - best"]  # fmt: skip
     return markdown_table(header, cells, "lrrrrr") if cells else []
+
+
+def _phase_record(row: dict, phase: str) -> dict:
+    """A phase's test accuracy and clips, from a recipe row (its kept checkpoint)."""
+    record = PHASES[phase][1](row)
+    return {
+        "test": record["test"],
+        "correct": record["correct"],
+        "test_examples": row["test_examples"],
+    }
+
+
+def averaging_table(rows: list[dict]) -> list[str]:
+    """`--checkpoint average` against the last checkpoint (what `auto` keeps on small
+    validation) and the best on validation, phase by phase, on the seeds both ran: test
+    accuracy (mean, seed spread) and the paired gap of the average to the last.
+
+    Args:
+        rows: `weight_arms.py` rows of one regime: `<arm>_average` rows beside `<arm>` rows run
+            with `--score_last`.
+    """
+    arms = _by_arm(rows)
+    cells = []
+    for arm, averaged in arms.items():
+        base = {
+            r["seed"]: r
+            for r in arms.get(arm.removesuffix(AVERAGE), [])
+            if r.get("last_checkpoint")
+        }
+        averaged = [r for r in averaged if arm.endswith(AVERAGE) and r["seed"] in base]
+        for phase, (words, _) in PHASES.items():
+            pairs = [(_phase_record(base[r["seed"]], phase), base[r["seed"]]["last_checkpoint"].get(name), _phase_record(r, phase))
+                     for r in averaged for name in base[r["seed"]]["last_checkpoint"] if name.startswith(phase)]  # fmt: skip
+            if not pairs:
+                continue
+            best, last, average = ([p[i] for p in pairs] for i in range(3))
+            for record in last:
+                record.setdefault("test_examples", average[0]["test_examples"])
+            cells.append(
+                [f"{ARMS.get(arm, arm)}: {words}", ", ".join(str(r["seed"]) for r in averaged),
+                 *(_mean_spread([r["test"] for r in side]) for side in (best, last, average)),
+                 _gap(average, last), _gap(average, best)]
+            )  # fmt: skip
+    header = ["phase", "seeds", "best on validation: test", "last: test", "average: test",
+              "average - last", "average - best"]  # fmt: skip
+    return markdown_table(header, cells, "lrrrrrr") if cells else []

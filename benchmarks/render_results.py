@@ -9,7 +9,13 @@ from __future__ import annotations
 import json
 import os
 
-from render_arms import arms_table, checkpoint_rules_table, choices_table, ours_on_validation
+from render_arms import (
+    arms_table,
+    averaging_table,
+    checkpoint_rules_table,
+    choices_table,
+    ours_on_validation,
+)
 from render_frontier import frontier_section
 from render_gpu import gpu_section
 from render_latency import budget_section, load_tables, tables_lines, tables_section
@@ -434,6 +440,17 @@ def weight_arms_lines() -> list[str]:
                 "the best:",
                 "",
                 *rules,
+            ]
+        averaged = averaging_table(rows)
+        if averaged:
+            lines += [
+                "",
+                "Averaging instead of choosing (`--checkpoint average`: the trained weights "
+                "averaged over the evaluations of each phase's second half, the masks the last "
+                "checkpoint's), on the seeds run both ways; the gaps with their 95% bootstrap "
+                "interval over clips and seeds:",
+                "",
+                *averaged,
             ]
     return lines
 

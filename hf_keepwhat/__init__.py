@@ -3,6 +3,7 @@
 The public API is what this module exports; task recipes also use `hf_keepwhat.tasks`.
 """
 
+from .averaging import WeightAverageCallback
 from .baselines import set_structured_masks
 from .callbacks import SparsityCallback
 from .config import MaskConfig
@@ -46,6 +47,7 @@ __all__ = [
     "GatedStraightThroughMask",
     "HardConcreteMask",
     "UnitGroup",
+    "WeightAverageCallback",
     "__version__",
     "adapted_feature_extractor",
     "count_macs",

@@ -9,9 +9,10 @@ from test_trainer import _synthetic_dataset, _training_args
 from tiny_models import tiny_whisper
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from hf_keepwhat import MaskConfig, SparsityCallback, get_mask_model
-from hf_keepwhat.averaging import WeightAverageCallback, averaged_parameters
+from hf_keepwhat import MaskConfig, SparsityCallback, WeightAverageCallback, get_mask_model
+from hf_keepwhat.averaging import averaged_parameters
 from hf_keepwhat.finetuning import DistillationTrainer, finetune
+from hf_keepwhat.tasks.selection import BudgetMetricCallback, kept_checkpoint
 
 
 def _backbone_weights(model) -> dict[str, torch.Tensor]:
@@ -160,22 +161,22 @@ def _averaged_run(folder, callbacks, resume=None, **changes):
     torch.manual_seed(0)
     mm = get_mask_model(tiny_whisper(), config)
     args = _training_args(folder, max_steps=8, learning_rate=0.05, eval_strategy="steps",
-                          eval_steps=2, save_steps=2, seed=0, **changes)  # fmt: skip
+                          eval_steps=2, save_steps=2, seed=0,
+                          metric_for_best_model="loss_within_budget", **changes)  # fmt: skip
     data = _synthetic_dataset()
+    budget = BudgetMetricCallback(mm, "loss", tolerance=1.0, greater_is_better=False)
     trainer = Trainer(model=mm, args=args, train_dataset=data, eval_dataset=data,
-                      callbacks=[SparsityCallback(config), *callbacks],
+                      callbacks=[SparsityCallback(config), budget, *callbacks],
                       optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args))  # fmt: skip
     trainer.train(resume_from_checkpoint=resume)
-    return mm
+    return trainer
 
 
 def test_a_weight_average_is_the_mean_of_the_second_half_and_a_resumed_run_keeps_it(tmp_path):
     snapshots, average = _Snapshots(), WeightAverageCallback()
-    mm = _averaged_run(tmp_path / "a", [snapshots, average])
+    trainer = _averaged_run(tmp_path / "a", [snapshots, average])
+    mm = trainer.model
     assert average.count == 3  # the evaluations at steps 4, 6 and 8
-    Trainer(model=mm, args=_training_args(tmp_path / "e"), eval_dataset=_synthetic_dataset(),
-            callbacks=[average]).evaluate()  # fmt: skip
-    assert average.count == 3  # scoring the average adds nothing to it
     kept = averaged_parameters(mm)
     assert kept and not any(n.startswith("masks.") for n in kept)
     for name, p in kept.items():
@@ -184,10 +185,18 @@ def test_a_weight_average_is_the_mean_of_the_second_half_and_a_resumed_run_keeps
     # The masks are the last checkpoint's, not an average of choices.
     for name, p in mm.masks.named_parameters():
         assert torch.equal(p.detach(), snapshots.seen[8][f"masks.{name}"])
+    trainer.remove_callback(snapshots)
+    score = trainer.evaluate()["eval_loss"]
+    assert average.count == 3  # scoring the average adds nothing to it
+    # Its score is read from the history, where the budget's metric was written too.
+    record = kept_checkpoint(trainer.state, trainer.args, averaged=average.count)
+    assert record == {"rule": "average", "step": 8, "score": score, "met": True, "averaged": 3}
     # Killed after step 6's checkpoint, the resumed run goes on with the same average.
     _averaged_run(tmp_path / "b", [_StopAt(6), WeightAverageCallback()])
     resumed = WeightAverageCallback()
-    again = _averaged_run(tmp_path / "b", [resumed], resume=str(tmp_path / "b" / "checkpoint-6"))
+    again = _averaged_run(
+        tmp_path / "b", [resumed], resume=str(tmp_path / "b" / "checkpoint-6")
+    ).model
     assert resumed.count == 3
     for name, p in averaged_parameters(again).items():
         torch.testing.assert_close(p.detach(), kept[name].detach())

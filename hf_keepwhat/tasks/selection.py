@@ -45,8 +45,20 @@ class BudgetMetricCallback(TrainerCallback):
         removed = self.mm.sparsity_report()["total"][f"{config.budget}_removed_fraction"]
         meets = removed >= config.target_sparsity - self.tolerance
         value = metrics.get(f"eval_{self.metric}")
-        metrics["eval_removed_fraction"] = removed
-        metrics[f"eval_{within_budget_name(self.metric)}"] = value if meets else self.worst
+        added = {
+            "eval_removed_fraction": removed,
+            f"eval_{within_budget_name(self.metric)}": value if meets else self.worst,
+        }
+        metrics.update(added)
+        # Trainer logged a copy of the metrics before this callback ran; the history is what
+        # `kept_checkpoint` reads the last checkpoint's score from (and a resumed run reloads).
+        history = state.log_history if state is not None else []
+        if (
+            history
+            and history[-1].get("step") == state.global_step
+            and f"eval_{self.metric}" in history[-1]
+        ):
+            history[-1].update(added)
 
 
 #: `--checkpoint auto` keeps each phase's last checkpoint below this many validation clips. On the
