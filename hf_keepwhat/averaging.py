@@ -12,12 +12,15 @@ keep a unit neither kept (or miss the budget). The masks stay the last checkpoin
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import get_swa_multi_avg_fn
 from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
 
 #: Written into each checkpoint folder, so that a resumed run continues the same average.
 AVERAGE_FILE = "weight_average.safetensors"
@@ -94,7 +97,14 @@ class WeightAverageCallback(TrainerCallback):
         )
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if model is None or not self.average:
+        if model is None:
+            return
+        if not self.average:
+            logger.warning(
+                "weight average: no evaluation in the last %.0f%% of the run, so the last state "
+                "is kept; evaluate more often (eval_steps) to average.",
+                100 * (1 - self.start),
+            )
             return
         with torch.no_grad():
             for name, p in averaged_parameters(model).items():

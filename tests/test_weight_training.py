@@ -2,6 +2,7 @@
 model (`finetune`), with and without a distillation teacher."""
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -160,9 +161,9 @@ def _averaged_run(folder, callbacks, resume=None, **changes):
     config = MaskConfig(target_sparsity=0.5, train_backbone=True, backbone_learning_rate=1e-3)
     torch.manual_seed(0)
     mm = get_mask_model(tiny_whisper(), config)
-    args = _training_args(folder, max_steps=8, learning_rate=0.05, eval_strategy="steps",
-                          eval_steps=2, save_steps=2, seed=0,
-                          metric_for_best_model="loss_within_budget", **changes)  # fmt: skip
+    every = {"eval_strategy": "steps", "eval_steps": 2, "save_steps": 2, **changes}
+    args = _training_args(folder, max_steps=8, learning_rate=0.05, seed=0,
+                          metric_for_best_model="loss_within_budget", **every)  # fmt: skip
     data = _synthetic_dataset()
     budget = BudgetMetricCallback(mm, "loss", tolerance=1.0, greater_is_better=False)
     trainer = Trainer(model=mm, args=args, train_dataset=data, eval_dataset=data,
@@ -172,7 +173,9 @@ def _averaged_run(folder, callbacks, resume=None, **changes):
     return trainer
 
 
-def test_a_weight_average_is_the_mean_of_the_second_half_and_a_resumed_run_keeps_it(tmp_path):
+def test_a_weight_average_is_the_mean_of_the_second_half_and_a_resumed_run_keeps_it(
+    tmp_path, caplog
+):
     snapshots, average = _Snapshots(), WeightAverageCallback()
     trainer = _averaged_run(tmp_path / "a", [snapshots, average])
     mm = trainer.model
@@ -200,5 +203,9 @@ def test_a_weight_average_is_the_mean_of_the_second_half_and_a_resumed_run_keeps
     assert resumed.count == 3
     for name, p in averaged_parameters(again).items():
         torch.testing.assert_close(p.detach(), kept[name].detach())
+    # No evaluation at all: the last state, and the log says so.
+    with caplog.at_level(logging.WARNING, logger="hf_keepwhat"):
+        _averaged_run(tmp_path / "d", [WeightAverageCallback()], eval_strategy="no")
+    assert "no evaluation in the last 50% of the run" in caplog.text
     with pytest.raises(ValueError, match="load_best_model_at_end=False"):
         _averaged_run(tmp_path / "c", [WeightAverageCallback()], load_best_model_at_end=True)
