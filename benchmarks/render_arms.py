@@ -238,21 +238,21 @@ def averaging_table(rows: list[dict]) -> list[str]:
     """
     arms = _by_arm(rows)
     cells = []
-    for arm, averaged in arms.items():
-        base = {
-            r["seed"]: r
-            for r in arms.get(arm.removesuffix(AVERAGE), [])
-            if r.get("last_checkpoint")
-        }
-        averaged = [r for r in averaged if arm.endswith(AVERAGE) and r["seed"] in base]
+    for arm in [a for a in arms if a.endswith(AVERAGE)]:
+        scored = {r["seed"]: r for r in arms.get(arm.removesuffix(AVERAGE), [])
+                  if r.get("last_checkpoint")}  # fmt: skip
+        averaged = [r for r in arms[arm] if r["seed"] in scored]
         for phase, (words, _) in PHASES.items():
-            pairs = [(_phase_record(base[r["seed"]], phase), base[r["seed"]]["last_checkpoint"].get(name), _phase_record(r, phase))
-                     for r in averaged for name in base[r["seed"]]["last_checkpoint"] if name.startswith(phase)]  # fmt: skip
-            if not pairs:
+            best, last, average = [], [], []
+            for row in averaged:
+                other = scored[row["seed"]]
+                for name, record in other["last_checkpoint"].items():
+                    if name.startswith(phase):
+                        best.append(_phase_record(other, phase))
+                        last.append({**record, "test_examples": row["test_examples"]})
+                        average.append(_phase_record(row, phase))
+            if not last:
                 continue
-            best, last, average = ([p[i] for p in pairs] for i in range(3))
-            for record in last:
-                record.setdefault("test_examples", average[0]["test_examples"])
             cells.append(
                 [f"{ARMS.get(arm, arm)}: {words}", ", ".join(str(r["seed"]) for r in averaged),
                  *(_mean_spread([r["test"] for r in side]) for side in (best, last, average)),
