@@ -195,22 +195,14 @@ def checkpoint_rules_table(rows: list[dict]) -> list[str]:
                      if name.startswith(phase)]  # fmt: skip
             if not pairs:
                 continue
-            best, last = ([p[i] for p in pairs] for i in (0, 1))
-            clips = runs[0]["test_examples"]
-            bits = [
-                np.stack([bits_of(r["correct"]["test"], clips) for r in side])
-                for side in (last, best)
-            ]
-            low, high = paired_interval(*bits)
-            gap = statistics.mean(r["test"] for r in last) - statistics.mean(
-                r["test"] for r in best
-            )
+            clips = {"test_examples": runs[0]["test_examples"]}
+            best, last = ([{**p[i], **clips} for p in pairs] for i in (0, 1))
             cells.append(
                 [f"{ARMS.get(arm, arm)}{': ' + words if words else ''}", ", ".join(str(r["seed"]) for r in runs),
                  f"{sum(x['best_is_last'] for x in last)} of {len(last)}",
                  f"{100 * statistics.mean(r['test'] for r in best):.1f} ({_spread([r['test'] for r in best])})",
                  f"{100 * statistics.mean(r['test'] for r in last):.1f} ({_spread([r['test'] for r in last])})",
-                 f"{100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"]
+                 _gap(last, best)]
             )  # fmt: skip
     header = ["phase", "seeds", "best is the last", "best on validation: test", "last: test",
               "last - best"]  # fmt: skip
