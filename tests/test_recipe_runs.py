@@ -131,6 +131,29 @@ def test_best_of_keeps_the_mask_run_best_on_validation_and_resumes(tmp_path):
     assert "masks trained 2 times (`--best_of`)" in (tmp_path / "whole" / "report.md").read_text()
 
 
+def test_masks_start_from_a_previous_runs_fine_tuned_dense_model(tmp_path):
+    # "Fine-tune dense, then masks": a run's dense/ (every weight and the head fine-tuned) is the
+    # next run's model; --no_train_baseline measures it as loaded, so the second run's reference
+    # is the first run's model on the same carve, clip for clip.
+    first = tmp_path / "first"
+    args = [*_digits_args(tmp_path, first), "--max_steps", "10", "--last_layer", "none", *TRAINING]
+    result = _classify(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    second = tmp_path / "second"
+    args[args.index("--model_name_or_path") + 1] = str(first / "dense")
+    args[args.index("--output_dir") + 1] = str(second)
+    result = _classify([*args, "--no_train_baseline"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "new task head" not in result.stdout + result.stderr  # the fine-tuned head came along
+    assert "dense model: as loaded, measured only" in result.stdout
+    before = json.loads((first / "report.json").read_text())
+    after = json.loads((second / "report.json").read_text())
+    assert before["dense_kind"] == "fine-tuned" and after["dense_kind"] == "as loaded"
+    for key in ("metrics", "validation_metrics", "correct"):
+        assert after["dense"][key] == before["dense"][key], key
+    assert after["dense"]["macs"] == before["dense"]["macs"]
+
+
 def test_match_macs_of_a_smaller_model_with_validation_and_named_phases(tmp_path):
     smaller = tmp_path / "smaller"
     tiny_whisper(encoder_layers=1, max_source_positions=100).config.save_pretrained(smaller)

@@ -135,7 +135,7 @@ def test_the_dense_reference_is_named_for_how_it_trained():
     trained, measured = SimpleNamespace(train_baseline=True), SimpleNamespace(train_baseline=False)
     assert dense_kind(trained, MaskConfig()) == "linear probe"
     assert dense_kind(trained, MaskConfig(train_backbone=True)) == "fine-tuned"
-    assert dense_kind(measured, MaskConfig(train_backbone=True)) == "untrained head"
+    assert dense_kind(measured, MaskConfig(train_backbone=True)) == "as loaded"
 
 
 class _Snapshots(TrainerCallback):

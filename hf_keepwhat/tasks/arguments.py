@@ -132,7 +132,7 @@ class RunArguments:
     train_baseline: bool = field(
         default=True,
         metadata={
-            "help": "Train the dense baseline as the masks train: every weight of the unmasked model fine-tuned with --train_backbone (the classification default), else the same head on the frozen backbone (a linear probe); --no_train_baseline only measures the dense model."
+            "help": "Train the dense baseline as the masks train: every weight of the unmasked model fine-tuned with --train_backbone (the classification default), else the same head on the frozen backbone (a linear probe); --no_train_baseline measures the model as loaded (a previous run's dense/ given as --model_name_or_path: masks from a fine-tuned model)."
         },
     )
     latency_repeats: int = field(

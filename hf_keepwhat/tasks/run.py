@@ -364,16 +364,17 @@ def save_adapter(mm, folder: str) -> None:
 
 def dense_kind(run_args, dense_config: MaskConfig) -> str:
     """What the dense reference is: trained as the masks are (the head alone on the frozen
-    backbone, or every weight with `train_backbone`), or only measured."""
+    backbone, or every weight with `train_backbone`), or measured as loaded (its head untrained
+    unless the checkpoint carried one, as a previous run's `dense/` does)."""
     if not run_args.train_baseline:
-        return "untrained head"
+        return "as loaded"
     return "fine-tuned" if dense_config.train_backbone else "linear probe"
 
 
 def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
     """The dense reference (every unit kept), trained as the masks are when `--train_baseline` (a
-    linear probe; with `--train_backbone`, every weight fine-tuned), else the
-    untrained head, only measured. Returns its record (metrics on validation and test, and on
+    linear probe; with `--train_backbone`, every weight fine-tuned), else measured as loaded.
+    Returns its record (metrics on validation and test, and on
     the main process its figures; the dense model saved under `output_dir/dense`)."""
     phase = "baseline"
     done = run.folder.done(phase)
@@ -394,8 +395,13 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         metrics = run.evaluate(dense_mm, phase)
         logger.info("%s: %s (%s)", name, scores(metrics, metric), describe_kept(kept))
     else:
-        logger.info("dense model: the untrained head, measured only (--train_baseline trains it)")
-        dense_mm, metrics = get_mask_model(run.fresh_model(), dense_config), {}
+        # Measured, not trained: a new head scores chance, but a checkpoint that carries its head
+        # (a previous run's fine-tuned `dense/`, to mask from) is the reference its masks start at.
+        logger.info("dense model: as loaded, measured only (--train_baseline trains it)")
+        dense_mm = get_mask_model(run.fresh_model(), dense_config)
+        dense_mm.eval()
+        metrics = run.evaluate(dense_mm, phase)
+        logger.info("dense model: %s", scores(metrics, metric))
     if not run.main:
         return {}
     dense = dense_mm.prune(feature_extractor=run.collator.feature_extractor)
