@@ -23,6 +23,9 @@ ARMS = {
     "base_at_tiny_macs": "ours, Whisper base at tiny.en's MACs (`--match_macs_of`, the default)",
     "masks_train_backbone_average": "ours: masks over trainable weights, 50% of MACs, `--checkpoint average`",
     "base_at_tiny_macs_average": "ours, Whisper base at tiny.en's MACs, `--checkpoint average`",
+    "masks_train_backbone_rerun": "ours: the default, as it runs today (masks over trainable weights, the last checkpoint below 100 validation clips), 50% of MACs",
+    "masks_from_finetuned_dense": "ours: the default's fine-tuned `dense/` as the model of a second run (`--no_train_baseline`): masks over its weights, 50% of MACs",
+    "masks_train_backbone_best_of_3": "ours: the default with `--best_of 3` (the restart best on validation), 50% of MACs",
 }
 #: An arm named `<arm>_average` is `<arm>` run again with `--checkpoint average`.
 AVERAGE = "_average"
@@ -71,7 +74,8 @@ def arms_table(rows: list[dict]) -> list[str]:
     arms = _by_arm(rows)
     reference = arms.get(REFERENCE)
     cells = []
-    for arm in sorted(arms, key=lambda a: list(ARMS).index(a) if a in ARMS else len(ARMS)):
+    shown = [a for a in arms if a not in AGAINST_DEFAULT and a not in AGAINST_DEFAULT.values()]
+    for arm in sorted(shown, key=lambda a: list(ARMS).index(a) if a in ARMS else len(ARMS)):
         runs = arms[arm]
         depths = {r["depth"] for r in runs if r.get("depth") is not None}
         cells.append(
@@ -252,4 +256,57 @@ def averaging_table(rows: list[dict]) -> list[str]:
             )  # fmt: skip
     header = ["phase", "seeds", "best on validation: test", "last: test", "average: test",
               "average - last", "average - best"]  # fmt: skip
+    return markdown_table(header, cells, "lrrrrrr") if cells else []
+
+
+#: Arms read against the default as it runs today, on the same seeds: arm -> that default's arm.
+AGAINST_DEFAULT = {
+    "masks_from_finetuned_dense": "masks_train_backbone_rerun",
+    "masks_train_backbone_best_of_3": "masks_train_backbone_rerun",
+}
+#: Arms whose run starts from the default's run of the same seed (its `dense/`): their training
+#: time is both runs'.
+AFTER_DEFAULT = {"masks_from_finetuned_dense"}
+
+
+def _same_seeds(runs: list[dict] | None, like: list[dict]) -> list[dict] | None:
+    """`runs` on the seeds of `like`, in its order (None when one is missing: no pairing)."""
+    by_seed = {r["seed"]: r for r in runs or []}
+    if any(r["seed"] not in by_seed for r in like):
+        return None
+    return [by_seed[r["seed"]] for r in like]
+
+
+def against_default_table(rows: list[dict]) -> list[str]:
+    """The default as it runs today, and the variants run on its seeds (the masks started from
+    its fine-tuned dense model; `--best_of 3`): validation and test accuracy (mean, seed spread),
+    the paired gaps to the default and to fine-tuning tiny.en, and the training time a user
+    spends on each (both runs where one starts from the other).
+
+    Args:
+        rows: `weight_arms.py` rows of one regime.
+    """
+    arms = _by_arm(rows)
+    cells = []
+    for default in dict.fromkeys(AGAINST_DEFAULT.values()):
+        variants = [a for a, d in AGAINST_DEFAULT.items() if d == default and a in arms]
+        if default not in arms or not variants:
+            continue
+        first = {r["seed"]: r for r in arms[default]}
+        for arm in [default, *variants]:
+            runs = [r for r in arms[arm] if r["seed"] in first]
+            minutes = [
+                r["train_seconds"]
+                + (first[r["seed"]]["train_seconds"] if arm in AFTER_DEFAULT else 0)
+                for r in runs
+            ]
+            cells.append(
+                [ARMS.get(arm, arm), ", ".join(str(r["seed"]) for r in runs),
+                 _mean_spread([r["validation"] for r in runs]), _mean_spread([r["test"] for r in runs]),
+                 "-" if arm == default else _gap(runs, [first[r["seed"]] for r in runs]),
+                 _gap(runs, _same_seeds(arms.get(REFERENCE), runs)),
+                 f"{statistics.median(minutes) / 60:.1f}"]
+            )  # fmt: skip
+    header = ["arm", "seeds", "validation", "test (out of source)", "test vs the default",
+              "test vs fine-tuned tiny.en", "training (min)"]  # fmt: skip
     return markdown_table(header, cells, "lrrrrrr") if cells else []

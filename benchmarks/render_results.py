@@ -10,6 +10,7 @@ import json
 import os
 
 from render_arms import (
+    against_default_table,
     arms_table,
     averaging_table,
     checkpoint_rules_table,
@@ -451,6 +452,19 @@ def weight_arms_lines() -> list[str]:
                 "interval over clips and seeds:",
                 "",
                 *averaged,
+            ]
+        variants = against_default_table(rows)
+        if variants:
+            lines += [
+                "",
+                "The default as it runs today, and variants of it on the same seeds: its masks "
+                "started from its own fine-tuned dense model (a second run with the first's "
+                "`dense/` as `--model_name_or_path` and `--no_train_baseline`: fine-tune dense, "
+                "then masks over the weights; training time both runs'), and `--best_of 3` (three "
+                "restarts of the masks, the one best on validation kept). The gaps with their 95% "
+                "bootstrap interval over clips and seeds:",
+                "",
+                *variants,
             ]
     return lines
 
