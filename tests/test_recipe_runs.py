@@ -142,10 +142,13 @@ def test_masks_start_from_a_previous_runs_fine_tuned_dense_model(tmp_path):
     second = tmp_path / "second"
     args[args.index("--model_name_or_path") + 1] = str(first / "dense")
     args[args.index("--output_dir") + 1] = str(second)
+    args[args.index("--last_layer") + 1] = "auto"
     result = _classify([*args, "--no_train_baseline"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "new task head" not in result.stdout + result.stderr  # the fine-tuned head came along
     assert "dense model: as loaded, measured only" in result.stdout
+    # Its depth probes read features trained on these clips: the log says to pass the depth.
+    assert "depth: dense holds weights an hf_keepwhat run trained" in result.stdout
     before = json.loads((first / "report.json").read_text())
     after = json.loads((second / "report.json").read_text())
     assert before["dense_kind"] == "fine-tuned" and after["dense_kind"] == "as loaded"

@@ -20,6 +20,7 @@ from transformers import AutoFeatureExtractor, set_seed
 from ..config import MaskConfig
 from ..layouts import adapted_feature_extractor, layout_class_for_config
 from ..profiling import environment
+from ..standalone import RECORD_KEY
 from .arguments import mask_configs, parse_arguments
 from .audio import AudioCollator, AudioDataError, featurize, label_names, longest_clip_seconds
 from .budgets import model_from_config, resolve_budget
@@ -140,8 +141,17 @@ def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig],
         logger.info("depth: a linear probe on each layer's pooled output, cross-validated")
         run.folder.folder("depth")
         dense = dataclasses.replace(configs[0], target_sparsity=0.0, last_layer=None)
+        model = run.fresh_model()
+        if weights_trained_by_a_run(model.config):
+            logger.warning(
+                "depth: %s holds weights an hf_keepwhat run trained (a run's dense/ or pruned/): "
+                "if they trained on these clips, the probes' folds have seen them and favour "
+                "keeping every layer; give --last_layer the depth that run chose (its report's "
+                "depth)",
+                model_name(run.model_args.model_name_or_path),
+            )
         rows = layer_probes(
-            run.fresh_model(),
+            model,
             dense,
             run.splits["train"],
             run.splits["validation"],
@@ -168,6 +178,18 @@ def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig],
     chosen = None if done["last_layer"] == deepest else done["last_layer"]
     logger.info("depth: layers 0-%d kept (of 0-%d)", done["last_layer"], deepest)
     return [dataclasses.replace(c, last_layer=chosen) for c in configs], done
+
+
+def weights_trained_by_a_run(config) -> bool:
+    """Whether a model's config records an hf_keepwhat run that trained its backbone weights
+    (`--train_backbone`, `--finetune_steps`): its features may have been fitted to the clips
+    the depth probes are cross-validated on.
+
+    Args:
+        config: The model's `PretrainedConfig`.
+    """
+    record = getattr(config, RECORD_KEY, None) or {}
+    return bool(record.get("mask_config", {}).get("train_backbone") or record.get("recovery"))
 
 
 def model_name(path: str) -> str:
