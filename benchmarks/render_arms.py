@@ -23,12 +23,15 @@ ARMS = {
     "base_at_tiny_macs": "ours, Whisper base at tiny.en's MACs (`--match_macs_of`, the default)",
     "masks_train_backbone_average": "ours: masks over trainable weights, 50% of MACs, `--checkpoint average`",
     "base_at_tiny_macs_average": "ours, Whisper base at tiny.en's MACs, `--checkpoint average`",
+    "base_at_tiny_macs_backbone_lr_2e-5": "ours, Whisper base at tiny.en's MACs, `--backbone_learning_rate 2e-5` (the last checkpoint)",
+    "masks_from_finetuned_dense_depth_auto": "ours: as the next row, with `--last_layer auto` (its probes read features fitted to these clips)",
     "masks_train_backbone_rerun": "ours: the default, as it runs today (masks over trainable weights, the last checkpoint below 100 validation clips), 50% of MACs",
     "masks_from_finetuned_dense": "ours: the default's fine-tuned `dense/` as the model of a second run (`--no_train_baseline`): masks over its weights, 50% of MACs",
     "masks_train_backbone_best_of_3": "ours: the default with `--best_of 3` (the restart best on validation), 50% of MACs",
 }
-#: An arm named `<arm>_average` is `<arm>` run again with `--checkpoint average`.
-AVERAGE = "_average"
+#: Re-runs of an arm with one setting changed, by their name's suffix (`<arm>_average` is `<arm>`
+#: run again with `--checkpoint average`): what a table calls the re-run's kept checkpoint.
+RERUNS = {"_average": "average", "_backbone_lr_2e-5": "backbone lr 2e-5, last"}
 REFERENCE = "finetune"
 
 
@@ -145,7 +148,11 @@ def choices_table(rows: list[dict], model: str) -> list[str]:
     """
     seeds: dict[int, dict] = {}
     for row in rows:
-        if row["model"] == model and row.get("dense_probe") and not row["arm"].endswith(AVERAGE):
+        if (
+            row["model"] == model
+            and row.get("dense_probe")
+            and not row["arm"].endswith(tuple(RERUNS))
+        ):
             kind = row.get("dense_kind") or (
                 "fine-tuned" if "train_backbone" in row["arm"] else "linear probe"
             )
@@ -223,50 +230,53 @@ def _phase_record(row: dict, phase: str) -> dict:
     }
 
 
-def averaging_table(rows: list[dict]) -> list[str]:
-    """`--checkpoint average` against the last checkpoint (what `auto` keeps on small
-    validation) and the best on validation, phase by phase, on the seeds both ran: test
-    accuracy (mean, seed spread) and the paired gap of the average to the last.
+def rerun_table(rows: list[dict], suffix: str) -> list[str]:
+    """An arm re-run with one setting changed (`<arm><suffix>`, a key of `RERUNS`: `--checkpoint
+    average`, another learning rate) against the arm's last checkpoint (what `auto` keeps on
+    small validation) and its best on validation, phase by phase, on the seeds both ran: test
+    accuracy (mean, seed spread) and the paired gaps of the re-run to each.
 
     Args:
-        rows: `weight_arms.py` rows of one regime: `<arm>_average` rows beside `<arm>` rows run
+        rows: `weight_arms.py` rows of one regime: `<arm><suffix>` rows beside `<arm>` rows run
             with `--score_last`.
+        suffix: Which re-runs.
     """
-    arms = _by_arm(rows)
+    arms, name = _by_arm(rows), RERUNS[suffix]
     cells = []
-    for arm in [a for a in arms if a.endswith(AVERAGE)]:
-        scored = {r["seed"]: r for r in arms.get(arm.removesuffix(AVERAGE), [])
+    for arm in [a for a in arms if a.endswith(suffix)]:
+        scored = {r["seed"]: r for r in arms.get(arm.removesuffix(suffix), [])
                   if r.get("last_checkpoint")}  # fmt: skip
-        averaged = [r for r in arms[arm] if r["seed"] in scored]
+        reruns = [r for r in arms[arm] if r["seed"] in scored]
         for phase, (words, _) in PHASES.items():
-            best, last, average = [], [], []
-            for row in averaged:
+            best, last, rerun = [], [], []
+            for row in reruns:
                 other = scored[row["seed"]]
-                for name, record in other["last_checkpoint"].items():
-                    if name.startswith(phase):
+                for phase_name, record in other["last_checkpoint"].items():
+                    if phase_name.startswith(phase):
                         best.append(_phase_record(other, phase))
                         last.append({**record, "test_examples": row["test_examples"]})
-                        average.append(_phase_record(row, phase))
+                        rerun.append(_phase_record(row, phase))
             if not last:
                 continue
             cells.append(
-                [f"{ARMS.get(arm, arm)}: {words}", ", ".join(str(r["seed"]) for r in averaged),
-                 *(_mean_spread([r["test"] for r in side]) for side in (best, last, average)),
-                 _gap(average, last), _gap(average, best)]
+                [f"{ARMS.get(arm, arm)}: {words}", ", ".join(str(r["seed"]) for r in reruns),
+                 *(_mean_spread([r["test"] for r in side]) for side in (best, last, rerun)),
+                 _gap(rerun, last), _gap(rerun, best)]
             )  # fmt: skip
-    header = ["phase", "seeds", "best on validation: test", "last: test", "average: test",
-              "average - last", "average - best"]  # fmt: skip
+    header = ["phase", "seeds", "best on validation: test", "last: test", f"{name}: test",
+              f"{name} - last", f"{name} - best"]  # fmt: skip
     return markdown_table(header, cells, "lrrrrrr") if cells else []
 
 
 #: Arms read against the default as it runs today, on the same seeds: arm -> that default's arm.
 AGAINST_DEFAULT = {
     "masks_from_finetuned_dense": "masks_train_backbone_rerun",
+    "masks_from_finetuned_dense_depth_auto": "masks_train_backbone_rerun",
     "masks_train_backbone_best_of_3": "masks_train_backbone_rerun",
 }
 #: Arms whose run starts from the default's run of the same seed (its `dense/`): their training
 #: time is both runs'.
-AFTER_DEFAULT = {"masks_from_finetuned_dense"}
+AFTER_DEFAULT = {"masks_from_finetuned_dense", "masks_from_finetuned_dense_depth_auto"}
 
 
 def _same_seeds(runs: list[dict] | None, like: list[dict]) -> list[dict] | None:
