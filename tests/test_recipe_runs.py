@@ -106,6 +106,7 @@ def test_best_of_keeps_the_mask_run_best_on_validation_and_resumes(tmp_path):
     whole = _classify([*_digits_args(tmp_path, tmp_path / "whole"), *steps], tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "masks, run 2 of 2 (seed 1)" in whole.stdout
+    assert "--best_of 2 chooses among restarts on 3 validation clips, under 100" in whole.stdout
     args = [*_digits_args(tmp_path, tmp_path / "killed"), *steps]
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)

@@ -29,6 +29,7 @@ from hf_keepwhat.tasks.selection import (
     checkpoint_rule,
     describe_kept,
     kept_checkpoint,
+    restarts_warning,
 )
 from hf_keepwhat.tasks.splits import carve_validation
 
@@ -108,6 +109,12 @@ def test_only_checkpoints_that_meet_the_budget_compete():
         None, None, None, metrics=wer
     )
     assert wer["eval_wer_within_budget"] == math.inf  # lower is better: the worst is +inf
+
+
+def test_restarts_chosen_on_small_validation_are_warned_about():
+    assert restarts_warning(1, 3) is None  # no choice made
+    assert restarts_warning(3, LAST_CHECKPOINT_BELOW) is None
+    assert "--best_of 3 chooses among restarts on 48 validation clips" in restarts_warning(3, 48)
 
 
 def test_small_validation_keeps_the_last_checkpoint_and_says_why(tmp_path):

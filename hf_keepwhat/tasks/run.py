@@ -40,6 +40,7 @@ from .selection import (
     checkpoint_rule,
     describe_kept,
     kept_checkpoint,
+    restarts_warning,
     within_budget_name,
 )
 from .uncertainty import bits_of, hex_bits, wilson_interval
@@ -425,6 +426,9 @@ def _best_of(run: Run, config: MaskConfig, name: str):
     chosen)."""
     if run.run_args.best_of <= 1:
         return (*run.train_masks(config, name), [])
+    warning = restarts_warning(run.run_args.best_of, len(run.splits["validation"]))
+    if warning:
+        logger.warning(warning)
     sign = 1 if run.task.greater_is_better else -1
     best, rows = None, []
     for index in range(run.run_args.best_of):

@@ -83,6 +83,25 @@ KEPT_IN_WORDS = {
 }
 
 
+def restarts_warning(best_of: int, validation_examples: int) -> str | None:
+    """What the log says when `--best_of` chooses among restarts on a validation split too small
+    to choose on (under `LAST_CHECKPOINT_BELOW` clips: on 48 clips, 5 seeds, `--best_of 3` scored
+    below one run; docs/research.md, "The default as it runs today, and variants"), else None.
+
+    Args:
+        best_of: `--best_of`.
+        validation_examples: The validation split's size.
+    """
+    if best_of <= 1 or validation_examples >= LAST_CHECKPOINT_BELOW:
+        return None
+    return (
+        f"--best_of {best_of} chooses among restarts on {validation_examples} validation clips, "
+        f"under {LAST_CHECKPOINT_BELOW}: on 48 clips it measured no better than one run and "
+        f"trains the masks {best_of} times (docs/research.md); more validation clips make the "
+        "choice mean something"
+    )
+
+
 def checkpoint_rule(requested: str, validation_examples: int) -> tuple[str, str]:
     """Which checkpoint every phase keeps, `"best"` (best on validation, within the budget for
     masks), `"last"` or `"average"` (`WeightAverageCallback`), and why, in words for the log and
