@@ -24,7 +24,7 @@ ARMS = {
     "masks_train_backbone_average": "ours: masks over trainable weights, 50% of MACs, `--checkpoint average`",
     "base_at_tiny_macs_average": "ours, Whisper base at tiny.en's MACs, `--checkpoint average`",
     "base_at_tiny_macs_backbone_lr_2e-5": "ours, Whisper base at tiny.en's MACs, `--backbone_learning_rate 2e-5` (the last checkpoint)",
-    "masks_from_finetuned_dense_depth_auto": "ours: as the next row, with `--last_layer auto` (its probes read features fitted to these clips)",
+    "masks_from_finetuned_dense_depth_auto": "ours: as the row above, with `--last_layer auto` (its probes read features fitted to these clips)",
     "masks_train_backbone_rerun": "ours: the default, as it runs today (masks over trainable weights, the last checkpoint below 100 validation clips), 50% of MACs",
     "masks_from_finetuned_dense": "ours: the default's fine-tuned `dense/` as the model of a second run (`--no_train_baseline`): masks over its weights, 50% of MACs",
     "masks_train_backbone_best_of_3": "ours: the default with `--best_of 3` (the restart best on validation), 50% of MACs",

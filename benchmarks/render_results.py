@@ -10,6 +10,7 @@ import json
 import os
 
 from render_arms import (
+    AFTER_DEFAULT,
     against_default_table,
     arms_table,
     checkpoint_rules_table,
@@ -400,12 +401,14 @@ def weight_arms_lines() -> list[str]:
         if result is None:
             continue
         rows = result["rows"]
+        # A run started from another run's dense/ names that folder as its model.
+        models = sorted({r["model"] for r in rows if r["arm"] not in AFTER_DEFAULT})
         steps = sorted({r["steps"] for r in rows})
         lines += [
             "",
             f"## Training the weights: ours against what a user would do instead ({regime} data)",
             "",
-            f"GM instrument families, {' and '.join(sorted({r['model'] for r in rows}))}, 1 s "
+            f"GM instrument families, {' and '.join(models)}, 1 s "
             f"window (MACs / dense: of the arm's own model); training data: {words}; "
             f"test: csound's GM SoundFont, never trained on ({rows[0]['test_examples']} clips). "
             f"Every arm: {', '.join(map(str, steps))} steps a phase, batch 8, the checkpoint best "
@@ -426,7 +429,9 @@ def weight_arms_lines() -> list[str]:
             "Choices made on each seed's validation (the depth is the same for every recipe arm "
             "of a model and seed):",
         ]
-        for model in sorted({r["model"] for r in rows if r.get("depth") is not None}):
+        for model in [
+            m for m in models if any(r["model"] == m and r.get("depth") is not None for r in rows)
+        ]:
             lines += ["", *choices_table(rows, model)]
         rules = checkpoint_rules_table(rows)
         if rules:
@@ -470,8 +475,9 @@ def weight_arms_lines() -> list[str]:
                 "",
                 "The default as it runs today, and variants of it on the same seeds: its masks "
                 "started from its own fine-tuned dense model (a second run with the first's "
-                "`dense/` as `--model_name_or_path` and `--no_train_baseline`: fine-tune dense, "
-                "then masks over the weights; training time both runs'), and `--best_of 3` (three "
+                "`dense/` as `--model_name_or_path`, `--no_train_baseline` and the first run's depth "
+                "as `--last_layer`: fine-tune dense, then masks over the weights; training time "
+                "both runs'), and `--best_of 3` (three "
                 "restarts of the masks, the one best on validation kept). The gaps with their 95% "
                 "bootstrap interval over clips and seeds:",
                 "",
