@@ -26,7 +26,7 @@ ARMS = {
     "base_at_tiny_macs_backbone_lr_2e-5": "ours, Whisper base at tiny.en's MACs, `--backbone_learning_rate 2e-5` (the last checkpoint)",
     "masks_from_finetuned_dense_depth_auto": "ours: as the row above, with `--last_layer auto` (its probes read features fitted to these clips)",
     "masks_train_backbone_rerun": "ours: the default, as it runs today (masks over trainable weights, the last checkpoint below 100 validation clips), 50% of MACs",
-    "masks_from_finetuned_dense": "ours: the default's fine-tuned `dense/` as the model of a second run (`--no_train_baseline`): masks over its weights, 50% of MACs",
+    "masks_from_finetuned_dense": "ours: the default's fine-tuned `dense/` as the model of a second run (`--no_train_baseline`, the first run's depth as `--last_layer`): masks over its weights, 50% of MACs",
     "masks_train_backbone_best_of_3": "ours: the default with `--best_of 3` (the restart best on validation), 50% of MACs",
 }
 #: Re-runs of an arm with one setting changed, by their name's suffix (`<arm>_average` is `<arm>`
