@@ -375,13 +375,12 @@ def dense_kind(run_args, dense_config: MaskConfig) -> str:
 def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
     """The dense reference (every unit kept), trained as the masks are when `--train_baseline` (a
     linear probe; with `--train_backbone`, every weight fine-tuned), else measured as loaded.
-    Returns its record (metrics on validation and test, and on
-    the main process its figures; the dense model saved under `output_dir/dense`)."""
+    Returns its record (metrics on validation and test, and on the main process its figures; the
+    dense model saved under `output_dir/dense`)."""
     phase = "baseline"
     done = run.folder.done(phase)
     if done is not None:
         return done
-    metric = run.task.metric
     if run.run_args.train_baseline:
         args = run.validated_arguments(phase)
         name, trains = (
@@ -392,17 +391,16 @@ def dense_baseline(run: Run, dense_config: MaskConfig) -> dict:
         logger.info("%s: %s; %s", name, trains, run.describe_training(args))
         run.folder.folder(phase)
         dense_mm, kept = run.train_masks(dense_config, phase, freeze_masks=True)
-        dense_mm.eval()
-        metrics = run.evaluate(dense_mm, phase)
-        logger.info("%s: %s (%s)", name, scores(metrics, metric), describe_kept(kept))
+        how = describe_kept(kept)
     else:
         # Measured, not trained: a new head scores chance, but a checkpoint that carries its head
         # (a previous run's fine-tuned `dense/`, to mask from) is the reference its masks start at.
+        name, how = "dense model", "as loaded"
         logger.info("dense model: as loaded, measured only (--train_baseline trains it)")
         dense_mm = get_mask_model(run.fresh_model(), dense_config)
-        dense_mm.eval()
-        metrics = run.evaluate(dense_mm, phase)
-        logger.info("dense model: %s", scores(metrics, metric))
+    dense_mm.eval()
+    metrics = run.evaluate(dense_mm, phase)
+    logger.info("%s: %s (%s)", name, scores(metrics, run.task.metric), how)
     if not run.main:
         return {}
     dense = dense_mm.prune(feature_extractor=run.collator.feature_extractor)

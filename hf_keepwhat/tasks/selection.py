@@ -86,7 +86,7 @@ KEPT_IN_WORDS = {
 def restarts_warning(best_of: int, validation_examples: int) -> str | None:
     """What the log says when `--best_of` chooses among restarts on a validation split too small
     to choose on (under `LAST_CHECKPOINT_BELOW` clips: on 48 clips, 5 seeds, `--best_of 3` scored
-    below one run; docs/research.md, "The default as it runs today, and variants"), else None.
+    below one run: docs/research.md, the small-data table of variants of the default), else None.
 
     Args:
         best_of: `--best_of`.
