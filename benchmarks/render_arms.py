@@ -31,7 +31,7 @@ ARMS = {
 }
 #: Re-runs of an arm with one setting changed, by their name's suffix (`<arm>_average` is `<arm>`
 #: run again with `--checkpoint average`): what a table calls the re-run's kept checkpoint.
-RERUNS = {"_average": "average", "_backbone_lr_2e-5": "backbone lr 2e-5, last"}
+RERUNS = {"_average": "average", "_backbone_lr_2e-5": "backbone lr 2e-5"}
 REFERENCE = "finetune"
 
 
