@@ -142,7 +142,7 @@ def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig],
         run.folder.folder("depth")
         dense = dataclasses.replace(configs[0], target_sparsity=0.0, last_layer=None)
         model = run.fresh_model()
-        if weights_trained_by_a_run(model.config):
+        if weights_trained_by_a_run(model):
             logger.warning(
                 "depth: %s holds weights an hf_keepwhat run trained (a run's dense/ or pruned/): "
                 "if they trained on these clips, the probes' folds have seen them and favour "
@@ -180,14 +180,15 @@ def choose_depth(run: Run, configs: list[MaskConfig]) -> tuple[list[MaskConfig],
     return [dataclasses.replace(c, last_layer=chosen) for c in configs], done
 
 
-def weights_trained_by_a_run(config) -> bool:
-    """Whether a model's config records an hf_keepwhat run that trained its backbone weights
-    (`--train_backbone`, `--finetune_steps`): its features may have been fitted to the clips
-    the depth probes are cross-validated on.
+def weights_trained_by_a_run(model) -> bool:
+    """Whether a model's config (a pooled head's: its backbone's) records an hf_keepwhat run that
+    trained its backbone weights (`--train_backbone`, `--finetune_steps`): its features may have
+    been fitted to the clips the depth probes are cross-validated on.
 
     Args:
-        config: The model's `PretrainedConfig`.
+        model: What `Run.fresh_model` returned.
     """
+    config = getattr(model, "config", None) or getattr(model.backbone, "config", None)
     record = getattr(config, RECORD_KEY, None) or {}
     return bool(record.get("mask_config", {}).get("train_backbone") or record.get("recovery"))
 
