@@ -465,7 +465,8 @@ def weight_arms_lines() -> list[str]:
                 "A lower learning rate for the backbone (`--backbone_learning_rate 2e-5` in every "
                 "phase, against the default 5e-5; the head's stays 1e-3), asked of Whisper base's "
                 "fine-tuned dense reference, whose test accuracy spread most over the seeds; "
-                "the re-run keeps its last checkpoints (`--checkpoint auto`):",
+                "the best and last columns are the default rate's run, the re-run keeps its last "
+                "checkpoints (`--checkpoint auto`):",
                 "",
                 *lowered,
             ]
