@@ -33,6 +33,15 @@ ARMS = {
 #: run again with `--checkpoint average`): what a table calls the re-run's kept checkpoint.
 RERUNS = {"_average": "average", "_backbone_lr_2e-5": "backbone lr 2e-5"}
 REFERENCE = "finetune"
+#: Arms read against the default as it runs today, on the same seeds: arm -> that default's arm.
+AGAINST_DEFAULT = {
+    "masks_from_finetuned_dense": "masks_train_backbone_rerun",
+    "masks_from_finetuned_dense_depth_auto": "masks_train_backbone_rerun",
+    "masks_train_backbone_best_of_3": "masks_train_backbone_rerun",
+}
+#: Arms whose run starts from the default's run of the same seed (its `dense/`): their training
+#: time is both runs'.
+AFTER_DEFAULT = {"masks_from_finetuned_dense", "masks_from_finetuned_dense_depth_auto"}
 
 
 def _by_arm(rows: list[dict]) -> dict[str, list[dict]]:
@@ -268,17 +277,6 @@ def rerun_table(rows: list[dict], suffix: str) -> list[str]:
     return markdown_table(header, cells, "lrrrrrr") if cells else []
 
 
-#: Arms read against the default as it runs today, on the same seeds: arm -> that default's arm.
-AGAINST_DEFAULT = {
-    "masks_from_finetuned_dense": "masks_train_backbone_rerun",
-    "masks_from_finetuned_dense_depth_auto": "masks_train_backbone_rerun",
-    "masks_train_backbone_best_of_3": "masks_train_backbone_rerun",
-}
-#: Arms whose run starts from the default's run of the same seed (its `dense/`): their training
-#: time is both runs'.
-AFTER_DEFAULT = {"masks_from_finetuned_dense", "masks_from_finetuned_dense_depth_auto"}
-
-
 def _same_seeds(runs: list[dict] | None, like: list[dict]) -> list[dict] | None:
     """`runs` on the seeds of `like`, in its order (None when one is missing: no pairing)."""
     by_seed = {r["seed"]: r for r in runs or []}
@@ -313,7 +311,7 @@ def against_default_table(rows: list[dict]) -> list[str]:
             cells.append(
                 [ARMS.get(arm, arm), ", ".join(str(r["seed"]) for r in runs),
                  _mean_spread([r["validation"] for r in runs]), _mean_spread([r["test"] for r in runs]),
-                 "-" if arm == default else _gap(runs, [first[r["seed"]] for r in runs]),
+                 "-" if arm == default else _gap(runs, _same_seeds(arms[default], runs)),
                  _gap(runs, _same_seeds(arms.get(REFERENCE), runs)),
                  f"{statistics.median(minutes) / 60:.1f}"]
             )  # fmt: skip
