@@ -29,7 +29,8 @@ class SparsityCallback(TrainerCallback):
     Args:
         config: The `MaskConfig` the model was wrapped with; its `target_warmup_steps` sets a
             linear warm-up of the target to `target_sparsity`, from what the model removes with
-            every unit kept (0, or the share of the layers `last_layer` dropped).
+            every unit kept (0, or the share of the layers `last_layer` dropped); with
+            `train_backbone`, its `head_first_steps` hold the backbone's weights.
     """
 
     def __init__(self, config: MaskConfig):
@@ -62,6 +63,12 @@ class SparsityCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         _mask_model(model).current_target = self.target_at(state.global_step)
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.config.train_backbone and state.global_step < self.config.head_first_steps:
+            # The gradients are dropped, not switched off with requires_grad: DistributedDataParallel
+            # waits for a gradient of every parameter that required one when it was wrapped.
+            _mask_model(model).drop_backbone_gradients()
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         if logs is None or "loss" not in logs or model is None:

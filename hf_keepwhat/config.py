@@ -139,6 +139,11 @@ class MaskConfig:
         backbone_learning_rate: The backbone's learning rate when `train_backbone` (the head's
             is `TrainingArguments.learning_rate`; transformers' audio-classification example
             fine-tunes every weight at 5e-5).
+        head_first_steps: With `train_backbone`, the backbone's weights stay as loaded for this
+            many optimizer steps while the head (and the masks) train, then train too: the head
+            the backbone first sees is fitted instead of random (LP-FT, Kumar et al. 2022, whose
+            point is that a random head's gradients distort pretrained features). 0 trains them
+            from the first step. `SparsityCallback` holds them.
     """
 
     unit_kinds: list[str] = field(default_factory=lambda: list(UNIT_KINDS))
@@ -160,6 +165,7 @@ class MaskConfig:
     latency_table: dict | None = None
     train_backbone: bool = False
     backbone_learning_rate: float = 5e-5
+    head_first_steps: int = 0
 
     def __post_init__(self):
         self.unit_kinds = _names("unit_kinds", self.unit_kinds, UNIT_KINDS)
@@ -198,6 +204,7 @@ class MaskConfig:
         if self.last_layer is not None:
             self.last_layer = _integer("last_layer", self.last_layer, "a layer index >= 0, or None")
         self.target_warmup_steps = _integer("target_warmup_steps", self.target_warmup_steps, ">= 0")
+        self.head_first_steps = _integer("head_first_steps", self.head_first_steps, ">= 0")
         if self.modules_to_save is not None:
             self.modules_to_save = _names("modules_to_save", self.modules_to_save)
         self._read_latency_table()

@@ -358,6 +358,12 @@ class MaskModel(
         while self._undo:
             self._undo.pop()()
 
+    def drop_backbone_gradients(self) -> None:
+        """Forgets the backbone weights' gradients of this step, so the optimizer leaves them
+        (and their moments) as they are: the steps of `mask_config.head_first_steps`."""
+        for param in self.layout.backbone.parameters():
+            param.grad = None
+
     def unload(self) -> nn.Module:
         """Gives the wrapped model back as it was before wrapping (window, layers, trainable
         parameters, modules; no hook), as PEFT's `unload()` does; this MaskModel is then empty.

@@ -46,6 +46,46 @@ def test_train_backbone_moves_backbone_masks_and_head_at_their_own_rates(tmp_pat
         mm.save_pretrained(tmp_path / "adapter")
 
 
+class _BackboneMoved(TrainerCallback):
+    """Records, after each optimizer step, whether the backbone differs from `before`."""
+
+    def __init__(self, mm):
+        self.mm, self.before, self.moved = mm, _backbone_weights(mm.model), []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        after = _backbone_weights(self.mm.model)
+        self.moved.append(any(not torch.equal(self.before[n], after[n]) for n in after))
+
+
+def test_head_first_steps_hold_the_backbone_while_head_and_masks_train(tmp_path):
+    config = MaskConfig(
+        target_sparsity=0.5, train_backbone=True, backbone_learning_rate=1e-3, head_first_steps=2
+    )
+    mm = get_mask_model(tiny_whisper(), config)
+    head, masks = (
+        mm.model.classifier.weight.detach().clone(),
+        copy.deepcopy(mm.masks.state_dict()),
+    )
+    moved = _BackboneMoved(mm)
+    args = _training_args(tmp_path, max_steps=3, learning_rate=0.05, save_strategy="no")
+    trainer = Trainer(
+        model=mm,
+        args=args,
+        train_dataset=_synthetic_dataset(),
+        callbacks=[SparsityCallback(config), moved],
+        optimizer_cls_and_kwargs=mm.optimizer_cls_and_kwargs(args),
+    )
+    trainer.train()
+    assert moved.moved == [False, False, True]
+    assert not torch.equal(mm.model.classifier.weight, head)
+    assert any(not torch.equal(masks[k], v) for k, v in mm.masks.state_dict().items())
+
+
+def test_head_first_steps_must_be_a_count():
+    with pytest.raises(ValueError, match="head_first_steps=-1"):
+        MaskConfig(train_backbone=True, head_first_steps=-1)
+
+
 def test_train_backbone_refuses_an_optimizer_at_the_heads_rate(tmp_path):
     config = MaskConfig(target_sparsity=0.5, train_backbone=True)
     mm = get_mask_model(tiny_whisper(), config)
