@@ -9,12 +9,14 @@ from tiny_models import tiny_wav2vec2, tiny_wav2vec2_ctc, tiny_whisper
 from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
 
-def save_tiny_model(kind: str, folder: str, **overrides) -> str:
+def save_tiny_model(kind: str, folder: str, with_head: bool = True, **overrides) -> str:
     """Saves a tiny random model with its feature extractor, as a Hub checkpoint would be.
 
     Args:
         kind: `"whisper"` or `"wav2vec2"`.
         folder: Where to save.
+        with_head: False leaves the task head out of the checkpoint (as a pretrained encoder on
+            the Hub has none), so loading it builds a new, randomly initialised one.
         **overrides: Config overrides.
     """
     torch.manual_seed(0)
@@ -24,7 +26,10 @@ def save_tiny_model(kind: str, folder: str, **overrides) -> str:
     else:
         model = tiny_wav2vec2(**overrides)
         extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True)
-    model.save_pretrained(folder)
+    state = model.state_dict()
+    if not with_head:
+        state = {k: v for k, v in state.items() if not k.startswith(("projector", "classifier"))}
+    model.save_pretrained(folder, state_dict=state)
     extractor.save_pretrained(folder)
     return folder
 

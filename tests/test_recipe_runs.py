@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from latency_fixtures import priced_table
 from recipe_fixtures import save_tiny_model, write_digit_folder
+from safetensors.torch import load_file
 from tiny_models import tiny_whisper
 from transformers import WhisperForAudioClassification
 
@@ -55,9 +57,9 @@ def _classify(args, tmp_path, prefix=(), env=None):
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
 
 
-def _digits_args(tmp_path, out):
+def _digits_args(tmp_path, out, with_head=True):
     digits = write_digit_folder(str(tmp_path / "digits"))
-    model = save_tiny_model("whisper", str(tmp_path / "model"))
+    model = save_tiny_model("whisper", str(tmp_path / "model"), with_head)
     return ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
             "--test_group", "index", "--test_values", "0", "1", "--output_dir", str(out)]  # fmt: skip
 
@@ -101,13 +103,15 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_best_of_keeps_the_mask_run_best_on_validation_and_resumes(tmp_path):
-    steps = ["--max_steps", "10", "--no_train_baseline", "--last_layer", "none", "--best_of", "2",
+    steps = ["--max_steps", "10", "--train_baseline", "--last_layer", "none", "--best_of", "2",
              "--checkpoint", "best", *TRAINING]  # fmt: skip
-    whole = _classify([*_digits_args(tmp_path, tmp_path / "whole"), *steps], tmp_path)
+    whole = _classify(
+        [*_digits_args(tmp_path, tmp_path / "whole", with_head=False), *steps], tmp_path
+    )
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "masks, run 2 of 2 (seed 1)" in whole.stdout
     assert "--best_of 2 chooses among restarts on 3 validation clips, under 100" in whole.stdout
-    args = [*_digits_args(tmp_path, tmp_path / "killed"), *steps]
+    args = [*_digits_args(tmp_path, tmp_path / "killed", with_head=False), *steps]
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
     killed = _classify(
@@ -130,6 +134,19 @@ def test_best_of_keeps_the_mask_run_best_on_validation_and_resumes(tmp_path):
     # its best checkpoint had.
     assert a["validation_metrics"]["accuracy"] == pytest.approx(chosen["validation_accuracy"])
     assert "masks trained 2 times (`--best_of`)" in (tmp_path / "whole" / "report.md").read_text()
+    # The first restart is the run of --seed alone: a phase's head and data order come from its
+    # seed, not from what the phases before it drew.
+    single = tmp_path / "single"
+    result = _classify(
+        [*_digits_args(tmp_path, single, with_head=False), *steps, "--best_of", "1"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    weights = [  # the last checkpoints: masks, head and the trained weights
+        load_file(folder / "checkpoint-10" / "model.safetensors")
+        for folder in (tmp_path / "whole" / "target0.50" / "seed0", single / "target0.50")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_masks_start_from_a_previous_runs_fine_tuned_dense_model(tmp_path):

@@ -251,8 +251,9 @@ class Run:
         args = self.validated_arguments(name)
         if seed is not None:
             args = dataclasses.replace(args, seed=seed)
-            # Before the head is built, as Trainer's `model_init` would be seeded.
-            set_seed(seed)
+        # Before the head is built, as Trainer's `model_init` would be seeded: a phase's new head
+        # is then the same whichever phases ran before it (depth probes, the dense reference).
+        set_seed(args.seed)
         mm = get_mask_model(self.fresh_model(), config)
         averaging = self.checkpoint_callbacks()
         if freeze_masks:  # the dense baseline: every unit kept, only the head trains
