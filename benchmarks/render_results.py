@@ -470,6 +470,18 @@ def weight_arms_lines() -> list[str]:
                 "",
                 *lowered,
             ]
+        head_first = rerun_table(rows, "_head_first_100")
+        if head_first:
+            lines += [
+                "",
+                "The head first (`--head_first_steps 100`: for the first 100 of the 500 steps of "
+                "every phase that trains the backbone, its weights wait while the head and the "
+                "masks train; LP-FT, Kumar et al. 2022: a random head's gradients distort the "
+                "pretrained features), asked of the same spread; the best and last columns are "
+                "the default's run, the re-run keeps its last checkpoints:",
+                "",
+                *head_first,
+            ]
         variants = against_default_table(rows)
         if variants:
             lines += [

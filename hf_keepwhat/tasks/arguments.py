@@ -273,6 +273,7 @@ RECIPE_MASK_HELP = {
     "last_layer": "Drop the layers above this index; 'auto': per-layer probes on the validation split choose it; 'none': keep every layer (default: 'auto' for classification, 'none' otherwise).",
     "max_input_seconds": "Whisper: the input window in seconds (default: the longest train clip, rounded up to a whole second).",
     "latency_table": "A `keepwhat profile-latency` file: --budget latency prices units with it, and reports add its predicted latency.",
+    "head_first_steps": "With --train_backbone: the backbone's weights wait this many steps of every phase while the head (and the masks) train (LP-FT); 0, the default, trains them from the first step (docs/research.md, 'Training the weights', small data: the head first).",
     "train_backbone": "Train the kept weights while the masks learn (at --backbone_learning_rate; the dense reference is then fine-tuned too); '--train_backbone false' freezes the backbone (default: true for single-label classification, where it won on validation in the small-data regime of docs/research.md 'Training the weights' (78.3 against 76.7 for frozen masks then --finetune_steps, 5 seeds) in less training time; in the large regime frozen masks then fine-tuning won on validation, 91.4 against 87.2, with the same test accuracy within the intervals; false otherwise).",
 }
 
