@@ -68,6 +68,8 @@ class SparsityCallback(TrainerCallback):
         if self.config.train_backbone and state.global_step < self.config.head_first_steps:
             # The gradients are dropped, not switched off with requires_grad: DistributedDataParallel
             # waits for a gradient of every parameter that required one when it was wrapped.
+            # (Trainer clipped the gradient norm with them counted, so the head's step is clipped
+            # as in a step where everything trains.)
             _mask_model(model).drop_backbone_gradients()
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):

@@ -164,16 +164,23 @@ def test_missing_label_column_is_one_clear_line(tmp_path, digits):
 @pytest.mark.slow
 def test_accelerate_two_processes_end_with_identical_masks(tmp_path, digits):
     """accelerate's `--cpu` alone runs one process (its multi-CPU path is mpirun); its torchrun
-    launcher (`--multi_gpu`) with the script's `--use_cpu` runs two gloo processes on the CPU."""
+    launcher (`--multi_gpu`) with the script's `--use_cpu` runs two gloo processes on the CPU.
+    The backbone trains, after waiting two steps (`--head_first_steps`: its gradients are dropped
+    after DistributedDataParallel reduced them, which must not stall the processes)."""
     model = save_tiny_model("whisper", str(tmp_path / "model"))
     out = tmp_path / "out"
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
     args = ["--model_name_or_path", model, "--data_dir", digits, "--filename_label_regex", DIGIT_REGEX,
-            "--test_group", "index", "--test_values", "0", "1", "--output_dir", str(out), *COMMON]  # fmt: skip
+            "--test_group", "index", "--test_values", "0", "1", "--output_dir", str(out),
+            *COMMON, "--train_backbone", "--head_first_steps", "2"]  # fmt: skip
     result = _recipe("classify", args, tmp_path, launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
-    run = json.loads((out / "report.json").read_text())["runs"][0]
+    report = json.loads((out / "report.json").read_text())
+    assert (
+        report["mask_config"]["train_backbone"] and report["mask_config"]["head_first_steps"] == 2
+    )
+    run = report["runs"][0]
     assert run["processes"] == 2
     assert run["mask_checksums_agree"]
 

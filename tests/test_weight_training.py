@@ -62,10 +62,8 @@ def test_head_first_steps_hold_the_backbone_while_head_and_masks_train(tmp_path)
         target_sparsity=0.5, train_backbone=True, backbone_learning_rate=1e-3, head_first_steps=2
     )
     mm = get_mask_model(tiny_whisper(), config)
-    head, masks = (
-        mm.model.classifier.weight.detach().clone(),
-        copy.deepcopy(mm.masks.state_dict()),
-    )
+    head = mm.model.classifier.weight.detach().clone()
+    masks = copy.deepcopy(mm.masks.state_dict())
     moved = _BackboneMoved(mm)
     args = _training_args(tmp_path, max_steps=3, learning_rate=0.05, save_strategy="no")
     trainer = Trainer(
