@@ -24,6 +24,7 @@ ARMS = {
     "masks_train_backbone_average": "ours: masks over trainable weights, 50% of MACs, `--checkpoint average`",
     "base_at_tiny_macs_average": "ours, Whisper base at tiny.en's MACs, `--checkpoint average`",
     "base_at_tiny_macs_backbone_lr_2e-5": "ours, Whisper base at tiny.en's MACs, `--backbone_learning_rate 2e-5` (the last checkpoint)",
+    "masks_train_backbone_head_first_100": "ours: masks over trainable weights, 50% of MACs, `--head_first_steps 100` (the last checkpoint)",
     "base_at_tiny_macs_head_first_100": "ours, Whisper base at tiny.en's MACs, `--head_first_steps 100` (the last checkpoint)",
     "masks_from_finetuned_dense_depth_auto": "ours: as the row above, with `--last_layer auto` (its probes read features fitted to these clips)",
     "masks_train_backbone_rerun": "ours: the default, as it runs today (masks over trainable weights, the last checkpoint below 100 validation clips), 50% of MACs",

@@ -477,8 +477,8 @@ def weight_arms_lines() -> list[str]:
                 "The head first (`--head_first_steps 100`: for the first 100 of the 500 steps of "
                 "every phase that trains the backbone, its weights wait while the head and the "
                 "masks train; LP-FT, Kumar et al. 2022: a random head's gradients distort the "
-                "pretrained features), asked of the same spread; the best and last columns are "
-                "the default's run, the re-run keeps its last checkpoints:",
+                "pretrained features), asked of the same spread and of tiny.en's default; the best "
+                "and last columns are the default's run, the re-run keeps its last checkpoints:",
                 "",
                 *head_first,
             ]
