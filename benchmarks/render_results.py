@@ -387,6 +387,26 @@ def results_lines() -> list[str]:
     return [line[1:] if line.startswith("###") else line for line in lines]
 
 
+#: What research.md says above each re-run table (`render_arms.rerun_table`), by the re-run's
+#: suffix, in the order the tables appear.
+RERUN_INTROS = {
+    "_average": "Averaging instead of choosing (`--checkpoint average`: the trained weights "
+    "averaged over the evaluations of each phase's second half, the masks the last "
+    "checkpoint's), on the seeds run both ways; the gaps with their 95% bootstrap "
+    "interval over clips and seeds:",
+    "_backbone_lr_2e-5": "A lower learning rate for the backbone (`--backbone_learning_rate 2e-5` "
+    "in every phase, against the default 5e-5; the head's stays 1e-3), asked of Whisper base's "
+    "fine-tuned dense reference, whose test accuracy spread most over the seeds; "
+    "the best and last columns are the default rate's run, the re-run keeps its last "
+    "checkpoints (`--checkpoint auto`):",
+    "_head_first_100": "The head first (`--head_first_steps 100`: for the first 100 of the 500 "
+    "steps of every phase that trains the backbone, its weights wait while the head and the "
+    "masks train; LP-FT, Kumar et al. 2022: a random head's gradients distort the "
+    "pretrained features), asked of the same spread and of tiny.en's default; the best "
+    "and last columns are the default's run, the re-run keeps its last checkpoints:",
+}
+
+
 def weight_arms_lines() -> list[str]:
     """docs/research.md's weight-training section: ours against what a user would do instead,
     per regime whose `weight_arms_{regime}.json` exists."""
@@ -447,41 +467,10 @@ def weight_arms_lines() -> list[str]:
                 "",
                 *rules,
             ]
-        averaged = rerun_table(rows, "_average")
-        if averaged:
-            lines += [
-                "",
-                "Averaging instead of choosing (`--checkpoint average`: the trained weights "
-                "averaged over the evaluations of each phase's second half, the masks the last "
-                "checkpoint's), on the seeds run both ways; the gaps with their 95% bootstrap "
-                "interval over clips and seeds:",
-                "",
-                *averaged,
-            ]
-        lowered = rerun_table(rows, "_backbone_lr_2e-5")
-        if lowered:
-            lines += [
-                "",
-                "A lower learning rate for the backbone (`--backbone_learning_rate 2e-5` in every "
-                "phase, against the default 5e-5; the head's stays 1e-3), asked of Whisper base's "
-                "fine-tuned dense reference, whose test accuracy spread most over the seeds; "
-                "the best and last columns are the default rate's run, the re-run keeps its last "
-                "checkpoints (`--checkpoint auto`):",
-                "",
-                *lowered,
-            ]
-        head_first = rerun_table(rows, "_head_first_100")
-        if head_first:
-            lines += [
-                "",
-                "The head first (`--head_first_steps 100`: for the first 100 of the 500 steps of "
-                "every phase that trains the backbone, its weights wait while the head and the "
-                "masks train; LP-FT, Kumar et al. 2022: a random head's gradients distort the "
-                "pretrained features), asked of the same spread and of tiny.en's default; the best "
-                "and last columns are the default's run, the re-run keeps its last checkpoints:",
-                "",
-                *head_first,
-            ]
+        for suffix, intro in RERUN_INTROS.items():
+            table = rerun_table(rows, suffix)
+            if table:
+                lines += ["", intro, "", *table]
         variants = against_default_table(rows)
         if variants:
             lines += [
