@@ -3,6 +3,7 @@ and none of their rows is lost."""
 
 import json
 import multiprocessing
+from pathlib import Path
 
 from benchmarks.provenance import append_row
 
@@ -23,7 +24,7 @@ def test_rows_appended_at_the_same_time_by_several_processes_are_all_kept(tmp_pa
     for worker in workers:
         worker.join()
         assert worker.exitcode == 0
-    rows = json.loads(open(path, encoding="utf-8").read())["rows"]
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))["rows"]
     assert sorted((r["worker"], r["index"]) for r in rows) == [
         (w, i) for w in range(PROCESSES) for i in range(ROWS_EACH)
     ]
